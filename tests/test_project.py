@@ -1,0 +1,88 @@
+"""Project-level checks: set-up files agree, README in step, the public entry points and the CLI work."""
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_matches_pyproject():
+    proj = _pyproject()["project"]
+    want = set(proj["dependencies"]) | set(proj["optional-dependencies"]["dev"])
+    text = (ROOT / "environment.yml").read_text()
+    pip = set(re.findall(r"^ {6}- (\S+)$", text, flags=re.M))
+    assert pip == want, f"environment.yml pip section differs: missing {want - pip}, extra {pip - want}"
+    assert "python=3.11" in text
+
+
+def test_dependencies_are_pinned_and_torch_is_the_cpu_wheel():
+    proj = _pyproject()["project"]
+    for dep in proj["dependencies"] + proj["optional-dependencies"]["dev"]:
+        assert "==" in dep, f"{dep} is not pinned"
+    assert "torch==2.13.0" in proj["dependencies"]
+
+
+def test_nbdev_config():
+    cfg = _pyproject()["tool"]["nbdev"]
+    assert cfg["lib_path"] == "facelift_nb" and cfg["nbs_path"] == "nbs"
+    assert cfg["tst_flags"] == "notest slow gpu weights"
+    assert not (ROOT / "settings.ini").exists()
+    assert (ROOT / "nbs" / "_quarto.yml").exists() and (ROOT / "nbs" / "nbdev.yml").exists()
+
+
+def _readme_commands():
+    return re.findall(r"```sh\n\s*(.+?)\n\s*```", (ROOT / "README.md").read_text())
+
+
+def test_readme_states_two_commands_and_ci_runs_the_test_command():
+    cmds = _readme_commands()
+    assert len(cmds) == 2, cmds
+    assert cmds[0].startswith("pip install") and "facelift-nb demo" in cmds[0]
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1].strip() == cmds[1].strip(), "the last line of .ci/run must be README's test command"
+    assert cmds[1].rstrip().endswith("pytest"), "pytest runs last so its summary closes the log"
+
+
+def test_readme_in_step_with_index():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_readme.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pipeline_import():
+    r = subprocess.run([sys.executable, "-c", "from facelift_nb import pipeline; print(pipeline.get_layout('facelift6').names)"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "front_right" in r.stdout
+
+
+def test_cli_demo_writes_pictures(tmp_path):
+    exe = shutil.which("facelift-nb")
+    assert exe, "the facelift-nb console script is not installed: pip install -e ."
+    r = subprocess.run([exe, "demo", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for name in ("rig.png", "layouts.png"):
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.width > 300 and im.height > 200
+            assert len(set(im.convert("L").getdata())) > 20  # a real drawing, not a blank canvas
+    from facelift_nb.cameras import Cameras
+    from facelift_nb.layouts import get_layout
+    cams = Cameras.from_facelift_json(tmp_path / "out" / "cameras.json")
+    assert (cams.w2c - get_layout("facelift6").cameras().w2c).abs().max() < 1e-6
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_cli_check_cameras_exit_codes(tmp_path, ref_json):
+    exe = shutil.which("facelift-nb")
+    ok = subprocess.run([exe, "check-cameras", str(ref_json), "--radius", "2.7"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = subprocess.run([exe, "check-cameras", str(ref_json), "--radius", "1.0"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "differs from the expected radius" in bad.stdout
