@@ -346,21 +346,22 @@ class RayBundle:
     origins: torch.Tensor  # [..., V, H, W, 3] camera centres (world)
     directions: torch.Tensor  # [..., V, H, W, 3] unit directions through pixel centres (world)
 
+def _ray_directions_cf(cameras: Cameras) -> torch.Tensor:  # [..., V, 3, H, W]
+    "Unit world ray directions through pixel centres, channels first (the layout GS-LRM consumes)."
+    H, W = cameras.hw
+    dt, dev = cameras.dtype, cameras.device
+    K, R = cameras.K, cameras.c2w[..., :3, :3]
+    x = (torch.arange(W, device=dev, dtype=dt) + 0.5 - K[..., 0, 2, None]) / K[..., 0, 0, None]  # [..., V, W]
+    y = (torch.arange(H, device=dev, dtype=dt) + 0.5 - K[..., 1, 2, None]) / K[..., 1, 1, None]  # [..., V, H]
+    # R · (x, y, 1) as a sum of outer products: no [H, W, 3] camera-space grid, no batched matmul
+    d = R[..., :, 0, None, None] * x[..., None, None, :] + (R[..., :, 1, None, None] * y[..., None, :, None] + R[..., :, 2, None, None])
+    return d * torch.rsqrt((d * d).sum(-3, keepdim=True))  # (linalg.vector_norm over dim -3 is ~50x slower on CPU)
+
 def ray_bundle(cameras: Cameras) -> RayBundle:
     "World-space rays through the centre of every pixel of every camera."
     if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
-    H, W = cameras.hw
-    dt, dev = cameras.dtype, cameras.device
-    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=dt) + 0.5, torch.arange(W, device=dev, dtype=dt) + 0.5,
-                            indexing="ij")
-    K = cameras.K[..., None, None, :, :]  # [..., V, 1, 1, 3, 3]
-    d = torch.stack([(xs - K[..., 0, 2]) / K[..., 0, 0], (ys - K[..., 1, 2]) / K[..., 1, 1],
-                     torch.ones_like(xs).expand(*cameras.batch_shape, H, W)], -1)
-    d = torch.nn.functional.normalize(d, dim=-1)
-    c2w = cameras.c2w
-    d = torch.nn.functional.normalize(torch.einsum("...ij,...hwj->...hwi", c2w[..., :3, :3], d), dim=-1)
-    o = c2w[..., None, None, :3, 3].expand_as(d)
-    return RayBundle(o, d)
+    d = _ray_directions_cf(cameras).movedim(-3, -1)
+    return RayBundle(cameras.centers[..., None, None, :].expand_as(d), d)
 
 # %% ../nbs/00_cameras.ipynb #e4bf0d9d
 def plucker_inputs(images: torch.Tensor,  # [..., V, 3, H, W] RGB in [0, 1]
@@ -376,11 +377,15 @@ def plucker_inputs(images: torch.Tensor,  # [..., V, 3, H, W] RGB in [0, 1]
     if not images.is_floating_point() or images.min() < -1e-3 or images.max() > 1 + 1e-3:
         raise ValueError("`images` must be floating point in [0, 1]; got "
                          f"{images.dtype} in [{images.min().item():.3g}, {images.max().item():.3g}]. uint8? Divide by 255.")
-    rays = ray_bundle(cameras.to(images.device, images.dtype))
-    o, d = rays.origins, rays.directions
-    nearest = o + (-(o * d).sum(-1, keepdim=True)) * d
-    geo = torch.cat([d, nearest], -1).movedim(-1, -3)  # [..., V, 6, H, W]
-    return torch.cat([images * 2 - 1, geo], -3)
+    cameras = cameras.to(images.device, images.dtype)
+    out = torch.empty(*_shape(images)[:-3], 9, *_shape(images)[-2:], dtype=images.dtype, device=images.device)
+    torch.mul(images, 2, out=out[..., :3, :, :]).sub_(1)
+    d = out[..., 3:6, :, :]
+    d.copy_(_ray_directions_cf(cameras))
+    o = cameras.centers[..., :, None, None]  # [..., V, 3, 1, 1]
+    t = (o * d).sum(-3, keepdim=True)  # o·d per pixel
+    torch.sub(o, t * d, out=out[..., 6:9, :, :])  # the ray point nearest the origin: o + (−o·d)·d
+    return out
 
 # %% ../nbs/00_cameras.ipynb #91a982f9
 _FRAME_KEYS = ("w", "h", "fx", "fy", "cx", "cy", "w2c")

@@ -111,3 +111,23 @@ def test_registry():
 def test_names_for_every_octant_are_unique():
     names = [ViewLayout.from_azimuths(list(c)).names for c in itertools.combinations(range(0, 360, 45), 3)]
     assert all(len(set(n)) == 3 for n in names)
+
+
+@pytest.mark.parametrize("call,exc,msg", [
+    (lambda: ViewLayout(("a", "b"), (0.,), (0., 0.)), ValueError, "one entry per view"),
+    (lambda: ViewLayout(("a", "a"), (0., 1.), (0., 0.)), ValueError, "unique"),
+    (lambda: ViewLayout(("a", ""), (0., 1.), (0., 0.)), TypeError, "non-empty strings"),
+    (lambda: ViewLayout(("a",), (None,), (0.,)), TypeError, "must be numbers"),
+    (lambda: ViewLayout(("a",), (0.,), (float("inf"),)), ValueError, "finite"),
+    (lambda: ViewLayout(("a",), (0.,), (-90.,)), ValueError, "(-90, 90)"),
+    (lambda: ViewLayout((), (), ()), ValueError, "at least one view"),
+    (lambda: get_layout("nope"), ValueError, "unknown layout 'nope'"),
+    (lambda: uniform_layout(2.5), ValueError, "positive integer"),
+    (lambda: register_layout("facelift6"), TypeError, "must be a ViewLayout"),
+    (lambda: match_layout(get_layout("uniform4").cameras(), "facelift6"), ValueError, "has 4 cameras but layout facelift6 has 6"),
+    (lambda: match_layout(get_layout("uniform4").cameras(), "uniform4", subject_center=(0, -2.7, 0)), ValueError, "sits at"),
+])
+def test_layout_error_paths(call, exc, msg):
+    with pytest.raises(exc) as e:
+        call()
+    assert msg in str(e.value)
