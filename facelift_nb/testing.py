@@ -7,13 +7,17 @@ Docs: https://facelift-nb.github.io/facelift_nb/testing.html.md"""
 # %% ../nbs/14_testing.ipynb #9a8047b4
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import torch
+
 import facelift_nb
+from .splats import SH_C0, Gaussians
 
 # %% auto #0
-__all__ = ['reference_path']
+__all__ = ['reference_path', 'shell_scene', 'head_scene']
 
 # %% ../nbs/14_testing.ipynb #bddc4ba2
 def _reference_roots() -> list[Path]:
@@ -30,3 +34,46 @@ def reference_path(*parts: str) -> Path:
         if (root / Path(*parts)).exists(): return root / Path(*parts)
     raise FileNotFoundError(f"reference data {'/'.join(parts)!r} not found; looked in {[str(r) for r in roots[:4]]}... "
                             "Set FACELIFT_NB_REFERENCE to the shared/reference folder.")
+
+# %% ../nbs/14_testing.ipynb #3c00c9c4
+def _rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:  # [..., 1, 3]
+    return ((rgb - 0.5) / SH_C0)[..., None, :]
+
+def shell_scene(n: int = 4096, seed: int = 0, radius: float = 0.5, scale_range=(0.002, 0.01),
+                opacity_range=(0.3, 1.0), dtype=torch.float32) -> Gaussians:
+    "Gaussians on a sphere shell (random orientation, scale, opacity and colour), deterministic from `seed`."
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
+    lo, hi = scale_range
+    scales = lo + (hi - lo) * torch.rand(n, 3, generator=g, dtype=torch.float64)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=-1)
+    op = opacity_range[0] + (opacity_range[1] - opacity_range[0]) * torch.rand(n, generator=g, dtype=torch.float64)
+    rgb = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    return Gaussians(radius * dirs, quats, scales, op, _rgb_to_sh(rgb)).to(dtype=dtype)
+
+def _blob(g, n, center, radii, rgb, scale, jitter=0.08):
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
+    r = torch.rand(n, 1, generator=g, dtype=torch.float64) ** (1 / 3)
+    col = torch.tensor(rgb, dtype=torch.float64) * (1 + jitter * torch.randn(n, 1, generator=g, dtype=torch.float64))
+    return torch.tensor(center, dtype=torch.float64) + d * r * torch.tensor(radii, dtype=torch.float64), col.clamp(0, 1), torch.full((n, 3), scale, dtype=torch.float64)
+
+def head_scene(n: int = 6000, seed: int = 0, dtype=torch.float32) -> Gaussians:
+    "A coloured head-like cluster in the FaceLift world (Z up, facing -Y), deterministic from `seed`."
+    g = torch.Generator().manual_seed(seed)
+    parts = [((0, 0, 0), (0.42, 0.46, 0.55), (0.93, 0.75, 0.62), 0.03, 0.70),  # head
+             ((0, 0.05, 0.18), (0.45, 0.45, 0.42), (0.25, 0.15, 0.08), 0.03, 0.22),  # hair (kept to the top and back below)
+             ((-0.16, -0.4, 0.12), (0.06, 0.03, 0.04), (0.1, 0.1, 0.15), 0.012, 0.02),  # subject's right eye (-X)
+             ((0.16, -0.4, 0.12), (0.06, 0.03, 0.04), (0.1, 0.1, 0.15), 0.012, 0.02),  # left eye
+             ((0, -0.5, -0.02), (0.05, 0.08, 0.1), (0.85, 0.55, 0.45), 0.015, 0.02),  # nose
+             ((0, -0.38, -0.25), (0.14, 0.04, 0.03), (0.7, 0.2, 0.25), 0.012, 0.02),  # mouth
+             ((-0.44, 0, 0), (0.04, 0.1, 0.14), (0.9, 0.65, 0.55), 0.015, 0.02),  # right ear
+             ((0.44, 0, 0), (0.04, 0.1, 0.14), (0.9, 0.65, 0.55), 0.015, 0.02)]  # left ear
+    means, cols, scales = [], [], []
+    for center, radii, rgb, scale, frac in parts:
+        m, c, s = _blob(g, max(1, int(n * frac)), center, radii, rgb, scale)
+        if rgb == (0.25, 0.15, 0.08): keep = (m[:, 2] > 0.12) | (m[:, 1] > 0.1); m, c, s = m[keep], c[keep], s[keep]
+        means.append(m); cols.append(c); scales.append(s)
+    m, c, s = torch.cat(means), torch.cat(cols), torch.cat(scales)
+    k = len(m)
+    quats = torch.nn.functional.normalize(torch.randn(k, 4, generator=g, dtype=torch.float64), dim=-1)
+    return Gaussians(m, quats, s, torch.full((k,), 0.9, dtype=torch.float64), _rgb_to_sh(c)).to(dtype=dtype)
