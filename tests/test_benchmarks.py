@@ -6,6 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cameras as bench_cameras  # noqa: E402
+import gslrm as bench_gslrm  # noqa: E402
 import render as bench_render  # noqa: E402
 
 from facelift_nb.cameras import plucker_inputs  # noqa: E402
@@ -39,3 +40,13 @@ def test_render_anchor_agrees_with_reference():
 def test_render_benchmark_quick(capsys):
     bench_render.main(quick=True)
     assert "anchor/fast" in capsys.readouterr().out
+
+
+def test_gslrm_benchmark_variants_agree(capsys):
+    "The eager reference attention and SDPA give the same Gaussians (the benchmark compares their speed)."
+    (ms, x, c), (me, _, _) = bench_gslrm.build("tiny", "sdpa"), bench_gslrm.build("tiny", "eager")
+    me.load_state_dict(ms.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(me(x, c).gaussians.means, ms(x, c).gaussians.means, atol=1e-5, rtol=1e-5)
+    bench_gslrm.main(repeats=1, configs=("tiny",), memory=False)
+    assert "eager/sdpa" in capsys.readouterr().out

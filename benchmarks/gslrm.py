@@ -1,0 +1,65 @@
+"""Benchmark: GS-LRM forward on CPU, SDPA attention against an eager matmul-softmax implementation.
+
+Configs: the tiny test model (6 views at 32²) and a mid model (width 256, 4 layers, 6 views at 256²).
+Times are interleaved in one process (median of repeats); peak memory is measured in a fresh subprocess
+per (config, attention) as the growth of the peak RSS during one forward. Ratios only, no pass/fail.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from facelift_nb.cameras import Cameras
+from facelift_nb.layouts import get_layout
+from facelift_nb.models.gslrm import GSLRM
+
+CONFIGS = {"tiny": (GSLRM.tiny_config(), 32), "mid": (dict(image_size=256, patch_size=8, width=256, head_dim=64, num_layers=4), 256)}
+
+
+def build(name: str, attention: str):
+    cfg, size = CONFIGS[name]
+    torch.manual_seed(0)
+    model = GSLRM(**cfg, attention=attention).eval()
+    cams = Cameras.stack([get_layout("facelift6").cameras(hw=(size, size))])
+    return model, torch.rand(1, 6, 3, size, size), cams
+
+
+def peak_mib(name: str, attention: str) -> float:
+    "Peak-RSS growth of one forward, measured in a fresh process."
+    code = (f"import resource, torch, sys; sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r}); import gslrm as b; "
+            f"m, x, c = b.build({name!r}, {attention!r}); r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "with torch.no_grad(): m(x, c)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
+def main(repeats: int = 5, configs=("tiny", "mid"), memory: bool = True):
+    print(f"GS-LRM forward on CPU, {torch.get_num_threads()} threads, median of {repeats}")
+    # memory first: a child's peak RSS starts at the parent's size at fork time, so measure while this process is small
+    mems = {(n, a): peak_mib(n, a) for n in configs for a in ("sdpa", "eager")} if memory else {}
+    for name in configs:
+        (ms, x, c), (me, _, _) = build(name, "sdpa"), build(name, "eager")
+        me.load_state_dict(ms.state_dict())
+        ts, te = [], []
+        with torch.no_grad():
+            ms(x, c); me(x, c)  # warm-up
+            for _ in range(repeats):  # interleaved
+                t = time.perf_counter(); a = ms(x, c).gaussians.means; ts.append(time.perf_counter() - t)
+                t = time.perf_counter(); b = me(x, c).gaussians.means; te.append(time.perf_counter() - t)
+        s, e = statistics.median(ts), statistics.median(te)
+        mem = f" | peak RSS growth sdpa {mems[name, 'sdpa']:.0f} MiB, eager {mems[name, 'eager']:.0f} MiB" if memory else ""
+        print(f"  {name:>4}: sdpa {s * 1e3:8.1f} ms, eager {e * 1e3:8.1f} ms, eager/sdpa {e / s:5.2f}x, "
+              f"max |diff| {(a - b).abs().max().item():.1e}{mem}", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    main(args.repeats)
