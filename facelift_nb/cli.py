@@ -55,7 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("path")
     c.add_argument("--radius", type=float, default=None, help="expected camera distance to the subject")
     sub.add_parser("layouts", help="coverage metrics of the registered layouts")
+    t = sub.add_parser("train-gslrm", help="fine-tune GS-LRM from a YAML config (fields of GSLRMTrainConfig)")
+    t.add_argument("config")
     args = p.parse_args(argv)
+    if args.command == "train-gslrm":
+        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
+        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
+        last = res["history"][-1] if res["history"] else {}
+        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
+        return 0
     if args.command == "demo":
         demo(args.out, args.layout)
         return 0

@@ -1,0 +1,134 @@
+"""GS-LRM fine-tuning: dataset validation, a short CPU fine-tune that learns, exact checkpoints and resumption."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelift_nb.models.gslrm import GSLRM
+from facelift_nb.testing import reference_path
+from facelift_nb.train.gslrm import (GSLRMDataset, GSLRMTrainConfig, check_sample, latest_valid_checkpoint, list_checkpoints,
+                                     sample_dirs, train_gslrm)
+
+REF = reference_path("facelift_data_sample", "gslrm", "sample_000")
+
+
+def _cfg(tmp, **kw):
+    base = dict(data=str(REF), output_dir=str(tmp), model_config=GSLRM.tiny_config(), image_size=16, num_input=6, num_target=6,
+                max_steps=6, warmup_steps=1, lr=2e-3, checkpoint_every=3, keep_last=5)
+    return GSLRMTrainConfig(**{**base, **kw})
+
+
+def test_short_finetune_lowers_loss(tmp_path):
+    res = train_gslrm(_cfg(tmp_path, max_steps=30, checkpoint_every=30))
+    losses = [r["loss"] for r in res["history"]]
+    assert len(losses) == 30 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 31))
+
+
+def test_checkpoints_reload_exactly_and_resume(tmp_path):
+    a = tmp_path / "a"
+    train_gslrm(_cfg(a))
+    ckpts = list_checkpoints(a / "checkpoints")
+    assert [p.name for p in ckpts] == ["ckpt_0000000000000003.pt", "ckpt_0000000000000006.pt"]
+    final = GSLRM.from_pretrained(a / "final")
+    six = GSLRM.from_facelift_checkpoint(ckpts[-1], config=GSLRM.tiny_config())
+    for k, v in final.state_dict().items():
+        assert torch.equal(v, six.state_dict()[k]), k  # the checkpoint holds exactly the trained weights
+    # a second run that stopped at step 3, resumed, ends bit-identical to the uninterrupted run
+    b = tmp_path / "b"
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpts[0], b / "checkpoints" / ckpts[0].name)
+    res = train_gslrm(_cfg(b, resume=True))
+    assert [r["step"] for r in res["history"]] == [4, 5, 6]
+    resumed = torch.load(list_checkpoints(b / "checkpoints")[-1], weights_only=True)["model"]
+    for k, v in torch.load(ckpts[-1], weights_only=True)["model"].items():
+        assert torch.equal(v, resumed[k]), k
+
+
+def test_fine_tune_from_weights(tmp_path):
+    train_gslrm(_cfg(tmp_path / "a", max_steps=3))
+    src = list_checkpoints(tmp_path / "a" / "checkpoints")[-1]
+    res = train_gslrm(_cfg(tmp_path / "b", max_steps=2, fine_tune_from=str(src)))
+    assert [r["step"] for r in res["history"]] == [1, 2]  # fresh optimizer and step count
+    res = train_gslrm(_cfg(tmp_path / "c", max_steps=1, fine_tune_from=str(tmp_path / "a" / "final")))
+    assert len(res["history"]) == 1
+
+
+def test_rotation_moves_old_checkpoints_to_trash(tmp_path):
+    train_gslrm(_cfg(tmp_path, max_steps=4, checkpoint_every=1, keep_last=2))
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["ckpt_0000000000000003.pt", "ckpt_0000000000000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "trash").iterdir()) == ["ckpt_0000000000000001.pt", "ckpt_0000000000000002.pt"]
+
+
+def test_latest_valid_skips_broken(tmp_path, caplog):
+    train_gslrm(_cfg(tmp_path, max_steps=3))
+    good = list_checkpoints(tmp_path / "checkpoints")[-1]
+    (tmp_path / "checkpoints" / "ckpt_0000000000000099.pt").write_bytes(good.read_bytes()[:1000])  # truncated
+    torch.save({"model": {}}, tmp_path / "checkpoints" / "ckpt_0000000000000050.pt")  # incomplete
+    assert latest_valid_checkpoint(tmp_path / "checkpoints") == good
+    assert "unreadable" in caplog.text and "incomplete" in caplog.text
+
+
+def _copy_sample(dst):
+    shutil.copytree(REF, dst)
+    return dst
+
+
+def test_dataset_reports_broken_samples(tmp_path):
+    root = tmp_path / "set"
+    ok = _copy_sample(root / "ok")
+    missing = _copy_sample(root / "missing"); (missing / "images" / "cam_005.png").unlink()
+    small = _copy_sample(root / "small")
+    Image.open(small / "images" / "cam_002.png").resize((64, 64)).save(small / "images" / "cam_002.png")
+    rgb = _copy_sample(root / "rgb")
+    Image.open(rgb / "images" / "cam_007.png").convert("RGB").save(rgb / "images" / "cam_007.png")
+    ds = GSLRMDataset(root, image_size=16)
+    assert ds.dirs == [ok]
+    assert "missing image images/cam_005.png" in ds.report[str(missing)][0]
+    assert "64x64 but cameras say 512x512" in ds.report[str(small)][0]
+    assert "no alpha channel" in ds.report[str(rgb)][0]
+    (tmp_path / "list.txt").write_text("set/missing\n")
+    with pytest.raises(ValueError, match="no usable samples"):
+        GSLRMDataset(tmp_path / "list.txt", image_size=16)
+    (tmp_path / "list2.txt").write_text(f"set/ok\n{root / 'small'}\n# a comment\n")
+    assert sample_dirs(tmp_path / "list2.txt") == [tmp_path / "set" / "ok", root / "small"]
+    with pytest.raises(FileNotFoundError):
+        sample_dirs(tmp_path / "nowhere")
+    assert check_sample(ok) == []
+
+
+def test_dataset_items_and_errors():
+    ds = GSLRMDataset(REF, num_input=4, num_target=6, image_size=16, bg="black", input_views=[0, 8, 16, 24])
+    it = ds[0]
+    assert it["frames"][:4].tolist() == [0, 8, 16, 24] and len(set(it["frames"].tolist())) == 6
+    assert it["images"].shape == (6, 3, 16, 16) and float(it["images"].min()) >= 0
+    with pytest.raises(ValueError, match="bg"):
+        GSLRMDataset(REF, bg="grey")
+    with pytest.raises(ValueError, match="targets include the inputs"):
+        GSLRMDataset(REF, num_input=6, num_target=4)
+    with pytest.raises(ValueError, match="fewer than num_target"):
+        GSLRMDataset(REF, num_input=6, num_target=40, image_size=16)[0]
+
+
+def test_yaml_config_and_cli(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {REF}\noutput_dir: {tmp_path / 'run'}\nmodel_config: {json.dumps(GSLRM.tiny_config())}\n"
+                   "image_size: 16\nnum_target: 6\nmax_steps: 1\nwarmup_steps: 1\ncheckpoint_every: 1\nbetas: [0.9, 0.95]\n")
+    c = GSLRMTrainConfig.from_yaml(cfg)
+    assert c.betas == (0.9, 0.95) and c.max_steps == 1
+    r = subprocess.run([sys.executable, "-m", "facelift_nb", "train-gslrm", str(cfg)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trained to step 1" in r.stdout
+    assert list_checkpoints(tmp_path / "run" / "checkpoints")
+    (tmp_path / "bad.yaml").write_text("data: x\noutput_dir: y\nlearning_rate: 3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['learning_rate'\\]"):
+        GSLRMTrainConfig.from_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        GSLRMTrainConfig(data="x", output_dir="y", mixed_precision="fp8")
