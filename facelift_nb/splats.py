@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .cameras import _similarity_parts
 from .io import atomic_path
 
 # %% auto #0
@@ -149,7 +150,6 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [..., 4]
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 def _transform_gaussians(g: Gaussians, world_T) -> Gaussians:
-    from facelift_nb.cameras import _similarity_parts
     s, R, t = _similarity_parts(world_T)
     if g.sh_degree > 1: raise ValueError(f"transform rotates SH up to degree 1; these Gaussians have degree {g.sh_degree}.")
     R_, t_ = R.to(g.means), t.to(g.means)

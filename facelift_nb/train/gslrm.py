@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
