@@ -83,9 +83,9 @@ class GSLRMDataset(torch.utils.data.Dataset):
 
     def __len__(self): return len(self.dirs)
 
-    def load(self, i: int, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
+    def load(self, i: int, frames: list[int], rig: Cameras | None = None) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
         "RGB on the background [V, 3, S, S], alpha [V, S, S] and cameras (resized) of the chosen frames of sample `i`."
-        cams = Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json")[frames]
+        cams = (rig if rig is not None else Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json"))[frames]
         rgba = []
         for m in cams.meta:
             with Image.open(self.dirs[i] / m["file_path"]) as im:
@@ -95,14 +95,15 @@ class GSLRMDataset(torch.utils.data.Dataset):
         return rgba[:, :3] * a + self.bg * (1 - a), a[:, 0], cams.resize((self.size, self.size))
 
     def __getitem__(self, i: int) -> dict:
-        n = len(Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json"))
+        rig = Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json")
+        n = len(rig)
         if self.num_target > n: raise ValueError(f"{self.dirs[i]}: {n} views, fewer than num_target = {self.num_target}.")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + i)
         if self.input_views is not None:
             rest = [j for j in torch.randperm(n, generator=g).tolist() if j not in self.input_views]
             frames = list(self.input_views) + rest[:self.num_target - self.num_input]
         else: frames = torch.randperm(n, generator=g)[:self.num_target].tolist()
-        rgb, alpha, cams = self.load(i, frames)
+        rgb, alpha, cams = self.load(i, frames, rig)
         return {"images": rgb, "alpha": alpha, "K": cams.K, "w2c": cams.w2c, "frames": torch.tensor(frames)}
 
 # %% ../../nbs/08_train.gslrm.ipynb #77a989a8
