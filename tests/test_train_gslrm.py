@@ -3,6 +3,8 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +134,28 @@ def test_yaml_config_and_cli(tmp_path):
         GSLRMTrainConfig.from_yaml(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="mixed_precision"):
         GSLRMTrainConfig(data="x", output_dir="y", mixed_precision="fp8")
+
+
+def test_random_crops_keep_images_and_intrinsics_together():
+    full = GSLRMDataset(REF, num_input=1, num_target=1, image_size=64, input_views=[0])
+    crop = GSLRMDataset(REF, num_input=1, num_target=1, image_size=64, input_views=[0], random_crop=(0.5, 0.8), seed=3)
+    a, c = full[0], crop[0]
+    assert c["images"].shape == (1, 3, 64, 64) and not torch.equal(a["K"], c["K"])
+    # project the world origin (the subject centre) with both cameras: it must land on the same image content
+    def centre_pixel(item):
+        K, w2c = item["K"][0].double(), item["w2c"][0].double()
+        p = K @ w2c[:3, 3]
+        return p[:2] / p[2]
+    for seed in range(5):  # the subject centre projects into the subject (alpha high) in every crop: image and K moved together
+        it = GSLRMDataset(REF, num_input=1, num_target=1, image_size=64, input_views=[0], random_crop=(0.5, 0.8), seed=seed)[0]
+        xc, yc = (int(v) for v in centre_pixel(it))
+        assert 0 <= xc < 64 and 0 <= yc < 64 and it["alpha"][0, yc, xc] > 0.5
+    x, y = (int(v) for v in centre_pixel(a))
+    assert a["alpha"][0, y, x] > 0.5
+    f_ratio = c["K"][0, 0, 0] / a["K"][0, 0, 0]
+    assert 1 / 0.8 - 1e-3 <= f_ratio <= 1 / 0.5 + 1e-3
+    with pytest.raises(ValueError, match="random_crop"):
+        GSLRMDataset(REF, random_crop=(0.9, 0.5))
+    res = train_gslrm(GSLRMTrainConfig(data=str(REF), output_dir=str(Path(tempfile.mkdtemp())), model_config=GSLRM.tiny_config(),
+                                       image_size=16, num_target=6, max_steps=1, warmup_steps=1, random_crop=(0.6, 1.0)))
+    assert np.isfinite(res["history"][0]["loss"])

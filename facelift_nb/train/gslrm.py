@@ -68,6 +68,7 @@ class GSLRMDataset(torch.utils.data.Dataset):
                  image_size: int = 512,  # images and cameras are resized to this square size
                  bg: str = "white",  # background composited under the alpha: "white" or "black"
                  input_views: list[int] | None = None,  # fixed input frame indices (default: random per item)
+                 random_crop: tuple[float, float] | None = None,  # per-view square crop of this fraction range of the side, then resize
                  seed: int = 0):
         if bg not in ("white", "black"): raise ValueError(f'`bg` must be "white" or "black"; got {bg!r}.')
         if num_target < num_input: raise ValueError(f"`num_target` ({num_target}) must be >= `num_input` ({num_input}): targets include the inputs.")
@@ -79,20 +80,32 @@ class GSLRMDataset(torch.utils.data.Dataset):
         if self.report: logger.warning(f"{len(self.report)} broken samples left out: {self.report}")
         if not self.dirs: raise ValueError(f"no usable samples in {source}: {self.report}")
         self.num_input, self.num_target, self.size, self.bg = num_input, num_target, image_size, 1.0 if bg == "white" else 0.0
-        self.input_views, self.seed, self.epoch = input_views, seed, 0
+        if random_crop is not None and not (0 < random_crop[0] <= random_crop[1] <= 1):
+            raise ValueError(f"`random_crop` must be (lo, hi) with 0 < lo <= hi <= 1; got {random_crop!r}.")
+        self.input_views, self.random_crop, self.seed, self.epoch = input_views, random_crop, seed, 0
 
     def __len__(self): return len(self.dirs)
 
-    def load(self, i: int, frames: list[int], rig: Cameras | None = None) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
-        "RGB on the background [V, 3, S, S], alpha [V, S, S] and cameras (resized) of the chosen frames of sample `i`."
+    def load(self, i: int, frames: list[int], rig: Cameras | None = None, generator: torch.Generator | None = None):
+        "RGB on the background [V, 3, S, S], alpha [V, S, S] and cameras (cropped, resized) of the chosen frames of sample `i`."
         cams = (rig if rig is not None else Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json"))[frames]
-        rgba = []
-        for m in cams.meta:
+        H, W = cams.hw
+        rgba, views = [], []
+        for v, m in enumerate(cams.meta):
+            box = (0, 0, W, H)
+            if self.random_crop is not None:  # a square crop inside the image; K follows through Cameras.crop / resize
+                lo, hi = self.random_crop
+                side = int(round(min(H, W) * (lo + (hi - lo) * torch.rand(1, generator=generator).item())))
+                x0 = int(torch.randint(0, W - side + 1, (1,), generator=generator)); y0 = int(torch.randint(0, H - side + 1, (1,), generator=generator))
+                box = (x0, y0, x0 + side, y0 + side)
             with Image.open(self.dirs[i] / m["file_path"]) as im:
-                rgba.append(torch.from_numpy(np.array(im.convert("RGBA").resize((self.size, self.size), Image.BILINEAR))).float() / 255)
+                im = im.convert("RGBA").crop(box).resize((self.size, self.size), Image.BILINEAR)
+                rgba.append(torch.from_numpy(np.array(im)).float() / 255)
+            views.append(cams[v].crop(box).resize((self.size, self.size)))
         rgba = torch.stack(rgba).permute(0, 3, 1, 2)
         a = rgba[:, 3:]
-        return rgba[:, :3] * a + self.bg * (1 - a), a[:, 0], cams.resize((self.size, self.size))
+        out_cams = Cameras(torch.cat([c.K for c in views]), torch.cat([c.w2c for c in views]), (self.size, self.size))
+        return rgba[:, :3] * a + self.bg * (1 - a), a[:, 0], out_cams
 
     def __getitem__(self, i: int) -> dict:
         rig = Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json")
@@ -103,7 +116,7 @@ class GSLRMDataset(torch.utils.data.Dataset):
             rest = [j for j in torch.randperm(n, generator=g).tolist() if j not in self.input_views]
             frames = list(self.input_views) + rest[:self.num_target - self.num_input]
         else: frames = torch.randperm(n, generator=g)[:self.num_target].tolist()
-        rgb, alpha, cams = self.load(i, frames, rig)
+        rgb, alpha, cams = self.load(i, frames, rig, g)
         return {"images": rgb, "alpha": alpha, "K": cams.K, "w2c": cams.w2c, "frames": torch.tensor(frames)}
 
 # %% ../../nbs/08_train.gslrm.ipynb #77a989a8
@@ -177,6 +190,7 @@ class GSLRMTrainConfig:
     num_target: int = 8
     image_size: int = 512
     bg: str = "white"
+    random_crop: tuple | None = None  # (lo, hi): per-view square crops of lo..hi of the side (intrinsics follow)
     batch_size: int = 1
     max_steps: int = 1000
     lr: float = 1e-4
@@ -209,7 +223,8 @@ class GSLRMTrainConfig:
         d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(cls)]}.")
-        if "betas" in d: d["betas"] = tuple(d["betas"])
+        for k in ("betas", "random_crop"):
+            if d.get(k) is not None: d[k] = tuple(d[k])
         return cls(**d)
 
 # %% ../../nbs/08_train.gslrm.ipynb #7fa4528d
@@ -275,7 +290,8 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
     model = GSLRM(**(config.model_config or {}))
     if config.fine_tune_from: _load_weights(model, config.fine_tune_from)
     if config.gradient_checkpointing: model.enable_gradient_checkpointing()
-    ds = GSLRMDataset(config.data, config.num_input, config.num_target, config.image_size, config.bg, seed=config.seed)
+    ds = GSLRMDataset(config.data, config.num_input, config.num_target, config.image_size, config.bg,
+                      random_crop=tuple(config.random_crop) if config.random_crop else None, seed=config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, config.warmup_steps, config.max_steps)
     start = 0
