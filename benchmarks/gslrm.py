@@ -7,7 +7,6 @@ per (config, attention) as the growth of the peak RSS during one forward. Ratios
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys

@@ -12,7 +12,6 @@ import resource
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from facelift_nb.cameras import orbit
@@ -47,20 +46,11 @@ def anchor_render(g, cam, bg=(1., 1., 1.), tile: int = TILE) -> torch.Tensor:  #
 
 
 def fast_stages(g, cam):
-    "Time the fast path's stages separately (same calls as render(..., backend='cpu'))."
-    from facelift_nb.render import _kernels
-    k = _kernels()
-    H, W = cam.hw
-    f32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)
-    t0 = time.perf_counter()
-    S, depth, rect = k["project"](f32(g.means), f32(g.quats), f32(g.scales), f32(g.opacities), cam.w2c[0].double().numpy(),
-                                  cam.K[0].double().numpy(), W, H, TILE)
-    t1 = time.perf_counter()
-    off, lists = k["bin"](rect, (W + TILE - 1) // TILE, (H + TILE - 1) // TILE)
-    t2 = time.perf_counter()
-    k["blend"](S, depth, off, lists, f32(g.colors), np.ones(3), W, H, TILE)
-    t3 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2
+    "The fast path's stage times (project / bin / sort+blend) from the same call render(..., backend='cpu') makes."
+    from facelift_nb.render import _render_fast
+    t = {}
+    _render_fast(g, cam.K[0], cam.w2c[0], cam.hw, torch.ones(3), timings=t)
+    return t["project"], t["bin"], t["blend"]
 
 
 def case(name, n, hw, repeats, anchor_repeats):

@@ -196,17 +196,23 @@ def _kernels():
     _KERNELS.update(project=k.project_nb, bin=k.bin_nb, blend=k.blend_nb)
     return _KERNELS
 
-def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch.Tensor, tile: int = TILE) -> torch.Tensor:
-    "Rasterise one camera with the compiled kernels; returns [H, W, 5] (rgb, alpha, depth)."
+def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch.Tensor, tile: int = TILE,
+                 timings: dict | None = None) -> torch.Tensor:
+    "Rasterise one camera with the compiled kernels; returns [H, W, 5] (rgb, alpha, depth). `timings` collects stage seconds."
+    import time
     k = _kernels()
     H, W = hw
     Kd, Ed = K.detach().double().cpu().numpy(), w2c.detach().double().cpu().numpy()
     f32 = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+    t0 = time.perf_counter()
     S, depth, rect = k["project"](f32(g.means), f32(g.quats), f32(g.scales), f32(g.opacities), Ed, Kd, W, H, tile)
     if g.sh_degree == 0: colors = g.colors
     else: colors = sh_to_rgb(g.sh, torch.nn.functional.normalize(g.means - (-(w2c[:3, :3].T @ w2c[:3, 3])), dim=-1))
+    t1 = time.perf_counter()
     offsets, lists = k["bin"](rect, (W + tile - 1) // tile, (H + tile - 1) // tile)
+    t2 = time.perf_counter()
     out = k["blend"](S, depth, offsets, lists, f32(colors), bg.detach().double().cpu().numpy(), W, H, tile)
+    if timings is not None: timings.update(project=t1 - t0, bin=t2 - t1, blend=time.perf_counter() - t2)
     return torch.from_numpy(out).to(device=g.device, dtype=g.dtype)
 
 # %% ../nbs/03_render.ipynb #20262442

@@ -262,12 +262,12 @@ def _batch(ds: GSLRMDataset, step: int, batch_size: int, rank: int, world: int, 
     "The batch of `step` for process `rank`: a fixed function of the step (exact resumption)."
     N = len(ds)
     start = (step * world + rank) * batch_size
-    items = []
+    items, perms = [], {}
     for j in range(start, start + batch_size):
         epoch, pos = divmod(j, N)
-        perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1000 * epoch)).tolist()
+        if epoch not in perms: perms[epoch] = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1000 * epoch))
         ds.epoch = epoch
-        items.append(ds[perm[pos]])
+        items.append(ds[int(perms[epoch][pos])])
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 def _load_weights(model: GSLRM, path) -> None:
