@@ -8,7 +8,6 @@ Docs: https://facelift-nb.github.io/facelift_nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 

@@ -7,7 +7,6 @@ Docs: https://facelift-nb.github.io/facelift_nb/testing.html.md"""
 # %% ../nbs/14_testing.ipynb #9a8047b4
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
