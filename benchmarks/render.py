@@ -3,11 +3,12 @@
 Scenes (the issue's): Gaussians on a sphere shell of radius 0.5, scales 0.002-0.01, camera at distance 2.7,
 FOV 30 deg. (a) 4,096 Gaussians at 256², (b) 200k at 512², (c) 1,572,866 (GS-LRM's output size) at 512².
 Both are measured in this run, interleaved; the script prints seconds per frame, the ratio, the fast path's
-stage breakdown (project / bin / sort+blend) and the peak RSS. It never passes or fails on times.
+stage breakdown (project / bin / sort+blend), the numba-blend fallback's time and the peak RSS. It never passes or fails on times.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -53,6 +54,10 @@ def fast_stages(g, cam):
     return t["project"], t["bin"], t["blend"]
 
 
+def _timed(fn):
+    t = time.perf_counter(); fn(); return time.perf_counter() - t
+
+
 def case(name, n, hw, repeats, anchor_repeats):
     g = shell_scene(n, seed=0)
     cam = orbit([0.], fov_deg=30., hw=hw)
@@ -64,17 +69,24 @@ def case(name, n, hw, repeats, anchor_repeats):
         if r < anchor_repeats:
             t = time.perf_counter(); ref = anchor_render(g, cam); anchor.append(time.perf_counter() - t)
     stages = [fast_stages(g, cam) for _ in range(repeats)]
+    os.environ["FACELIFT_NB_BLEND"] = "numba"  # the fallback used where no C compiler exists
+    render(g, cam, backend="cpu")
+    nb = statistics.median(_timed(lambda: render(g, cam, backend="cpu")) for _ in range(repeats))
+    os.environ.pop("FACELIFT_NB_BLEND")
     f, a = statistics.median(fast), statistics.median(anchor)
     p, b, bl = (statistics.median(s[i] for s in stages) for i in range(3))
     diff = (out.rgb[0] - ref).abs().max().item()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"({name}) {n:>9,} Gaussians at {hw[0]}x{hw[1]}: fast {f:7.3f} s/frame, anchor {a:8.3f} s/frame, "
-          f"anchor/fast {a / f:6.1f}x | stages project {p:.3f} bin {b:.3f} sort+blend {bl:.3f} s | "
+          f"anchor/fast {a / f:6.1f}x | numba-blend fallback {nb:.3f} s ({nb / f:.1f}x) | stages project {p:.3f} bin {b:.3f} sort+blend {bl:.3f} s | "
           f"max |fast - anchor| {diff:.1e} | peak RSS so far {rss:,.0f} MiB", flush=True)
 
 
 def main(quick: bool = False):
-    print(f"render benchmark, {torch.get_num_threads()} torch threads; the fast path uses numba's {__import__('numba').get_num_threads()}")
+    from facelift_nb.render_kernels import kernel_info
+    info = kernel_info()
+    print(f"render benchmark, {torch.get_num_threads()} torch threads; the fast path uses {info['threads']} threads, "
+          f"blend={info['blend']} ({info['compiler']} {' '.join(info['flags'])})")
     case("a", 4096, (256, 256), 5, 3)
     if quick: return
     case("b", 200_000, (512, 512), 3, 1)

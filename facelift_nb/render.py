@@ -186,33 +186,18 @@ def _numba():
     except ImportError as e: raise ImportError("the fast CPU renderer needs numba: pip install numba (a facelift_nb dependency).") from e
     return numba
 
-_KERNELS = {}
-
-def _kernels():
-    "Compile (or load from the on-disk cache) the numba kernels once per process."
-    if _KERNELS: return _KERNELS
-    _numba()
-    from facelift_nb import render_kernels as k  # kernels live in their own module so numba can cache them
-    _KERNELS.update(project=k.project_nb, bin=k.bin_nb, blend=k.blend_nb)
-    return _KERNELS
-
 def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch.Tensor, tile: int = TILE,
                  timings: dict | None = None) -> torch.Tensor:
     "Rasterise one camera with the compiled kernels; returns [H, W, 5] (rgb, alpha, depth). `timings` collects stage seconds."
-    import time
-    k = _kernels()
+    _numba()
+    from facelift_nb.render_kernels import rasterize  # its own module, so numba can cache the kernels on disk
     H, W = hw
-    Kd, Ed = K.detach().double().cpu().numpy(), w2c.detach().double().cpu().numpy()
-    f32 = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
-    t0 = time.perf_counter()
-    S, depth, rect = k["project"](f32(g.means), f32(g.quats), f32(g.scales), f32(g.opacities), Ed, Kd, W, H, tile)
     if g.sh_degree == 0: colors = g.colors
     else: colors = sh_to_rgb(g.sh, torch.nn.functional.normalize(g.means - (-(w2c[:3, :3].T @ w2c[:3, 3])), dim=-1))
-    t1 = time.perf_counter()
-    offsets, lists = k["bin"](rect, (W + tile - 1) // tile, (H + tile - 1) // tile)
-    t2 = time.perf_counter()
-    out = k["blend"](S, depth, offsets, lists, f32(colors), bg.detach().double().cpu().numpy(), W, H, tile)
-    if timings is not None: timings.update(project=t1 - t0, bin=t2 - t1, blend=time.perf_counter() - t2)
+    f32 = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+    f64 = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+    out = rasterize(f32(g.means), f32(g.quats), f32(g.scales), f32(g.opacities), f32(colors), f64(w2c), f64(K), W, H,
+                    f64(bg), tile=tile, timings=timings)
     return torch.from_numpy(out).to(device=g.device, dtype=g.dtype)
 
 # %% ../nbs/03_render.ipynb #20262442

@@ -14,6 +14,13 @@ from facelift_nb.splats import Gaussians
 from facelift_nb.testing import head_scene, shell_scene
 
 
+@pytest.fixture(params=["c", "numba"])
+def blend(request, monkeypatch):
+    "Run a test once with each sort+blend implementation of the fast CPU path."
+    monkeypatch.setenv("FACELIFT_NB_BLEND", request.param)
+    return request.param
+
+
 def _with_sh(g, degree, seed=0):
     gen = torch.Generator().manual_seed(seed)
     rest = torch.randn(len(g), (degree + 1) ** 2 - 1, 3, generator=gen) * 0.3
@@ -23,7 +30,7 @@ def _with_sh(g, degree, seed=0):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("hw", [(48, 48), (37, 53)])
 @pytest.mark.parametrize("degree", [0, 1, 3])
-def test_fast_cpu_matches_torch(seed, hw, degree):
+def test_fast_cpu_matches_torch(seed, hw, degree, blend):
     g = _with_sh(shell_scene(2500, seed=seed, scale_range=(0.005, 0.04)), degree, seed)
     cams = orbit([0., 70., 200.], [0., 20., -30.], radius=[2.7, 2.0, 1.4], fov_deg=40., hw=hw)
     a, b = render(g, cams, backend="torch", bg=(0.2, 0.5, 1.)), render(g, cams, backend="cpu", bg=(0.2, 0.5, 1.))
@@ -33,7 +40,7 @@ def test_fast_cpu_matches_torch(seed, hw, degree):
     assert a.alpha.max() > 0.9 and a.alpha.min() < 0.1  # a real picture: opaque subject and open background
 
 
-def test_batched_gaussians_and_cameras():
+def test_batched_gaussians_and_cameras(blend):
     g1, g2 = shell_scene(500, seed=1), head_scene(800)
     n = min(len(g1), len(g2))
     gb = Gaussians(*(torch.stack([getattr(g1, f)[:n], getattr(g2, f)[:n]]) for f in ("means", "quats", "scales", "opacities", "sh")))
@@ -45,7 +52,7 @@ def test_batched_gaussians_and_cameras():
     torch.testing.assert_close(out.rgb[1], single.rgb)
 
 
-def test_depth_ties_follow_gaussian_index():
+def test_depth_ties_follow_gaussian_index(blend):
     # two identical footprints at exactly the same depth: index 0 is composited first, for every backend
     means = torch.tensor([[0., 0, 0], [0., 0, 0]])
     sh = torch.stack([torch.tensor([[1., -1, -1]]), torch.tensor([[-1., -1, 1]])]) / 0.28209479
@@ -58,7 +65,7 @@ def test_depth_ties_follow_gaussian_index():
     assert render(swapped, cam, backend="cpu").rgb[0, 8, 8, 2] > render(swapped, cam, backend="cpu").rgb[0, 8, 8, 0]
 
 
-def test_near_culling_and_background():
+def test_near_culling_and_background(blend):
     g = Gaussians(torch.tensor([[0., -2.7 + 0.15, 0]]), torch.tensor([[1., 0, 0, 0]]), torch.full((1, 3), 0.01),
                   torch.tensor([0.99]), torch.zeros(1, 1, 3))  # 0.15 in front of the front camera: culled (z <= 0.2)
     for be in ("torch", "cpu"):
@@ -67,7 +74,7 @@ def test_near_culling_and_background():
         assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0
 
 
-def test_alpha_cap_and_early_stop():
+def test_alpha_cap_and_early_stop(blend):
     # 5 Gaussians stacked on the optical axis, alpha 0.95 at the centre pixel: T = 0.05, 0.0025, 1.25e-4, then the
     # 4th would give 6.25e-6 < 1e-4, so the pixel stops with T = 1.25e-4 after three; opacity 1 is capped at 0.99
     n = 5
