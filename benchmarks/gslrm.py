@@ -3,6 +3,8 @@
 Configs: the tiny test model (6 views at 32²) and a mid model (width 256, 4 layers, 6 views at 256²).
 Times are interleaved in one process (median of repeats); peak memory is measured in a fresh subprocess
 per (config, attention) as the growth of the peak RSS during one forward. Ratios only, no pass/fail.
+Where CUDA is present it also times the full published config (width 1024, 24 layers) at 6x512² under
+bf16 autocast, SDPA against eager, with the peak GPU memory (the issue's reference: under 0.5 s on an H100).
 """
 from __future__ import annotations
 
@@ -57,8 +59,35 @@ def main(repeats: int = 5, configs=("tiny", "mid"), memory: bool = True):
               f"max |diff| {(a - b).abs().max().item():.1e}{mem}", flush=True)
 
 
+def main_gpu(repeats: int = 10):
+    "The published config at 6x512² on CUDA under bf16 autocast: SDPA against eager, seconds and peak memory."
+    if not torch.cuda.is_available():
+        print("GPU: no CUDA device here; skipped"); return
+    dev = torch.device("cuda")
+    print(f"GS-LRM forward on {torch.cuda.get_device_name(dev)}, published config, 6x512², bf16 autocast, median of {repeats}")
+    cams = Cameras.stack([get_layout("facelift6").cameras(hw=(512, 512))]).to(dev)
+    x = torch.rand(1, 6, 3, 512, 512, device=dev)
+    res = {}
+    for attention in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        m = GSLRM(attention=attention).to(dev).eval()
+        torch.cuda.reset_peak_memory_stats(dev)
+        ts = []
+        with torch.no_grad():
+            for r in range(repeats + 2):
+                torch.cuda.synchronize(); t = time.perf_counter()
+                m(x, cams, autocast_dtype=torch.bfloat16)
+                torch.cuda.synchronize()
+                if r >= 2: ts.append(time.perf_counter() - t)  # two warm-ups
+        res[attention] = (statistics.median(ts), torch.cuda.max_memory_allocated(dev) / 2**30)
+        del m; torch.cuda.empty_cache()
+    (s, ms), (e, me) = res["sdpa"], res["eager"]
+    print(f"  published: sdpa {s:.3f} s ({ms:.1f} GiB peak), eager {e:.3f} s ({me:.1f} GiB peak), eager/sdpa {e / s:.2f}x")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     main(args.repeats)
+    main_gpu()

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -50,3 +51,9 @@ def test_gslrm_benchmark_variants_agree(capsys):
         torch.testing.assert_close(me(x, c).gaussians.means, ms(x, c).gaussians.means, atol=1e-5, rtol=1e-5)
     bench_gslrm.main(repeats=1, configs=("tiny",), memory=False)
     assert "eager/sdpa" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_gslrm_gpu_benchmark_runs(capsys):
+    bench_gslrm.main_gpu(repeats=1)
+    assert "published: sdpa" in capsys.readouterr().out
