@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -19,8 +21,9 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MV_MODES', 'MVAttnProcessor', 'stock_unet_config', 'install_mv_attention', 'load_mv_unet',
-           'tiny_mv_unet_config']
+__all__ = ['logger', 'MV_MODES', 'COMPONENTS', 'MVAttnProcessor', 'stock_unet_config', 'install_mv_attention', 'load_mv_unet',
+           'tiny_mv_unet_config', 'encode_view_prompts', 'save_prompt_embeds', 'load_prompt_embeds',
+           'MVDiffusionOutput', 'MVDiffusionPipeline', 'tiny_text_components']
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #ef285dcc
 MV_MODES = ("reference", "dense")
@@ -114,7 +117,8 @@ def load_mv_unet(path,  # a `unet/` folder (config.json + weights), published MV
         raise ValueError(f"{folder}: weights do not fit the config; nothing was loaded. missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]}, shape mismatch {sorted(shapes)[:5]}.")
     unet.load_state_dict(sd, strict=True)
-    return install_mv_attention(unet.to(dtype).eval(), int(V), mode)
+    if dtype != torch.float32: unet = unet.to(dtype)  # (a float32 .to() only triggers a diffusers warning)
+    return install_mv_attention(unet.eval(), int(V), mode)
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #b54b5687
 def tiny_mv_unet_config() -> dict:
@@ -123,3 +127,357 @@ def tiny_mv_unet_config() -> dict:
                 attention_head_dim=(2, 4), cross_attention_dim=32, class_embed_type="projection",
                 projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=32, upcast_attention=True,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #6c7ea36b
+from ..io import atomic_path, write_text_atomic
+from ..layouts import FACELIFT_PROMPT_TEMPLATE, ViewLayout, get_layout, view_prompts
+
+def encode_view_prompts(layout, text_encoder, tokenizer, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
+    "CLIP text embeddings `[V, 77, D]` of one prompt per slot of `layout` (slot order), padded to 77 tokens."
+    prompts = list(view_prompts(layout, template))
+    ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    if ids.shape != (len(prompts), 77): raise ValueError(f"the tokenizer gave ids of shape {tuple(ids.shape)}; expected ({len(prompts)}, 77).")
+    with torch.no_grad(): return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
+
+def _sidecar(path: Path) -> Path: return path.with_suffix(".json")
+
+def save_prompt_embeds(path, embeds: torch.Tensor, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> Path:
+    "Write `embeds [V,77,D]` as a plain tensor file (the published format) and a JSON sidecar with the layout; atomic."
+    layout, path = get_layout(layout), Path(path)
+    _check_embeds(embeds, num_views=len(layout), where="`embeds`")
+    with atomic_path(path) as tmp: torch.save(embeds.detach().cpu().contiguous(), tmp)
+    meta = dict(layout=dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
+                            elevations_deg=list(layout.elevations_deg)), prompts=list(view_prompts(layout, template)),
+                shape=list(embeds.shape), dtype=str(embeds.dtype).replace("torch.", ""))
+    write_text_atomic(_sidecar(path), json.dumps(meta, indent=1))
+    return path
+
+def _check_embeds(embeds, num_views: int | None = None, cross_attention_dim: int | None = None, where: str = "prompt embeddings"):
+    if not isinstance(embeds, torch.Tensor): raise TypeError(f"{where} must be a torch.Tensor [V, 77, D]; got {type(embeds).__name__}.")
+    if embeds.ndim != 3 or embeds.shape[1] != 77:
+        raise ValueError(f"{where} must have shape [V, 77, D]; got {tuple(embeds.shape)}.")
+    if num_views is not None and embeds.shape[0] != num_views:
+        raise ValueError(f"{where} hold {embeds.shape[0]} views but the layout has {num_views}; encode prompts for this layout "
+                         "with encode_view_prompts(layout, text_encoder, tokenizer).")
+    if cross_attention_dim is not None and embeds.shape[2] != cross_attention_dim:
+        raise ValueError(f"{where} have dimension {embeds.shape[2]} but the UNet's cross_attention_dim is {cross_attention_dim}; "
+                         "they were made by another text encoder (e.g. 768 for SD 1.x, 1024 for SD 2.x).")
+    if not torch.isfinite(embeds).all(): raise ValueError(f"{where} contain NaN or infinite values.")
+
+def load_prompt_embeds(path, layout=None, cross_attention_dim: int | None = None) -> torch.Tensor:
+    "Read prompt embeddings `[V,77,D]` (float32) and check them against `layout` (V, and the sidecar's slot names) and the UNet's dim."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no prompt embeddings at {str(path)!r} (the published 6-view file is clr_embeds.pt).")
+    embeds = torch.load(path, map_location="cpu", weights_only=True)
+    layout = get_layout(layout) if layout is not None else None
+    _check_embeds(embeds, len(layout) if layout is not None else None, cross_attention_dim, where=f"the prompt embeddings in {path.name}")
+    side = _sidecar(path)
+    if layout is not None and side.is_file():
+        names = json.loads(side.read_text())["layout"]["names"]
+        if tuple(names) != tuple(layout.names):
+            raise ValueError(f"{path.name} was encoded for slots {names}, not {list(layout.names)}; views would get the wrong prompts.")
+    return embeds.float()
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #a60ffb72
+from dataclasses import dataclass
+
+import numpy as np
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+from transformers import CLIPVisionModelWithProjection
+try: from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # the PIL path of the published preprocessing, no torchvision
+except ImportError: from transformers import CLIPImageProcessor
+
+@dataclass
+class MVDiffusionOutput:
+    "Generated views `images [V, H, W, 3]` in [0, 1], in the slot order of `layout` (which travels with them)."
+    images: torch.Tensor
+    layout: ViewLayout
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.shape[0] != len(self.layout):
+            raise ValueError(f"`images` must be [V={len(self.layout)}, H, W, 3]; got {tuple(self.images.shape)}.")
+
+    def __len__(self) -> int: return len(self.layout)
+    def view(self, name: str) -> torch.Tensor:
+        "The generated image of the slot called `name` (e.g. 'front_right')."
+        if name not in self.layout.names: raise KeyError(f"no slot {name!r} in layout {self.layout.label or ''} {list(self.layout.names)}.")
+        return self.images[self.layout.names.index(name)]
+    def pil(self) -> list:
+        "The views as PIL images, in slot order."
+        from PIL import Image
+        return [Image.fromarray((im.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()) for im in self.images]
+
+COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer", "image_noising_scheduler", "scheduler")
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #1fe4d95f
+def _same_views(a: ViewLayout, b: ViewLayout) -> bool:
+    return (a.names == b.names and np.allclose(a.azimuths_deg, b.azimuths_deg, atol=1e-6)
+            and np.allclose(a.elevations_deg, b.elevations_deg, atol=1e-6))
+
+def _image_tensor(image, bg) -> torch.Tensor:
+    "Any input image → float [3, H, W] in [0, 1]; RGBA is composited over `bg`; non-square inputs are refused."
+    from PIL import Image
+    if isinstance(image, Image.Image):
+        image = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
+        image = torch.from_numpy(np.asarray(image).copy())
+    elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"`image` must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}.")
+    x = image.detach().cpu()
+    if x.ndim == 4 and x.shape[0] == 1: x = x[0]
+    if x.ndim != 3: raise ValueError(f"`image` must be one image [H, W, C] or [C, H, W]; got shape {tuple(x.shape)}.")
+    if x.shape[-1] in (3, 4) and x.shape[0] not in (3, 4): x = x.permute(2, 0, 1)
+    if x.shape[0] not in (3, 4): raise ValueError(f"`image` must have 3 (RGB) or 4 (RGBA) channels; got shape {tuple(x.shape)}.")
+    x = x.float() / 255. if not x.is_floating_point() else x.float()
+    if x.min() < 0 or x.max() > 1: raise ValueError(f"float `image` values must be in [0, 1]; got [{x.min():.3g}, {x.max():.3g}].")
+    if x.shape[0] == 4: x = x[:3] * x[3:] + torch.tensor(bg, dtype=x.dtype)[:, None, None] * (1 - x[3:])
+    if x.shape[1] != x.shape[2]:
+        raise ValueError(f"`image` must be square (the subject centred, as in training); got {x.shape[1]}x{x.shape[2]}. "
+                         "Crop or pad it first, e.g. PIL.ImageOps.pad(image, (512, 512), color='white').")
+    return x
+
+def _resolve_folder(path, subfolder: str | None, what: str) -> Path:
+    "A local folder, or a Hugging Face repo id downloaded when online; otherwise a clear error."
+    p = Path(path)
+    if p.exists():
+        p = p / subfolder if subfolder else p
+        if not p.is_dir(): raise FileNotFoundError(f"{what}: {str(p)!r} is not a folder.")
+        return p
+    if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+            root = snapshot_download(path, allow_patterns=[f"{subfolder}/**"] if subfolder else None)
+        except Exception as e:
+            raise FileNotFoundError(f"{what}: {path!r} is not a local folder and downloading it from the Hugging Face hub failed "
+                                    f"({type(e).__name__}). Offline, download {path}{'/' + subfolder if subfolder else ''} "
+                                    "elsewhere and pass the local folder.") from e
+        return Path(root) / subfolder if subfolder else Path(root)
+    raise FileNotFoundError(f"{what}: no folder {str(p)!r}.")
+
+class MVDiffusionPipeline:
+    "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling, FACTS.md §5)."
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, image_encoder: CLIPVisionModelWithProjection,
+                 feature_extractor: CLIPImageProcessor, image_normalizer: StableUnCLIPImageNormalizer,
+                 image_noising_scheduler: DDPMScheduler, scheduler: DDIMScheduler,
+                 prompt_embeds: torch.Tensor | None = None, layout="facelift6", text_encoder=None, tokenizer=None):
+        self.unet, self.vae, self.image_encoder, self.feature_extractor = unet, vae, image_encoder, feature_extractor
+        self.image_normalizer, self.image_noising_scheduler, self.scheduler = image_normalizer, image_noising_scheduler, scheduler
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        if not hasattr(unet, "mv_num_views"): raise ValueError("`unet` has no multi-view attention; load it with load_mv_unet or call install_mv_attention.")
+        if scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(f"the MVDiffusion UNet predicts v; the scheduler says prediction_type={scheduler.config.prediction_type!r}.")
+        self.layout, self.prompt_embeds = get_layout(layout), None
+        if prompt_embeds is not None: self.set_prompt_embeds(prompt_embeds, self.layout)
+        elif text_encoder is not None and tokenizer is not None: self.encode_prompts(self.layout)
+        else: raise ValueError("MVDiffusionPipeline needs per-view prompt embeddings: pass prompt_embeds= [V, 77, D] for `layout` "
+                               "(published: clr_embeds.pt) or a text_encoder and tokenizer to encode them. Zeros are never substituted.")
+        self._progress = dict(disable=False)
+
+    # -- prompts and layout
+    def set_prompt_embeds(self, embeds, layout) -> None:
+        "Use `embeds [V, 77, D]` (tensor or file) for `layout`; checked against the UNet's cross-attention dim."
+        layout = get_layout(layout)
+        dim = self.unet.config.cross_attention_dim
+        embeds = load_prompt_embeds(embeds, layout, dim) if isinstance(embeds, (str, Path)) else embeds
+        _check_embeds(embeds, len(layout), dim)
+        self.layout, self.prompt_embeds = layout, embeds.detach().float().cpu()
+
+    def encode_prompts(self, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
+        "Encode the per-view prompts of `layout` with the pipeline's text encoder and use them."
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("this pipeline has no text_encoder/tokenizer; pass prompt embeddings made for the layout to set_prompt_embeds.")
+        self.set_prompt_embeds(encode_view_prompts(layout, self.text_encoder, self.tokenizer, template), layout)
+        return self.prompt_embeds
+
+    # -- devices
+    @property
+    def device(self) -> torch.device: return next(self.unet.parameters()).device
+    @property
+    def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
+    def to(self, device=None, dtype=None) -> MVDiffusionPipeline:
+        "Move every model (`device`, and `dtype` for fp16/bf16 inference)."
+        for m in (self.unet, self.vae, self.image_encoder, self.image_normalizer, self.text_encoder):
+            if m is not None: m.to(device=device, dtype=dtype)
+        return self
+    def set_progress_bar_config(self, **kw) -> None: self._progress.update(kw)
+
+    # -- conditioning
+    @property
+    def resolution(self) -> int:
+        "The image size the UNet generates: latent `sample_size` × the VAE's downsampling."
+        return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def _image_embeds(self, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
+        from PIL import Image
+        from diffusers.utils.torch_utils import randn_tensor
+        pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+        pix = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
+        enc = self.image_encoder
+        emb = enc(pix.to(enc.device, next(enc.parameters()).dtype)).image_embeds
+        noise = randn_tensor(emb.shape, generator=generator, device=emb.device, dtype=emb.dtype)
+        lvl = torch.tensor([noise_level] * emb.shape[0], device=emb.device)
+        self.image_normalizer.to(emb.device)
+        e = self.image_normalizer.unscale(self.image_noising_scheduler.add_noise(self.image_normalizer.scale(emb), timesteps=lvl, noise=noise))
+        lvl_emb = get_timestep_embedding(lvl, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(e.dtype)
+        return torch.cat([e, lvl_emb], 1)
+
+    def _image_latent(self, x: torch.Tensor) -> torch.Tensor:  # [1, 4, h, w]
+        R = self.resolution
+        x = F.interpolate(x[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        vae = self.vae
+        lat = vae.encode((x * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mode()
+        return lat * vae.config.scaling_factor
+
+    # -- sampling
+    @torch.no_grad()
+    def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                 generator: torch.Generator | int | None = None, eta: float = 1.0, bg=(1., 1., 1.)) -> MVDiffusionOutput:
+        "Generate the views of `layout` (default: the layout of the prompt embeddings) from one square image."
+        from diffusers.utils.torch_utils import randn_tensor
+        from tqdm.auto import tqdm
+        layout = self.layout if layout is None else get_layout(layout)
+        if not _same_views(layout, self.layout):
+            raise ValueError(f"the prompt embeddings are for slots {list(self.layout.names)} at azimuths {list(self.layout.azimuths_deg)}, "
+                             f"not for {list(layout.names)} at {list(layout.azimuths_deg)}; call set_prompt_embeds(embeds, layout) "
+                             "(or encode_prompts(layout)) with embeddings of a model trained for that layout.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer; got {num_inference_steps!r}.")
+        if isinstance(generator, int): generator = torch.Generator("cpu").manual_seed(generator)
+        V, dev, dt = len(layout), self.device, self.dtype
+        if self.unet.mv_num_views != V: install_mv_attention(self.unet, V, self.unet.mv_mode)
+        x = _image_tensor(image, bg)
+        class_c = self._image_embeds(x, generator).to(dev, dt).expand(V, -1)
+        lat_c = self._image_latent(x).to(dev, dt).expand(V, -1, -1, -1)
+        cfg = guidance_scale > 1.0
+        if cfg: class_c, lat_c = torch.cat([torch.zeros_like(class_c), class_c]), torch.cat([torch.zeros_like(lat_c), lat_c])
+        prompts = self.prompt_embeds.to(dev, dt)
+        prompts = torch.cat([prompts, prompts]) if cfg else prompts  # the unconditional branch keeps the prompts
+        S = self.unet.config.sample_size
+        latents = randn_tensor((V, self.unet.config.out_channels, S, S), generator=generator, device=dev, dtype=dt)
+        sched = self.scheduler
+        sched.set_timesteps(num_inference_steps, device=dev)
+        latents = latents * sched.init_noise_sigma
+        for t in tqdm(sched.timesteps, **self._progress):
+            inp = torch.cat([latents, latents]) if cfg else latents
+            inp = torch.cat([sched.scale_model_input(inp, t), lat_c], 1)
+            v = self.unet(inp, t, encoder_hidden_states=prompts, class_labels=class_c).sample
+            if cfg: vu, vc = v.chunk(2); v = vu + guidance_scale * (vc - vu)
+            latents = sched.step(v, t, latents, eta=eta, generator=generator).prev_sample
+        img = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return MVDiffusionOutput(((img.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu(), layout)
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
+from fastcore.basics import patch
+
+_MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
+
+@patch(cls_method=True)
+def from_pretrained(cls: MVDiffusionPipeline, path, subfolder: str | None = None, prompt_embeds=None, layout=None,
+                    num_views: int | None = None, mv_mode: str | None = None, dtype=torch.float32, device=None) -> MVDiffusionPipeline:
+    "Load a pipeline folder (published `pipeckpts/` or our own) component by component, strictly."
+    from transformers import CLIPTextModel, CLIPTokenizer
+    root = _resolve_folder(path, subfolder, "MVDiffusion pipeline")
+    missing = [c for c in COMPONENTS if not (root / c).is_dir()]
+    if missing: raise FileNotFoundError(f"{root} is not a complete MVDiffusion pipeline folder: missing {missing}. Expected "
+                                        f"{list(COMPONENTS)} (+ optional text_encoder/, tokenizer/), as in the published pipeckpts/.")
+    unet = load_mv_unet(root / "unet", num_views=num_views, mode=mv_mode, dtype=dtype)
+    kw = dict(unet=unet, vae=AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype).eval(),
+              image_encoder=CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder", torch_dtype=dtype).eval(),
+              feature_extractor=CLIPImageProcessor.from_pretrained(root / "feature_extractor"),
+              image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(root / "image_normalizer", torch_dtype=dtype).eval(),
+              image_noising_scheduler=DDPMScheduler.from_pretrained(root / "image_noising_scheduler"),
+              scheduler=DDIMScheduler.from_pretrained(root / "scheduler"))
+    own = root / "prompt_embeds" / "clr_embeds.pt"
+    if layout is None and prompt_embeds is None and _sidecar(own).is_file():
+        lay = json.loads(_sidecar(own).read_text())["layout"]
+        layout = ViewLayout(tuple(lay["names"]), tuple(lay["azimuths_deg"]), tuple(lay["elevations_deg"]), lay.get("label"))
+    layout = get_layout(layout if layout is not None else "facelift6")
+    if prompt_embeds is None and own.is_file(): prompt_embeds = own
+    if prompt_embeds is None and (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
+        kw.update(text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval(),
+                  tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"))
+    if prompt_embeds is None and "text_encoder" not in kw:
+        raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is clr_embeds.pt), "
+                         "or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
+    if isinstance(prompt_embeds, (str, Path)): prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
+    pipe = cls(**kw, prompt_embeds=prompt_embeds, layout=layout)
+    return pipe.to(device) if device is not None else pipe
+
+@patch
+def save_pretrained(self: MVDiffusionPipeline, path, overwrite: bool = False) -> Path:
+    "Write the pipeline folder with the published naming (+ prompt_embeds/ with its layout); atomic, never deletes."
+    import diffusers, time as _time
+    path = Path(path)
+    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
+        m = getattr(self, name)
+        if m is not None: m.save_pretrained(tmp / name)
+    for name in ("feature_extractor", "image_noising_scheduler", "scheduler", "tokenizer"):
+        m = getattr(self, name)
+        if m is not None: m.save_pretrained(tmp / name)
+    ucfg = json.loads((tmp / "unet" / "config.json").read_text())  # published naming: MV blocks and keys
+    ucfg["_class_name"] = "UNetMV2DConditionModel"
+    ucfg["down_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["down_block_types"]]
+    ucfg["up_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["up_block_types"]]
+    if ucfg.get("mid_block_type"): ucfg["mid_block_type"] = _MV_BLOCKS.get(ucfg["mid_block_type"], ucfg["mid_block_type"])
+    ucfg.update(num_views=self.unet.mv_num_views, sparse_mv_attention=self.unet.mv_mode == "reference", multiview_attention=True)
+    (tmp / "unet" / "config.json").write_text(json.dumps(ucfg, indent=2))
+    save_prompt_embeds(tmp / "prompt_embeds" / "clr_embeds.pt", self.prompt_embeds, self.layout)
+    lib = lambda m: [type(m).__module__.split(".")[0], type(m).__name__]
+    index = {"_class_name": "MVDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "unet": ["mvdiffusion.models.unet_mv2d_condition", "UNetMV2DConditionModel"],
+             **{n: lib(getattr(self, n)) for n in COMPONENTS[1:] + ("text_encoder", "tokenizer") if getattr(self, n) is not None}}
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    if path.exists():
+        backup = path.with_name(f"{path.name}.bak-{_time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, backup)
+        logger.warning("save_pretrained: the previous %s was moved to %s", path, backup)
+    os.replace(tmp, path)
+    return path
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #bbf7e09d
+def _bytes_to_unicode() -> dict[int, str]:
+    "The byte → printable-character table of byte-level BPE (as used by CLIP's tokenizer)."
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+def tiny_text_components(seed: int = 0, dim: int = 32):
+    "A tiny `CLIPTextModel` and a character-level `CLIPTokenizer` (no merges), built offline."
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
+    vocab |= {"<|startoftext|>": 512, "<|endoftext|>": 513}
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "vocab.json").write_text(json.dumps(vocab)); (Path(d) / "merges.txt").write_text("#version: 0.2\n")
+        tok = CLIPTokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"), model_max_length=77)
+    torch.manual_seed(seed)
+    enc = CLIPTextModel(CLIPTextConfig(hidden_size=dim, projection_dim=dim, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=37, vocab_size=514, max_position_embeddings=77,
+                                       bos_token_id=512, eos_token_id=513, pad_token_id=513)).eval()
+    return enc, tok
+
+@patch(cls_method=True)
+def tiny(cls: MVDiffusionPipeline, layout="facelift6", seed: int = 0, mv_mode: str = "reference") -> MVDiffusionPipeline:
+    "A complete tiny pipeline (FACTS.md §7) for `layout`, random weights, 16² images; built offline in about a second."
+    from transformers import CLIPVisionConfig
+    layout = get_layout(layout)
+    torch.manual_seed(seed)
+    unet = install_mv_attention(UNet2DConditionModel(**tiny_mv_unet_config()).eval(), len(layout), mv_mode)
+    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16).eval()
+    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+                                                         intermediate_size=37, image_size=32, patch_size=4)).eval()
+    fe = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    text_encoder, tokenizer = tiny_text_components(seed)
+    return cls(unet=unet, vae=vae, image_encoder=img, feature_extractor=fe, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
+               image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
+                                       set_alpha_to_one=False, steps_offset=1, clip_sample=False),
+               layout=layout, text_encoder=text_encoder, tokenizer=tokenizer)
