@@ -8,6 +8,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cameras as bench_cameras  # noqa: E402
 import gslrm as bench_gslrm  # noqa: E402
+import mvdiffusion as bench_mvdiffusion  # noqa: E402
 import render as bench_render  # noqa: E402
 
 from facelift_nb.cameras import plucker_inputs  # noqa: E402
@@ -57,3 +58,15 @@ def test_gslrm_benchmark_variants_agree(capsys):
 def test_gslrm_gpu_benchmark_runs(capsys):
     bench_gslrm.main_gpu(repeats=1)
     assert "published: sdpa" in capsys.readouterr().out
+
+
+def test_mvdiffusion_benchmark_variants(capsys):
+    # same weights, three processors: the multi-view ones change the result, the default attends per view
+    pipes = {a: bench_mvdiffusion.tiny_pipe(a) for a in bench_mvdiffusion.ATTENTION}
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    outs = {a: p(img, num_inference_steps=2, generator=0).images for a, p in pipes.items()}
+    assert all(o.shape == (6, 16, 16, 3) for o in outs.values())
+    assert not torch.allclose(outs["reference"], outs["default"]) and not torch.allclose(outs["dense"], outs["reference"])
+    assert bench_mvdiffusion.mid_unet_config()["block_out_channels"] == (128, 256, 512)
+    bench_mvdiffusion.main(repeats=1, cases=("tiny",), memory=False)
+    assert "reference" in capsys.readouterr().out
