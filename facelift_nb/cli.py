@@ -56,7 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("layouts", help="coverage metrics of the registered layouts")
     t = sub.add_parser("train-gslrm", help="fine-tune GS-LRM from a YAML config (fields of GSLRMTrainConfig)")
     t.add_argument("config")
+    m = sub.add_parser("train-mvdiffusion", help="fine-tune the multi-view UNet from a YAML config (fields of MVTrainConfig)")
+    m.add_argument("config")
     args = p.parse_args(argv)
+    if args.command == "train-mvdiffusion":
+        from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
+        res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
+        last = res["history"][-1] if res["history"] else {}
+        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: "
+              f"{[str(p) for p in res['checkpoints']]}; pipeline: {res['pipeline']}")
+        return 0
     if args.command == "train-gslrm":
         from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
         res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))

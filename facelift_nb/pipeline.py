@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from .cameras import Cameras, check_cameras
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts
+from .models.gslrm import GSLRM
+from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline
 
-_all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts"]
+_all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts", "GSLRM", "MVDiffusionPipeline",
+         "MVDiffusionOutput"]
 
 # %% auto #0
-__all__ = ['Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts']
+__all__ = ['Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM', 'MVDiffusionPipeline',
+           'MVDiffusionOutput']

@@ -298,8 +298,11 @@ class MVDiffusionPipeline:
     def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
     def to(self, device=None, dtype=None) -> MVDiffusionPipeline:
         "Move every model (`device`, and `dtype` for fp16/bf16 inference)."
-        for m in (self.unet, self.vae, self.image_encoder, self.image_normalizer, self.text_encoder):
-            if m is not None: m.to(device=device, dtype=dtype)
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for m in (self.unet, self.vae, self.image_encoder, self.text_encoder):
+            if m is not None and kw: m.to(**kw)
+        n = self.image_normalizer  # diffusers gives it its own .to(torch_device, torch_dtype)
+        n.to(torch_device=device if device is not None else n.mean.device, torch_dtype=dtype if dtype is not None else n.mean.dtype)
         return self
     def set_progress_bar_config(self, **kw) -> None: self._progress.update(kw)
 
@@ -375,8 +378,9 @@ _MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
 
 @patch(cls_method=True)
 def from_pretrained(cls: MVDiffusionPipeline, path, subfolder: str | None = None, prompt_embeds=None, layout=None,
-                    num_views: int | None = None, mv_mode: str | None = None, dtype=torch.float32, device=None) -> MVDiffusionPipeline:
-    "Load a pipeline folder (published `pipeckpts/` or our own) component by component, strictly."
+                    num_views: int | None = None, mv_mode: str | None = None, dtype=torch.float32, device=None,
+                    load_text_encoder: bool = False) -> MVDiffusionPipeline:
+    "Load a pipeline folder (published `pipeckpts/` or our own) component by component, strictly (the text encoder only when needed or asked)."
     from transformers import CLIPTextModel, CLIPTokenizer
     root = _resolve_folder(path, subfolder, "MVDiffusion pipeline")
     missing = [c for c in COMPONENTS if not (root / c).is_dir()]
@@ -395,9 +399,10 @@ def from_pretrained(cls: MVDiffusionPipeline, path, subfolder: str | None = None
         layout = ViewLayout(tuple(lay["names"]), tuple(lay["azimuths_deg"]), tuple(lay["elevations_deg"]), lay.get("label"))
     layout = get_layout(layout if layout is not None else "facelift6")
     if prompt_embeds is None and own.is_file(): prompt_embeds = own
-    if prompt_embeds is None and (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
+    if (prompt_embeds is None or load_text_encoder) and (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
         kw.update(text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval(),
                   tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"))
+    elif load_text_encoder: raise FileNotFoundError(f"load_text_encoder=True but {root} has no text_encoder/ and tokenizer/.")
     if prompt_embeds is None and "text_encoder" not in kw:
         raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is clr_embeds.pt), "
                          "or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
