@@ -1,4 +1,4 @@
-"""One photo to multi-view images, Gaussian splats and renders: the public entry point of facelift_nb.
+"""One photo to multi-view images, Gaussian splats, renders and a turntable: `FaceLiftPipeline`, the public entry point of facelift_nb.
 
 Docs: https://facelift-nb.github.io/facelift_nb/pipeline.html.md"""
 
@@ -7,14 +7,299 @@ Docs: https://facelift-nb.github.io/facelift_nb/pipeline.html.md"""
 # %% ../nbs/07_pipeline.ipynb #48b8046a
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from .cameras import Cameras, check_cameras
+from .io import write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts
 from .models.gslrm import GSLRM
-from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline
+from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline, _resolve_folder
+from .render import RenderOutput, image_grid, render, render_turntable, save_image, save_video
+from .splats import Gaussians, save_ply
 
+logger = logging.getLogger(__name__)
 _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts", "GSLRM", "MVDiffusionPipeline",
-         "MVDiffusionOutput"]
+         "MVDiffusionOutput", "Gaussians"]
 
 # %% auto #0
-__all__ = ['Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM', 'MVDiffusionPipeline',
-           'MVDiffusionOutput']
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'Framing',
+           'load_input', 'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'FaceLiftPipeline',
+           'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM',
+           'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+
+# %% ../nbs/07_pipeline.ipynb #0796e7e6
+MIN_INPUT_SIZE = 64
+
+@dataclass(frozen=True)
+class Framing:
+    "The affine crop+resize from input pixels to framed pixels: `x' = scale · (x - x0)`, `y' = scale · (y - y0)`."
+    x0: float
+    y0: float
+    scale: float
+    size: int  # side of the framed square image
+
+    def points(self, xy: torch.Tensor) -> torch.Tensor:
+        "Map pixel coordinates `[..., 2]` of the input image into the framed image."
+        return (xy - torch.tensor([self.x0, self.y0], dtype=xy.dtype)) * self.scale
+
+    def intrinsics(self, K: torch.Tensor) -> torch.Tensor:
+        "Intrinsics `[..., 3, 3]` of the input camera for the framed image (continuous pixel coordinates, as `Cameras.resize`/`crop`)."
+        A = torch.tensor([[self.scale, 0, -self.scale * self.x0], [0, self.scale, -self.scale * self.y0], [0, 0, 1]], dtype=K.dtype)
+        return A @ K
+
+def _read_image(image, what: str = "`image`") -> torch.Tensor:
+    "Any image input → float [C, H, W] in [0, 1] with C in (1, 3, 4)."
+    from PIL import Image, UnidentifiedImageError
+    if isinstance(image, (str, Path)):
+        p = Path(image)
+        if not p.is_file(): raise FileNotFoundError(f"{what}: no file {str(p)!r}.")
+        try:
+            with Image.open(p) as im: im.load(); image = im.copy()
+        except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{what}: {p} is not a readable image ({e}).") from None
+    if isinstance(image, Image.Image):
+        if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "I;16", "I"):
+            raise ValueError(f"{what}: unsupported image mode {image.mode!r}; convert it to RGB or RGBA.")
+        if image.mode in ("P", "LA"): image = image.convert("RGBA")
+        elif image.mode in ("I;16", "I"): image = image.convert("L")
+        image = torch.from_numpy(np.asarray(image).copy())
+    elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
+    if not isinstance(image, torch.Tensor): raise TypeError(f"{what} must be a path, PIL image, numpy array or tensor; got {type(image).__name__}.")
+    x = image.detach().cpu()
+    if x.ndim == 2: x = x[None]
+    elif x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4): x = x.permute(2, 0, 1)
+    if x.ndim != 3 or x.shape[0] not in (1, 3, 4): raise ValueError(f"{what} must be [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {tuple(image.shape)}.")
+    x = x.float() / 255. if not x.is_floating_point() else x.float()
+    if x.min() < 0 or x.max() > 1: raise ValueError(f"{what}: float values must be in [0, 1]; got [{x.min():.3g}, {x.max():.3g}].")
+    if min(x.shape[1:]) < MIN_INPUT_SIZE: raise ValueError(f"{what} is {x.shape[2]}x{x.shape[1]}; at least {MIN_INPUT_SIZE} pixels a side are needed.")
+    return x
+
+def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "The input as RGB [3, H, W] and its subject mask [H, W] in [0, 1] (None when there is none)."
+    x = _read_image(image)
+    rgb = x.expand(3, -1, -1) if x.shape[0] == 1 else x[:3]
+    alpha = x[3] if x.shape[0] == 4 else None
+    if mask is not None:
+        if alpha is not None: raise ValueError("the image is RGBA (its alpha is the mask) and a `mask` was given too; pass one of them.")
+        m = _read_image(mask, "`mask`")
+        alpha = m[3] if m.shape[0] == 4 else m.mean(0)
+        if alpha.shape != rgb.shape[1:]: raise ValueError(f"`mask` is {tuple(alpha.shape)} but the image is {tuple(rgb.shape[1:])}.")
+    elif alpha is None and remove_background:
+        try: from rembg import remove
+        except ImportError as e: raise ImportError("remove_background=True needs the optional package rembg (pip install rembg); "
+                                                   "or pass an RGBA image or a mask=.") from e
+        from PIL import Image
+        out = np.asarray(remove(Image.fromarray((rgb.permute(1, 2, 0) * 255).round().byte().numpy())))
+        alpha = torch.from_numpy(out[..., 3].copy()).float() / 255
+    if alpha is not None and (alpha > 0.5).sum() < 16:
+        raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the mask.")
+    return rgb, alpha
+
+def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float = 0.85,
+                  bg=(1., 1., 1.)) -> tuple[torch.Tensor, Framing]:
+    "Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], Framing)."
+    if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
+    H, W = rgb.shape[1:]
+    bgt = torch.tensor(bg, dtype=rgb.dtype)[:, None, None]
+    if alpha is None:
+        if H != W: raise ValueError(f"an image without alpha or mask must already be square and framed; got {W}x{H}. "
+                                    "Pass an RGBA image or a mask= so the subject can be framed.")
+        x0 = y0 = 0.; side = float(W); img = rgb
+    else:
+        ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
+        cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+        side = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)) / fill
+        x0, y0 = float(cx) - side / 2, float(cy) - side / 2
+        img = rgb * alpha + bgt * (1 - alpha)
+    # sample the square [x0, x0+side) x [y0, y0+side) at `size` pixel centres (bilinear, area-smoothed when shrinking)
+    s = side / size
+    if s > 1.5:  # shrink first so bilinear sampling does not alias
+        k = int(s)
+        img = F.avg_pool2d(F.pad(img[None], (0, (-W) % k, 0, (-H) % k), mode="replicate"), k)[0]
+        x0s, y0s, scale_in = x0 / k, y0 / k, 1 / k
+    else: x0s, y0s, scale_in = x0, y0, 1.
+    h, w = img.shape[1:]
+    c = (torch.arange(size, dtype=rgb.dtype) + 0.5) * s * scale_in
+    gx = (x0s + c) / w * 2 - 1; gy = (y0s + c) / h * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+    out = F.grid_sample((img - bgt)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + bgt
+    return out.clamp(0, 1), Framing(x0, y0, size / side, size)
+
+# %% ../nbs/07_pipeline.ipynb #8d9de57a
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    "sha256 of a file's bytes (hex)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
+def weights_manifest(path) -> dict:
+    "Every weight file under `path` (a file or a folder) with its size and sha256."
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
+    return {"path": str(p), "files": {(q.name if p.is_file() else str(q.relative_to(p))): {"bytes": q.stat().st_size, "sha256": sha256_file(q)} for q in files}}
+
+@dataclass
+class FaceLiftOutput:
+    "Everything one FaceLift run produced."
+    input: torch.Tensor  # [3, S, S] the framed input in [0, 1]
+    views: MVDiffusionOutput  # generated views [V, H, W, 3] + their layout
+    cameras: Cameras  # the layout's cameras at GS-LRM's resolution, slot order
+    gaussians: Gaussians  # cleaned Gaussians
+    renders: RenderOutput  # the Gaussians from `cameras`
+    turntable: RenderOutput | None  # frames circling the subject from the front (None when turntable_frames=0)
+    manifest: dict = field(default_factory=dict)  # weights, settings, framing, timings
+
+    @property
+    def layout(self) -> ViewLayout: return self.views.layout
+
+    def save(self, folder, overwrite: bool = False, fps: int = 30) -> Path:
+        "Write the output folder (atomic; an existing folder needs `overwrite=True` and is kept as a backup)."
+        folder = Path(folder)
+        if folder.exists() and not overwrite: raise FileExistsError(f"{folder} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        files = {}
+        files["input"] = save_image(self.input.permute(1, 2, 0), tmp / "input.png").name
+        files["multiview"] = save_image(image_grid(self.views.images, ncols=len(self.layout)), tmp / "multiview.png").name
+        files["gaussians"] = save_ply(tmp / "gaussians.ply", self.gaussians).name
+        files["renders"] = save_image(image_grid(self.renders.rgb, ncols=len(self.layout)), tmp / "renders.png").name
+        if self.turntable is not None: files["turntable"] = save_video(self.turntable.rgb, tmp / "turntable.mp4", fps=fps).name
+        files["cameras"] = self.cameras.to_facelift_json(tmp / "cameras.json").name
+        man = dict(self.manifest, files=files, layout=dict(label=self.layout.label, names=list(self.layout.names),
+                                                           azimuths_deg=list(self.layout.azimuths_deg), elevations_deg=list(self.layout.elevations_deg)),
+                   num_gaussians=len(self.gaussians))
+        write_text_atomic(tmp / "manifest.json", json.dumps(man, indent=1, default=str))
+        if folder.exists():
+            backup = folder.with_name(f"{folder.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(folder, backup); logger.warning("FaceLiftOutput.save: the previous %s was moved to %s", folder, backup)
+        os.replace(tmp, folder)
+        return folder
+
+# %% ../nbs/07_pipeline.ipynb #c8a88d79
+PUBLISHED_REPO = "wlyu/OpenFaceLift"
+PUBLISHED_MV_SUBFOLDER = "mvdiffusion/pipeckpts"
+PUBLISHED_GSLRM_FILE = "gslrm/ckpt_0000000000021125.pt"
+
+def _resolve_file(path, default_file: str, what: str) -> Path:
+    "A local file or folder, or `repo_id[:file]` on the Hugging Face hub (downloaded when online)."
+    p = Path(path)
+    if p.exists(): return p
+    s = str(path)
+    repo, _, fname = s.partition(":")
+    if repo.count("/") == 1 and not s.startswith((".", "/")):
+        try:
+            from huggingface_hub import hf_hub_download
+            return Path(hf_hub_download(repo, fname or default_file))
+        except Exception as e:
+            raise FileNotFoundError(f"{what}: {s!r} is not a local path and downloading {fname or default_file} from the Hugging Face repo "
+                                    f"{repo} failed ({type(e).__name__}). Offline, download it elsewhere and pass the local file.") from e
+    raise FileNotFoundError(f"{what}: no file or folder {s!r}.")
+
+class FaceLiftPipeline:
+    "One image → multi-view images → Gaussians → renders and a turntable."
+    def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None):
+        if not isinstance(mvdiffusion, MVDiffusionPipeline): raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
+        if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
+        self.mvdiffusion, self.gslrm, self.weights = mvdiffusion, gslrm.eval(), weights or {}
+
+    @classmethod
+    def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None, mv_subfolder: str | None = None,
+                        layout=None, device=None, dtype=torch.float32) -> FaceLiftPipeline:
+        "Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM)."
+        sub = mv_subfolder if mv_subfolder is not None else (PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None)
+        mv_dir = _resolve_folder(mvdiffusion, sub, "MVDiffusion pipeline")
+        mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
+        gp = _resolve_file(gslrm, PUBLISHED_GSLRM_FILE, "GS-LRM weights")
+        model = GSLRM.from_pretrained(gp) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, dtype=dtype)
+        weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": weights_manifest(gp)}
+        if prompt_embeds is not None and isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
+        pipe = cls(mv, model.to(dtype), weights)
+        return pipe.to(device) if device is not None else pipe
+
+    @classmethod
+    def default(cls) -> FaceLiftPipeline:
+        "The small built-in model. For now: tiny random-initialised weights (loud warning; outputs are not meaningful)."
+        warnings.warn("FaceLiftPipeline.default(): no trained default weights ship yet, so this is a tiny RANDOM-INITIALISED model. "
+                      "Its outputs are NOT meaningful; use FaceLiftPipeline.from_pretrained(...) with the published or your own weights.",
+                      UserWarning, stacklevel=2)
+        mv = MVDiffusionPipeline.tiny(seed=0)
+        torch.manual_seed(0)
+        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": {"path": "tiny random init (seed 0)", "files": {}},
+                                                     "gslrm": {"path": "tiny random init (seed 0)", "files": {}}})
+
+    @property
+    def device(self) -> torch.device: return next(self.gslrm.parameters()).device
+    def to(self, device=None, dtype=None) -> FaceLiftPipeline:
+        "Move both stages (explicit device and dtype; nothing moves behind your back)."
+        self.mvdiffusion.to(device, dtype)
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if kw: self.gslrm.to(**kw)
+        return self
+
+    def reconstruct(self, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
+        "Gaussians from your own posed views: `views [V, 3, H, W]` or `[V, H, W, 3]` in [0, 1], `cameras` with V views."
+        if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
+        v = torch.as_tensor(views).float()
+        if v.ndim != 4: raise ValueError(f"`views` must be [V, 3, H, W] or [V, H, W, 3]; got {tuple(v.shape)}.")
+        if v.shape[-1] == 3 and v.shape[1] != 3: v = v.permute(0, 3, 1, 2)
+        if v.shape[0] != len(cameras): raise ValueError(f"{v.shape[0]} views but {len(cameras)} cameras.")
+        S = self.gslrm.config.image_size
+        if v.shape[-2:] != (S, S):
+            if v.shape[-2] != v.shape[-1]: raise ValueError(f"views must be square to be resized to GS-LRM's {S}²; got {tuple(v.shape[-2:])}.")
+            v = F.interpolate(v, size=(S, S), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            cameras = cameras.resize((S, S))
+        dev = self.device
+        return self.gslrm.reconstruct(v[None].to(dev), Cameras.stack([cameras.to(dev)]), filters=filters)[0]
+
+    @torch.no_grad()
+    def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
+                 filters: str | None = "facelift", turntable_frames: int = 150, mask=None, remove_background: bool = False,
+                 fill: float = 0.85, bg=(1., 1., 1.), progress: bool = True) -> FaceLiftOutput:
+        "Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`)."
+        times, t0 = {}, time.perf_counter()
+        mv = self.mvdiffusion
+        mv.set_progress_bar_config(disable=not progress)
+        rgb, alpha = load_input(image, mask, remove_background)
+        framed, framing = frame_subject(rgb, alpha, mv.resolution, fill, bg)
+        times["input"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        views = mv(framed, layout=layout, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed, bg=bg)
+        times["mvdiffusion"] = time.perf_counter() - t
+        S = self.gslrm.config.image_size
+        cams = views.layout.cameras(hw=(S, S))
+        t = time.perf_counter()
+        g = self.reconstruct(views.images, cams, filters=filters)
+        times["gslrm"] = time.perf_counter() - t
+        t = time.perf_counter()
+        gc = g.to(device=torch.device("cpu"), dtype=torch.float32)
+        renders = render(gc, cams, bg=bg)
+        times["render"] = time.perf_counter() - t
+        turntable = None
+        if turntable_frames:
+            t = time.perf_counter()
+            turntable = render_turntable(gc, n_frames=turntable_frames, hw=(S, S), bg=bg, progress=progress)
+            times["turntable"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - t0
+        import facelift_nb
+        manifest = dict(weights=self.weights, settings=dict(layout=views.layout.label, num_inference_steps=num_inference_steps,
+                                                            guidance_scale=guidance_scale, seed=seed, filters=filters,
+                                                            turntable_frames=turntable_frames, fill=fill, bg=list(bg),
+                                                            device=str(self.device), dtype=str(next(self.gslrm.parameters()).dtype)),
+                        framing=dict(x0=framing.x0, y0=framing.y0, scale=framing.scale, size=framing.size,
+                                     input_hw=list(rgb.shape[1:]), mask="alpha/mask" if alpha is not None else "none"),
+                        timings_s={k: round(v, 4) for k, v in times.items()},
+                        versions=dict(facelift_nb=facelift_nb.__version__, torch=torch.__version__, python=platform.python_version()))
+        return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)

@@ -246,3 +246,15 @@ def test_bad_inputs(tiny_pipe):
     rgba = torch.zeros(16, 16, 4)  # fully transparent: the background colour shows
     from facelift_nb.models.mvdiffusion import _image_tensor
     torch.testing.assert_close(_image_tensor(rgba, (0.2, 0.4, 0.6)), torch.tensor([0.2, 0.4, 0.6])[:, None, None].expand(3, 16, 16))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda(dtype, front):
+    p = MVDiffusionPipeline.tiny().to("cuda", dtype)
+    p.set_progress_bar_config(disable=True)
+    out = p(front, num_inference_steps=3, generator=0)
+    assert out.images.shape == (6, 16, 16, 3) and torch.isfinite(out.images).all()
+    ref = MVDiffusionPipeline.tiny()
+    ref.set_progress_bar_config(disable=True)
+    assert (out.images - ref(front, num_inference_steps=3, generator=0).images).abs().mean() < 0.05

@@ -169,3 +169,11 @@ def test_config_validation_and_cli(tiny_folder, tmp_path):
     (tmp_path / "bad.yaml").write_text("data: x\noutput_dir: y\npretrained: z\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="unknown keys"):
         MVTrainConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny_folder, tmp_path):
+    a = train_mvdiffusion(_cfg(tmp_path / "a", tiny_folder, max_steps=1, checkpoint_every=1))
+    b = train_mvdiffusion(_cfg(tmp_path / "b", tiny_folder, max_steps=1, checkpoint_every=1, gradient_checkpointing=True))
+    assert abs(a["history"][0]["loss"] - b["history"][0]["loss"]) < 1e-6
+    wa, wb = _unet_weights(tmp_path / "a" / "pipeline" / "unet"), _unet_weights(tmp_path / "b" / "pipeline" / "unet")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
