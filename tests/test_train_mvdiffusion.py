@@ -85,7 +85,11 @@ def test_checkpoint_paths_rotation_and_final_pipeline(tiny_folder, tmp_path, mon
     assert [p.name for p in list_mv_checkpoints(root / "checkpoints")] == ["checkpoint-4", "checkpoint-6"]
     ck = root / "checkpoints" / "checkpoint-6"
     assert sorted(p.name for p in ck.iterdir()) == sorted(["unet", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", STATE_FILE,
-                                                           "prompt_embeds.pt", "prompt_embeds.json"])
+                                                           "prompt_embeds.pt", "prompt_embeds.json", "manifest.json"])
+    from facelift_nb.checkpoints import inspect_checkpoint, verify_manifest
+    assert verify_manifest(ck) == [] and "unet/diffusion_pytorch_model.safetensors" in json.loads((ck / "manifest.json").read_text())["files"]
+    info = inspect_checkpoint(ck, verify=True)
+    assert info.kind == "mv-accelerate" and info.ok and info.resumable and info.step == 6 and len(info.layout) == 6
     assert sorted(p.name for p in (ck / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     assert (root / "checkpoints" / "trash" / "checkpoint-2" / "unet").is_dir()  # rotated, not deleted
     assert not [p for p in _tree(tmp_path) if "runs/exp1/runs" in p or "checkpoints/checkpoints" in p or p.endswith(".tmp")]

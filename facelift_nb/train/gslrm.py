@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..cameras import Cameras
 from ..models.gslrm import GSLRM, _read_state_dict
+from ..checkpoints import check_disk_space, rotate_checkpoints
 from ..io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -251,10 +252,7 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep_
     back = torch.load(path, map_location="cpu", weights_only=True)
     if back["model"].keys() != state["model"].keys() or not all(torch.equal(back["model"][k], v) for k, v in state["model"].items()):
         raise RuntimeError(f"checkpoint {path} did not read back identically; the previous checkpoints are kept.")
-    old = list_checkpoints(folder)[:-keep_last]
-    if old:
-        (folder / "trash").mkdir(exist_ok=True)
-        for p in old: os.replace(p, folder / "trash" / p.name)
+    rotate_checkpoints(folder, keep_last)  # older unpinned ones move to folder/trash (checkpoints module), never deleted
     return path
 
 # %% ../../nbs/08_train.gslrm.ipynb #3213fcc9
@@ -302,6 +300,9 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
         model.load_state_dict(state["model"], strict=True); opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["lr_scheduler"])
         start = int(state["param_update_step"])
         logger.info(f"resumed from {latest} at step {start}")
+    if acc.is_main_process:  # every checkpoint the run writes (weights + AdamW moments) stays on disk, kept or trashed
+        nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        check_disk_space(out, 3 * nbytes, config.max_steps, config.checkpoint_every, start, extra_bytes=nbytes)
     perceptual = VGGPerceptual(config.perceptual_weights) if config.perceptual_weight > 0 else None
     model, opt, sched = acc.prepare(model, opt, sched)
     if perceptual is not None: perceptual = perceptual.to(acc.device)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..checkpoints import (atomic_folder, checkpoint_paths, check_disk_space, inspect_checkpoint, model_save_hooks,
+                                     rotate_checkpoints, write_manifest)
 from ..io import atomic_path, write_text_atomic
 from ..layouts import ViewLayout, get_layout
 from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, install_mv_attention, save_prompt_embeds,
@@ -174,20 +175,13 @@ STATE_FILE = "facelift_state.json"
 
 def list_mv_checkpoints(folder) -> list[Path]:
     "Checkpoint folders `checkpoint-{step}` in `folder`, oldest first."
-    ps = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(ps, key=lambda p: int(p.name.split("-")[1]))
+    return [p for p in checkpoint_paths(folder) if p.is_dir()]
 
 def mv_checkpoint_problems(ck) -> list[str]:
     "Why a checkpoint folder cannot be resumed from (empty: it can)."
-    ck = Path(ck)
-    problems = [f"missing {n}" for n in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", STATE_FILE, "optimizer.bin")
-                if not (ck / n).is_file()]
-    if not problems:
-        try:
-            from safetensors import safe_open
-            with safe_open(str(ck / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f: list(f.keys())
-            json.loads((ck / STATE_FILE).read_text())
-        except Exception as e: problems.append(f"unreadable: {type(e).__name__}: {e}")
+    info = inspect_checkpoint(ck)
+    problems = list(info.problems) + ([] if info.resumable else ["no optimizer state (optimizer.bin)"])
+    if not (Path(ck) / STATE_FILE).is_file(): problems.append(f"missing {STATE_FILE}")
     return problems
 
 def latest_mv_checkpoint(folder) -> Path | None:
@@ -206,26 +200,18 @@ def _write_unet(unet, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
 
 def make_hooks(acc, ema, state: dict):
-    "Accelerate save/load hooks: UNet to `<output_dir>/unet` (output_dir used as given), EMA, layout and state."
-    from facelift_nb.models.mvdiffusion import _unet_weights
-    def save_hook(models, weights, output_dir):
-        out = Path(output_dir)  # the complete checkpoint folder: never join a prefix onto it
-        for m in models: _write_unet(acc.unwrap_model(m), out / "unet")
-        while weights: weights.pop()  # the UNet is saved above; Accelerate must not write it again
+    "Accelerate save/load hooks (`checkpoints.model_save_hooks`): UNet to `<output_dir>/unet` as given, plus EMA, layout and state."
+    def extra_save(out: Path):
         if ema is not None:
             with atomic_path(out / "ema_state.pt") as tmp: torch.save(ema.state_dict(), tmp)
         save_prompt_embeds(out / "prompt_embeds.pt", state["prompt_embeds"], state["layout"])
         write_text_atomic(out / STATE_FILE, json.dumps({k: state[k] for k in ("step", "config")} | {"layout": state["layout_dict"]}, indent=1))
-    def load_hook(models, input_dir):
-        inp = Path(input_dir)
-        while models:
-            m = acc.unwrap_model(models.pop())
-            m.load_state_dict(_unet_weights(inp / "unet"), strict=True)
+    def extra_load(inp: Path):
         if ema is not None:
             if not (inp / "ema_state.pt").is_file(): raise FileNotFoundError(f"{inp} has no ema_state.pt but this run uses EMA (ema=True).")
             ema.load_state_dict(torch.load(inp / "ema_state.pt", map_location="cpu", weights_only=True))
         state["step"] = json.loads((inp / STATE_FILE).read_text())["step"]
-    return save_hook, load_hook
+    return model_save_hooks(acc, "unet", save_model=_write_unet, extra_save=extra_save, extra_load=extra_load)
 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #28f9dfc4
 @dataclass(frozen=True)
@@ -290,12 +276,6 @@ def _mv_batch(ds: MVDataset, step: int, batch_size: int, rank: int, world: int, 
         items.append(ds[int(perms[epoch][pos])])
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
-def _rotate(folder: Path, keep_last: int) -> None:
-    old = list_mv_checkpoints(folder)[:-keep_last]
-    if old:
-        (folder / "trash").mkdir(exist_ok=True)
-        for p in old: os.replace(p, folder / "trash" / p.name)
-
 def train_mvdiffusion(config: MVTrainConfig) -> dict:
     "Fine-tune the MV UNet as `config` says; returns the loss history, the checkpoints written and the final pipeline folder."
     from accelerate import Accelerator
@@ -330,6 +310,9 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
     state = dict(step=0, config=dataclasses.asdict(config), layout=layout, prompt_embeds=pipe.prompt_embeds,
                  layout_dict=dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
                                   elevations_deg=list(layout.elevations_deg)))
+    nbytes = sum(p.numel() * p.element_size() for p in unet.parameters())
+    if acc.is_main_process:  # weights + AdamW moments (+ EMA) per checkpoint, every checkpoint kept or trashed, + the final pipeline
+        check_disk_space(out, nbytes * (3 + config.ema), config.max_steps, config.checkpoint_every, extra_bytes=nbytes)
     save_hook, load_hook = make_hooks(acc, ema, state)
     acc.register_save_state_pre_hook(save_hook); acc.register_load_state_pre_hook(load_hook)
     unet, opt, sched = acc.prepare(unet, opt, sched)
@@ -356,7 +339,7 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
         if acc.is_main_process:
             with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            saved.append(_save_mv_checkpoint(acc, unet, ckdir, step + 1, config.keep_last))
+            saved.append(_save_mv_checkpoint(acc, unet, ckdir, step + 1, config.keep_last, state))
     acc.wait_for_everyone()
     final = None
     if acc.is_main_process and config.max_steps > start:
@@ -371,19 +354,19 @@ def _same(a: ViewLayout, b: ViewLayout) -> bool:
     from facelift_nb.models.mvdiffusion import _same_views
     return _same_views(a, b)
 
-def _save_mv_checkpoint(acc, unet, ckdir: Path, step: int, keep_last: int) -> Path:
-    "save_state into a temporary folder, verify the UNet read back, rename into place, rotate older ones to trash."
+def _save_mv_checkpoint(acc, unet, ckdir: Path, step: int, keep_last: int, state: dict) -> Path:
+    "save_state into an atomic folder, verify the UNet read back, write the manifest, rotate older ones to trash."
     from facelift_nb.models.mvdiffusion import _unet_weights
-    final, tmp = ckdir / f"checkpoint-{step}", ckdir / f".checkpoint-{step}.tmp"
+    final = ckdir / f"checkpoint-{step}"
     acc.wait_for_everyone()
-    acc.save_state(str(tmp))  # the hooks receive `tmp` as output_dir and write tmp/unet, tmp/ema_state.pt, ...
     if acc.is_main_process:
-        back = _unet_weights(tmp / "unet")
-        live = acc.unwrap_model(unet).state_dict()
-        if back.keys() != live.keys() or not all(torch.equal(back[k].cpu(), v.detach().cpu()) for k, v in live.items()):
-            raise RuntimeError(f"checkpoint {tmp} did not read back identically; the previous checkpoints are kept.")
-        if final.exists(): (ckdir / "trash").mkdir(exist_ok=True); os.replace(final, ckdir / "trash" / f"{final.name}-replaced")
-        os.replace(tmp, final)
-        _rotate(ckdir, keep_last)
+        with atomic_folder(final) as tmp:
+            acc.save_state(str(tmp))  # the hooks receive `tmp` as output_dir and write tmp/unet, tmp/ema_state.pt, ...
+            back = _unet_weights(tmp / "unet")
+            live = acc.unwrap_model(unet).state_dict()
+            if back.keys() != live.keys() or not all(torch.equal(back[k].cpu(), v.detach().cpu()) for k, v in live.items()):
+                raise RuntimeError(f"checkpoint {tmp} did not read back identically; the previous checkpoints are kept.")
+            write_manifest(tmp, step=step, config=state["config"], layout=state["layout"])
+        rotate_checkpoints(ckdir, keep_last)
     acc.wait_for_everyone()
     return final
