@@ -15,7 +15,7 @@ from .cameras import Cameras, check_cameras, from_colmap
 from .layouts import get_layout, layout_stats, list_layouts
 
 # %% auto #0
-__all__ = ['demo', 'main']
+__all__ = ['IMAGE_SUFFIXES', 'demo', 'CLIError', 'main']
 
 # %% ../nbs/12_cli.ipynb #53fa0d09
 def demo(out: str | Path = "demo_out",  # output folder
@@ -43,13 +43,132 @@ def demo(out: str | Path = "demo_out",  # output folder
     return files
 
 # %% ../nbs/12_cli.ipynb #e6a7a164
-def main(argv: Sequence[str] | None = None) -> int:
-    "Entry point of the `facelift-nb` command."
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+class CLIError(Exception):
+    "An input problem reported as one line, exit status 2."
+
+def _dtype(name: str):
+    import torch
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in table: raise CLIError(f"--dtype must be one of {list(table)}; got {name!r}")
+    return table[name]
+
+def _pipeline(args):
+    from facelift_nb.pipeline import FaceLiftPipeline
+    if args.default:
+        if args.weights: raise CLIError("give either --default or --weights, not both")
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            return FaceLiftPipeline.default().to(args.device, _dtype(args.dtype) if args.dtype != "float32" else None)
+    if not args.weights: raise CLIError("say which weights: --weights MVDIFFUSION_DIR GSLRM_CKPT (local paths or Hugging Face ids), or --default")
+    mv, gs = args.weights
+    return FaceLiftPipeline.from_pretrained(mvdiffusion=mv, gslrm=gs, prompt_embeds=args.prompt_embeds, device=args.device, dtype=_dtype(args.dtype))
+
+def _cmd_run(args) -> int:
+    src, out = Path(args.input), Path(args.output)
+    if not src.exists(): raise CLIError(f"no image or folder {str(src)!r}")
+    images = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if src.is_dir() else [src]
+    if not images: raise CLIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
+    targets = [out / p.stem for p in images] if src.is_dir() else [out]
+    busy = [str(t) for t in targets if t.exists()]
+    if busy and not args.overwrite: raise CLIError(f"output exists: {busy[0]} (pass --overwrite; the old folder is kept as a .bak copy)")
+    pipe = _pipeline(args)
+    for img, target in zip(images, targets):
+        res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                   filters=None if args.filters == "none" else args.filters, turntable_frames=args.turntable)
+        res.save(target, overwrite=args.overwrite)
+        print(f"{img.name}: {len(res.gaussians):,} Gaussians, {res.manifest['timings_s']['total']:.1f} s -> {target}")
+    return 0
+
+def _cmd_reconstruct(args) -> int:
+    import torch
+    from facelift_nb.pipeline import FaceLiftOutput, _read_image, load_gslrm, reconstruct_views
+    from facelift_nb.models.gslrm import GSLRM
+    from facelift_nb.render import render, render_turntable
+    out = Path(args.output)
+    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite; the old folder is kept as a .bak copy)")
+    cams = Cameras.from_facelift_json(args.cameras)
+    views_dir = Path(args.views)
+    paths = [views_dir / m["file_path"] if m.get("file_path") else None for m in (cams.meta or [{}] * len(cams))]
+    if any(p is None for p in paths): paths = sorted(p for p in views_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) != len(cams): raise CLIError(f"{len(cams)} cameras in {args.cameras} but {len(paths)} images in {views_dir}")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing: raise CLIError(f"missing view image {missing[0]}")
+    ims = []
+    for p in paths:
+        x = _read_image(p, f"view {p.name}")
+        ims.append(x[:3] * x[3:] + (1 - x[3:]) if x.shape[0] == 4 else x.expand(3, -1, -1))
+    if len({tuple(x.shape) for x in ims}) != 1 or tuple(ims[0].shape[1:]) != cams.hw:
+        raise CLIError(f"the views must all be {cams.hw[1]}x{cams.hw[0]} as the cameras say; got {sorted({tuple(x.shape[1:]) for x in ims})}")
+    if args.default:
+        import warnings
+        warnings.warn("--default: tiny RANDOM-INITIALISED GS-LRM; the result is not meaningful.", UserWarning)
+        torch.manual_seed(0); model, wman = GSLRM(**GSLRM.tiny_config()).eval(), {"path": "tiny random init (seed 0)", "files": {}}
+    elif args.gslrm: model, wman = load_gslrm(args.gslrm)
+    else: raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
+    S = model.config.image_size
+    gauss = reconstruct_views(model, torch.stack(ims), cams, filters=None if args.filters == "none" else args.filters)
+    cs = cams.resize((S, S))
+    res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs), render_turntable(gauss, n_frames=args.turntable, hw=(S, S)) if args.turntable else None,
+                         dict(weights={"gslrm": wman}, settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
+    res.save(out, overwrite=args.overwrite)
+    print(f"{len(gauss):,} Gaussians from {len(cams)} views -> {out}")
+    return 0
+
+def _cmd_render(args) -> int:
+    from facelift_nb.splats import load_ply
+    from facelift_nb.render import image_grid, render_turntable, save_image, save_video
+    out = Path(args.output)
+    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite)")
+    g = load_ply(args.ply)
+    frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation, hw=(args.size, args.size))
+    out.mkdir(parents=True, exist_ok=True)
+    video = save_video(frames.rgb, out / "turntable.mp4", fps=args.fps)
+    k = max(1, args.turntable // 8)
+    strip = save_image(image_grid(frames.rgb[::k][:8], ncols=8), out / "turntable_strip.png")
+    print(f"{len(g):,} Gaussians: {args.turntable} frames -> {video}, {strip}")
+    return 0
+
+def _cmd_checkpoints(args) -> int:
+    from facelift_nb.checkpoints import format_checkpoint_table, list_checkpoints
+    folder = Path(args.folder)
+    if not folder.is_dir(): raise CLIError(f"no folder {str(folder)!r}")
+    infos = list_checkpoints(folder, verify=args.verify)
+    if not infos: print(f"no checkpoints in {folder}"); return 0
+    print(format_checkpoint_table(infos))
+    return 0 if all(i.ok for i in infos) else 1
+
+# %% ../nbs/12_cli.ipynb #2d691974
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="build the FaceLift rig and write rig.png, layouts.png, cameras.json")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--layout", default="facelift6", choices=list_layouts())
+    r = sub.add_parser("run", help="one image (or a folder of images) -> views, Gaussians, renders, turntable")
+    r.add_argument("input"); r.add_argument("-o", "--output", required=True)
+    r.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), help="pipeline folder and GS-LRM checkpoint (paths or HF ids)")
+    r.add_argument("--prompt-embeds", default=None, help="per-view prompt embeddings (published: clr_embeds.pt)")
+    r.add_argument("--default", action="store_true", help="the built-in model (currently tiny random weights: not meaningful)")
+    r.add_argument("--layout", default=None, help="view layout (default: the prompt embeddings' layout)")
+    r.add_argument("--steps", type=int, default=50); r.add_argument("--guidance", type=float, default=3.0); r.add_argument("--seed", type=int, default=4)
+    r.add_argument("--turntable", type=int, default=150, help="turntable frames (0: none)")
+    r.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    r.add_argument("--device", default=None); r.add_argument("--dtype", default="float32")
+    r.add_argument("--overwrite", action="store_true")
+    rc = sub.add_parser("reconstruct", help="GS-LRM on your own posed views")
+    rc.add_argument("views"); rc.add_argument("--cameras", required=True); rc.add_argument("-o", "--output", required=True)
+    rc.add_argument("--gslrm", default=None); rc.add_argument("--default", action="store_true")
+    rc.add_argument("--turntable", type=int, default=150); rc.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    rc.add_argument("--overwrite", action="store_true")
+    rd = sub.add_parser("render", help="turntable video of a 3DGS PLY")
+    rd.add_argument("ply"); rd.add_argument("-o", "--output", required=True); rd.add_argument("--turntable", type=int, default=150)
+    rd.add_argument("--size", type=int, default=512); rd.add_argument("--radius", type=float, default=2.7)
+    rd.add_argument("--elevation", type=float, default=0.); rd.add_argument("--fps", type=int, default=30); rd.add_argument("--overwrite", action="store_true")
+    ck = sub.add_parser("checkpoints", help="inspection table of a checkpoint folder")
+    ck.add_argument("folder"); ck.add_argument("--verify", action="store_true", help="check manifest sha256 hashes")
     c = sub.add_parser("check-cameras", help="check an opencv_cameras.json file or a COLMAP text model folder")
     c.add_argument("path")
     c.add_argument("--radius", type=float, default=None, help="expected camera distance to the subject")
@@ -58,19 +177,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("config")
     m = sub.add_parser("train-mvdiffusion", help="fine-tune the multi-view UNet from a YAML config (fields of MVTrainConfig)")
     m.add_argument("config")
-    args = p.parse_args(argv)
+    return p
+
+def main(argv: Sequence[str] | None = None) -> int:
+    "Entry point of the `facelift-nb` command: exit 0 on success, 1 when a check finds problems, 2 on bad input."
+    import sys
+    args = _parser().parse_args(argv)
+    try: return _dispatch(args)
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"facelift-nb: error: {msg}", file=sys.stderr)
+        return 2
+
+def _dispatch(args) -> int:
+    if args.command == "run": return _cmd_run(args)
+    if args.command == "reconstruct": return _cmd_reconstruct(args)
+    if args.command == "render": return _cmd_render(args)
+    if args.command == "checkpoints": return _cmd_checkpoints(args)
+    if args.command == "train-gslrm":
+        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
+        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
+        last = res["history"][-1] if res["history"] else {}
+        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
+        return 0
     if args.command == "train-mvdiffusion":
         from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
         res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
         last = res["history"][-1] if res["history"] else {}
         print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: "
               f"{[str(p) for p in res['checkpoints']]}; pipeline: {res['pipeline']}")
-        return 0
-    if args.command == "train-gslrm":
-        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
-        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
-        last = res["history"][-1] if res["history"] else {}
-        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
         return 0
     if args.command == "demo":
         demo(args.out, args.layout)

@@ -36,9 +36,9 @@ _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout",
 
 # %% auto #0
 __all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'Framing',
-           'load_input', 'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'FaceLiftPipeline',
-           'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM',
-           'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+           'load_input', 'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm',
+           'reconstruct_views', 'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout',
+           'match_layout', 'view_prompts', 'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
 
 # %% ../nbs/07_pipeline.ipynb #0796e7e6
 MIN_INPUT_SIZE = 64
@@ -154,8 +154,8 @@ def weights_manifest(path) -> dict:
 @dataclass
 class FaceLiftOutput:
     "Everything one FaceLift run produced."
-    input: torch.Tensor  # [3, S, S] the framed input in [0, 1]
-    views: MVDiffusionOutput  # generated views [V, H, W, 3] + their layout
+    input: torch.Tensor | None  # [3, S, S] the framed input in [0, 1] (None when you brought your own views)
+    views: MVDiffusionOutput | None  # generated views [V, H, W, 3] + their layout (None: `reconstruct` from your views)
     cameras: Cameras  # the layout's cameras at GS-LRM's resolution, slot order
     gaussians: Gaussians  # cleaned Gaussians
     renders: RenderOutput  # the Gaussians from `cameras`
@@ -163,7 +163,7 @@ class FaceLiftOutput:
     manifest: dict = field(default_factory=dict)  # weights, settings, framing, timings
 
     @property
-    def layout(self) -> ViewLayout: return self.views.layout
+    def layout(self) -> ViewLayout | None: return self.views.layout if self.views is not None else None
 
     def save(self, folder, overwrite: bool = False, fps: int = 30) -> Path:
         "Write the output folder (atomic; an existing folder needs `overwrite=True` and is kept as a backup)."
@@ -172,15 +172,17 @@ class FaceLiftOutput:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         files = {}
-        files["input"] = save_image(self.input.permute(1, 2, 0), tmp / "input.png").name
-        files["multiview"] = save_image(image_grid(self.views.images, ncols=len(self.layout)), tmp / "multiview.png").name
+        V = len(self.cameras)
+        if self.input is not None: files["input"] = save_image(self.input.permute(1, 2, 0), tmp / "input.png").name
+        if self.views is not None: files["multiview"] = save_image(image_grid(self.views.images, ncols=V), tmp / "multiview.png").name
         files["gaussians"] = save_ply(tmp / "gaussians.ply", self.gaussians).name
-        files["renders"] = save_image(image_grid(self.renders.rgb, ncols=len(self.layout)), tmp / "renders.png").name
+        files["renders"] = save_image(image_grid(self.renders.rgb, ncols=V), tmp / "renders.png").name
         if self.turntable is not None: files["turntable"] = save_video(self.turntable.rgb, tmp / "turntable.mp4", fps=fps).name
         files["cameras"] = self.cameras.to_facelift_json(tmp / "cameras.json").name
-        man = dict(self.manifest, files=files, layout=dict(label=self.layout.label, names=list(self.layout.names),
-                                                           azimuths_deg=list(self.layout.azimuths_deg), elevations_deg=list(self.layout.elevations_deg)),
-                   num_gaussians=len(self.gaussians))
+        lay = self.layout
+        man = dict(self.manifest, files=files, num_gaussians=len(self.gaussians),
+                   layout=None if lay is None else dict(label=lay.label, names=list(lay.names), azimuths_deg=list(lay.azimuths_deg),
+                                                        elevations_deg=list(lay.elevations_deg)))
         write_text_atomic(tmp / "manifest.json", json.dumps(man, indent=1, default=str))
         if folder.exists():
             backup = folder.with_name(f"{folder.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -208,6 +210,28 @@ def _resolve_file(path, default_file: str, what: str) -> Path:
                                     f"{repo} failed ({type(e).__name__}). Offline, download it elsewhere and pass the local file.") from e
     raise FileNotFoundError(f"{what}: no file or folder {s!r}.")
 
+def load_gslrm(path, dtype=torch.float32, config: dict | None = None) -> tuple[GSLRM, dict]:
+    "GS-LRM from a published `.pt`, a `.safetensors` file, a save_pretrained folder or `repo[:file]` on the hub; with its weights manifest."
+    gp = _resolve_file(path, PUBLISHED_GSLRM_FILE, "GS-LRM weights")
+    model = GSLRM.from_pretrained(gp) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, config=config, dtype=dtype)
+    return model.to(dtype).eval(), weights_manifest(gp)
+
+@torch.no_grad()
+def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
+    "GS-LRM on posed views `[V, 3, H, W]` or `[V, H, W, 3]` in [0, 1]: square views are resized (with their intrinsics) to its size."
+    if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
+    v = torch.as_tensor(views).float()
+    if v.ndim != 4: raise ValueError(f"`views` must be [V, 3, H, W] or [V, H, W, 3]; got {tuple(v.shape)}.")
+    if v.shape[-1] == 3 and v.shape[1] != 3: v = v.permute(0, 3, 1, 2)
+    if v.shape[0] != len(cameras): raise ValueError(f"{v.shape[0]} views but {len(cameras)} cameras.")
+    S = gslrm.config.image_size
+    if v.shape[-2:] != (S, S):
+        if v.shape[-2] != v.shape[-1]: raise ValueError(f"views must be square to be resized to GS-LRM's {S}²; got {tuple(v.shape[-2:])}.")
+        v = F.interpolate(v, size=(S, S), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    if cameras.hw != (S, S): cameras = cameras.resize((S, S))
+    dev = next(gslrm.parameters()).device
+    return gslrm.reconstruct(v[None].to(dev), Cameras.stack([cameras.to(dev)]), filters=filters)[0]
+
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
     def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None):
@@ -217,16 +241,15 @@ class FaceLiftPipeline:
 
     @classmethod
     def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None, mv_subfolder: str | None = None,
-                        layout=None, device=None, dtype=torch.float32) -> FaceLiftPipeline:
+                        layout=None, device=None, dtype=torch.float32, gslrm_config: dict | None = None) -> FaceLiftPipeline:
         "Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM)."
         sub = mv_subfolder if mv_subfolder is not None else (PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None)
         mv_dir = _resolve_folder(mvdiffusion, sub, "MVDiffusion pipeline")
         mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
-        gp = _resolve_file(gslrm, PUBLISHED_GSLRM_FILE, "GS-LRM weights")
-        model = GSLRM.from_pretrained(gp) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, dtype=dtype)
-        weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": weights_manifest(gp)}
+        model, gman = load_gslrm(gslrm, dtype, gslrm_config)
+        weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": gman}
         if prompt_embeds is not None and isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
-        pipe = cls(mv, model.to(dtype), weights)
+        pipe = cls(mv, model, weights)
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
@@ -251,18 +274,7 @@ class FaceLiftPipeline:
 
     def reconstruct(self, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
         "Gaussians from your own posed views: `views [V, 3, H, W]` or `[V, H, W, 3]` in [0, 1], `cameras` with V views."
-        if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
-        v = torch.as_tensor(views).float()
-        if v.ndim != 4: raise ValueError(f"`views` must be [V, 3, H, W] or [V, H, W, 3]; got {tuple(v.shape)}.")
-        if v.shape[-1] == 3 and v.shape[1] != 3: v = v.permute(0, 3, 1, 2)
-        if v.shape[0] != len(cameras): raise ValueError(f"{v.shape[0]} views but {len(cameras)} cameras.")
-        S = self.gslrm.config.image_size
-        if v.shape[-2:] != (S, S):
-            if v.shape[-2] != v.shape[-1]: raise ValueError(f"views must be square to be resized to GS-LRM's {S}²; got {tuple(v.shape[-2:])}.")
-            v = F.interpolate(v, size=(S, S), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-            cameras = cameras.resize((S, S))
-        dev = self.device
-        return self.gslrm.reconstruct(v[None].to(dev), Cameras.stack([cameras.to(dev)]), filters=filters)[0]
+        return reconstruct_views(self.gslrm, views, cameras, filters)
 
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,

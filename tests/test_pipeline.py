@@ -1,0 +1,188 @@
+"""The one-call pipeline: the built-in model, loading tiny folders exactly as the published ones, inputs and framing,
+the output folder and its manifest, bring-your-own views, and the command line (run, reconstruct, render, checkpoints)."""
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelift_nb.cameras import Cameras
+from facelift_nb.layouts import get_layout
+from facelift_nb.models.gslrm import GSLRM
+from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
+from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input, sha256_file
+from facelift_nb.testing import reference_path
+
+FRONT = reference_path("facelift_data_sample/mvdiffusion/sample_000/cam_000.png")
+
+
+@pytest.fixture(scope="module")
+def default_pipe():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FaceLiftPipeline.default()
+
+
+@pytest.fixture(scope="module")
+def published_like(tmp_path_factory):
+    "A tiny MV pipeline folder with the published naming + a tiny GS-LRM in the published checkpoint format."
+    root = tmp_path_factory.mktemp("weights")
+    mv = MVDiffusionPipeline.tiny().save_pretrained(root / "pipeckpts")
+    (root / "prompt").mkdir()
+    import shutil
+    for f in ("clr_embeds.pt", "clr_embeds.json"): shutil.move(str(mv / "prompt_embeds" / f), str(root / "prompt" / f))
+    (mv / "prompt_embeds").rmdir()  # published folders carry no embeddings: they come separately
+    torch.manual_seed(1)
+    g = GSLRM(**GSLRM.tiny_config())
+    torch.save({"model": g.state_dict(), "param_update_step": 21125}, root / "ckpt_0000000000021125.pt")
+    return root
+
+
+def test_default_warns_loudly_and_runs(default_pipe):
+    with pytest.warns(UserWarning, match="RANDOM-INITIALISED"):
+        FaceLiftPipeline.default()
+    out = default_pipe(FRONT, num_inference_steps=2, turntable_frames=3, progress=False)
+    assert out.layout.names == get_layout("facelift6").names and out.turntable.rgb.shape == (3, 32, 32, 3)
+    assert set(out.manifest["timings_s"]) >= {"input", "mvdiffusion", "gslrm", "render", "turntable", "total"}
+    assert out.manifest["settings"]["seed"] == 4 and len(out.gaussians) > 0
+
+
+def test_published_layout_folders_load_and_manifest_hashes(published_like, tmp_path):
+    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=published_like / "pipeckpts", gslrm=published_like / "ckpt_0000000000021125.pt",
+                                            prompt_embeds=published_like / "prompt" / "clr_embeds.pt", gslrm_config=GSLRM.tiny_config())
+    out = pipe(FRONT, num_inference_steps=2, turntable_frames=2, progress=False)
+    folder = out.save(tmp_path / "res")
+    man = json.loads((folder / "manifest.json").read_text())
+    rec = man["weights"]["gslrm"]["files"]["ckpt_0000000000021125.pt"]
+    assert rec["sha256"] == sha256_file(published_like / "ckpt_0000000000021125.pt")
+    unet = man["weights"]["mvdiffusion"]["files"]["unet/diffusion_pytorch_model.safetensors"]
+    assert unet["sha256"] == sha256_file(published_like / "pipeckpts" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert man["weights"]["prompt_embeds"]["files"]["clr_embeds.pt"]["sha256"] == sha256_file(published_like / "prompt" / "clr_embeds.pt")
+    assert man["layout"]["names"][1] == "front_right" and man["files"]["turntable"] in ("turntable.mp4", "turntable.gif")
+    # without the embeddings (and no text encoder) nothing is substituted
+    import shutil
+    shutil.copytree(published_like / "pipeckpts", tmp_path / "noenc")
+    shutil.rmtree(tmp_path / "noenc" / "text_encoder")
+    with pytest.raises(ValueError, match="no prompt embeddings"):
+        FaceLiftPipeline.from_pretrained(mvdiffusion=tmp_path / "noenc", gslrm=published_like / "ckpt_0000000000021125.pt",
+                                         gslrm_config=GSLRM.tiny_config())
+
+
+def test_offline_hub_ids_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Offline, download"):
+        FaceLiftPipeline.from_pretrained(mvdiffusion="nobody/facelift-nb-missing", gslrm="nobody/facelift-nb-missing")
+
+
+def test_save_refuses_then_backs_up(default_pipe, tmp_path):
+    out = default_pipe(FRONT, num_inference_steps=1, turntable_frames=0, progress=False)
+    out.save(tmp_path / "r")
+    assert not (tmp_path / "r" / "turntable.mp4").exists()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        out.save(tmp_path / "r")
+    out.save(tmp_path / "r", overwrite=True)
+    assert len(list(tmp_path.glob("r.bak-*"))) == 1 and not list(tmp_path.glob(".r.*"))
+
+
+def test_input_errors(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_input(tmp_path / "bad.png")
+    with pytest.raises(FileNotFoundError):
+        load_input(tmp_path / "none.png")
+    Image.new("CMYK", (80, 80)).save(tmp_path / "cmyk.jpg")
+    with pytest.raises(ValueError, match="unsupported image mode 'CMYK'"):
+        load_input(tmp_path / "cmyk.jpg")
+    with pytest.raises(ValueError, match="at least 64 pixels"):
+        load_input(np.zeros((40, 90, 3), np.uint8))
+    rgba = Image.open(FRONT)
+    with pytest.raises(ValueError, match="pass one of them"):
+        load_input(rgba, mask=np.ones((512, 512), np.uint8) * 255)
+    with pytest.raises(ValueError, match="almost\\) empty"):
+        load_input(np.zeros((64, 64, 4), np.uint8))
+    with pytest.raises(ValueError, match="must already be square"):
+        frame_subject(torch.rand(3, 64, 96), None, 32)
+    with pytest.raises(TypeError, match="path, PIL image"):
+        load_input(42)
+    try:
+        import rembg  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="rembg"):
+            load_input(np.zeros((64, 64, 3), np.uint8), remove_background=True)
+
+
+def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics():
+    rgba = np.asarray(Image.open(FRONT))
+    a_rgb, a_mask = load_input(rgba[..., :3], mask=rgba[..., 3])
+    b_rgb, b_alpha = load_input(rgba)
+    torch.testing.assert_close(a_rgb, b_rgb); torch.testing.assert_close(a_mask, b_alpha)
+    framed, fr = frame_subject(b_rgb, b_alpha, 128)
+    cam = get_layout("facelift6").cameras(hw=(512, 512))[0]
+    # the framing equals a crop of side size/scale at (x0, y0) followed by a resize to 128: compare the intrinsics
+    K = fr.intrinsics(cam.K)
+    side = 128 / fr.scale
+    want = cam.K.clone(); want[..., 0, 2] -= fr.x0; want[..., 1, 2] -= fr.y0; want[..., :2, :] *= 128 / side
+    torch.testing.assert_close(K, want)
+    # a point projected into the input lands where the framing maps it
+    X = torch.tensor([0.1, -0.2, 0.15])
+    def proj(K):
+        xc = cam.w2c[0, :3, :3] @ X + cam.w2c[0, :3, 3]
+        uv = K[0] @ xc
+        return uv[:2] / uv[2]
+    torch.testing.assert_close(proj(K), fr.points(proj(cam.K)[None])[0])
+
+
+def test_bring_your_own_views(default_pipe):
+    views = torch.rand(6, 3, 64, 64)
+    cams = get_layout("facelift6").cameras(hw=(64, 64))
+    g = default_pipe.reconstruct(views, cams, filters=None)
+    assert len(g) == 2 + 6 * 32 * 32
+    with pytest.raises(ValueError, match="6 views but 4 cameras"):
+        default_pipe.reconstruct(views, cams[:4])
+    with pytest.raises(TypeError, match="Cameras"):
+        default_pipe.reconstruct(views, "cams")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "facelift_nb", *map(str, args)], capture_output=True, text=True, timeout=900)
+
+
+def test_cli_run_reconstruct_render_checkpoints(tmp_path):
+    r = _cli("run", FRONT, "-o", tmp_path / "one", "--default", "--steps", "2", "--turntable", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(["input.png", "multiview.png", "gaussians.ply", "renders.png",
+                                                                           "turntable.mp4", "cameras.json", "manifest.json"])
+    r = _cli("run", FRONT, "-o", tmp_path / "one", "--default")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("facelift-nb: error: output exists")
+    r = _cli("run", FRONT, "-o", tmp_path / "two", "--steps", "1")
+    assert r.returncode == 2 and "--weights" in r.stderr
+    imgs = tmp_path / "imgs"; imgs.mkdir()
+    for n in ("a", "b"): Image.open(FRONT).resize((128, 128)).save(imgs / f"{n}.png")
+    r = _cli("run", imgs, "-o", tmp_path / "many", "--default", "--steps", "1", "--turntable", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a", "b"]
+    # reconstruct from the reference GS-LRM sample's own views and cameras
+    sample = reference_path("facelift_data_sample/gslrm/sample_000")
+    r = _cli("reconstruct", sample, "--cameras", sample / "opencv_cameras.json", "-o", tmp_path / "rec", "--default", "--turntable", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {"gaussians.ply", "renders.png", "cameras.json", "manifest.json", "turntable.mp4"} <= {p.name for p in (tmp_path / "rec").iterdir()}
+    r = _cli("reconstruct", sample, "--cameras", reference_path("facelift_inference_cameras.json"), "-o", tmp_path / "rec2", "--default")
+    assert r.returncode == 2 and "facelift-nb: error:" in r.stderr
+    r = _cli("render", tmp_path / "one" / "gaussians.ply", "-o", tmp_path / "tt", "--turntable", "8", "--size", "48")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {"turntable.mp4", "turntable_strip.png"} <= {p.name for p in (tmp_path / "tt").iterdir()}
+    # the checkpoint table and its exit status
+    ck = tmp_path / "ck"; ck.mkdir()
+    torch.manual_seed(0); g = GSLRM(**GSLRM.tiny_config())
+    torch.save({"model": g.state_dict(), "optimizer": {}, "lr_scheduler": {}, "param_update_step": 5}, ck / "ckpt_0000000000000005.pt")
+    r = _cli("checkpoints", ck)
+    assert r.returncode == 0 and "gslrm-published" in r.stdout and "resumable" in r.stdout
+    (ck / "ckpt_0000000000000009.pt").write_bytes(b"broken")
+    r = _cli("checkpoints", ck)
+    assert r.returncode == 1 and "BROKEN" in r.stdout
+    r = _cli("checkpoints", tmp_path / "nope")
+    assert r.returncode == 2
