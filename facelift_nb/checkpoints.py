@@ -96,6 +96,7 @@ def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
                 info.kind = "gslrm-published"
                 info.step = int(obj.get("param_update_step", obj.get("fwdbwd_pass_step", -1)))
                 info.resumable = all(k in obj for k in ("optimizer", "lr_scheduler"))
+                info.config = obj.get("model_config")
             elif isinstance(obj, dict): info.kind = "gslrm-weights"
             elif not info.problems: info.problems = [f"{p.name}: a {type(obj).__name__}, not a state dict"]
             if obj is None and re.fullmatch(r"ckpt_\d+\.pt", p.name): info.kind, info.step = "gslrm-published", _step_of(p)

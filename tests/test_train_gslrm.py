@@ -159,3 +159,14 @@ def test_random_crops_keep_images_and_intrinsics_together():
     res = train_gslrm(GSLRMTrainConfig(data=str(REF), output_dir=str(Path(tempfile.mkdtemp())), model_config=GSLRM.tiny_config(),
                                        image_size=16, num_target=6, max_steps=1, warmup_steps=1, random_crop=(0.6, 1.0)))
     assert np.isfinite(res["history"][0]["loss"])
+
+
+def test_checkpoints_carry_their_architecture(tmp_path):
+    train_gslrm(_cfg(tmp_path, max_steps=1, checkpoint_every=1))
+    ck = list_checkpoints(tmp_path / "checkpoints")[-1]
+    obj = torch.load(ck, weights_only=True)
+    assert obj["model_config"]["width"] == GSLRM.tiny_config()["width"] and set(obj) >= {"model", "optimizer", "lr_scheduler", "param_update_step"}
+    m = GSLRM.from_facelift_checkpoint(ck)  # no config needed
+    assert m.config.num_layers == GSLRM.tiny_config()["num_layers"]
+    from facelift_nb.checkpoints import inspect_checkpoint
+    assert inspect_checkpoint(ck).config["width"] == GSLRM.tiny_config()["width"]

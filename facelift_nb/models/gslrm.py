@@ -192,8 +192,8 @@ def _read_state_dict(path) -> tuple[dict, dict]:
         return load_file(str(path)), {}
     try: obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e: raise ValueError(f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e}).") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        return obj["model"], {k: obj[k] for k in ("fwdbwd_pass_step", "param_update_step") if k in obj}
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # the published layout (+ our optional "model_config")
+        return obj["model"], {k: obj[k] for k in ("fwdbwd_pass_step", "param_update_step", "model_config") if k in obj}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()): return obj, {}
     raise ValueError(f"{path}: expected {{'model': state_dict, ...}} or a bare state dict; got {type(obj).__name__} "
                      f"with keys {list(obj)[:8] if isinstance(obj, dict) else '-'}.")
@@ -219,7 +219,8 @@ def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch
     dropped = [k for k in sd if k.startswith("loss_calculator.")]
     if dropped: logger.info(f"dropping {len(dropped)} training-only loss_calculator.* tensors (VGG perceptual loss)")
     sd = {k: v for k, v in sd.items() if not k.startswith("loss_calculator.")}
-    with torch.device("meta"): model = cls(**(config or {}))
+    saved = meta.pop("model_config", None) or {}  # written by train_gslrm; the published file has none (= published architecture)
+    with torch.device("meta"): model = cls(**(saved | (config or {})))
     _check_state_dict(sd, model.state_dict(), path)
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
     if meta: logger.info(f"loaded {path} at step {meta}")

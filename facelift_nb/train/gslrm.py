@@ -247,7 +247,8 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep_
     "Write, verify and rotate one published-format checkpoint; older ones move to folder/trash."
     path = folder / f"ckpt_{step:016d}.pt"
     state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
-             "lr_scheduler": scheduler.state_dict(), "fwdbwd_pass_step": step, "param_update_step": step}
+             "lr_scheduler": scheduler.state_dict(), "fwdbwd_pass_step": step, "param_update_step": step,
+             "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}  # extra key: loads without config=
     with atomic_path(path) as tmp: torch.save(state, tmp)
     back = torch.load(path, map_location="cpu", weights_only=True)
     if back["model"].keys() != state["model"].keys() or not all(torch.equal(back["model"][k], v) for k, v in state["model"].items()):
