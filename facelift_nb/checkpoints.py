@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint',
-           'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint', 'atomic_folder',
+           'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint', 'atomic_folder',
            'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths', 'rotate_checkpoints',
            'list_checkpoints', 'latest_valid_checkpoint', 'format_checkpoint_table', 'forecast_disk_usage',
            'check_disk_space', 'model_save_hooks']
@@ -123,7 +123,7 @@ def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
         info.problems = _weights_problems(p)
         if info.kind == "mv-unet" and "num_views" in cfg: info.layout = None
     else: info.problems = [f"{p.name}: not a checkpoint (no weights, config or pipeline files found)"]
-    if verify and not info.problems and (p / "manifest.json").is_file(): info.problems = verify_manifest(p)
+    if verify and not info.problems and manifest_path(p).is_file(): info.problems = verify_manifest(p)
     if info.kind == "unknown" and not info.problems: info.problems = ["unrecognised checkpoint layout"]
     return info
 
@@ -138,21 +138,29 @@ def _sha256(path, chunk: int = 1 << 20) -> str:
 def _weight_files(folder: Path) -> list[Path]:
     return sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix in WEIGHT_SUFFIXES)
 
-def write_manifest(folder, step: int | None = None, config: dict | None = None, layout=None, **extra) -> Path:
-    "Write `folder/manifest.json`: step, config, layout names, size and sha256 of every weight file, library version."
+def manifest_path(path) -> Path:
+    "Where the manifest of a checkpoint lives: `<folder>/manifest.json`, or `<file>.manifest.json` beside a file."
+    p = Path(path)
+    return p.with_name(p.name + ".manifest.json") if p.is_file() or p.suffix in WEIGHT_SUFFIXES else p / "manifest.json"
+
+def write_manifest(path, step: int | None = None, config: dict | None = None, layout=None, **extra) -> Path:
+    "Write the manifest of a checkpoint folder or file: step, config, layout names, size and sha256 of every weight file, library version."
     import facelift_nb
-    folder = Path(folder)
+    path = Path(path)
     names = list(layout.names) if hasattr(layout, "names") else layout
-    files = {str(q.relative_to(folder)): {"bytes": q.stat().st_size, "sha256": _sha256(q)} for q in _weight_files(folder)}
+    base = path.parent if path.is_file() else path
+    weights = [path] if path.is_file() else _weight_files(path)
+    files = {str(q.relative_to(base)): {"bytes": q.stat().st_size, "sha256": _sha256(q)} for q in weights}
     man = dict(step=step, config=config, layout=names, files=files, facelift_nb=facelift_nb.__version__,
                written=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
-    return write_text_atomic(folder / "manifest.json", json.dumps(man, indent=1, default=str))
+    return write_text_atomic(manifest_path(path), json.dumps(man, indent=1, default=str))
 
-def verify_manifest(folder) -> list[str]:
-    "Problems between `folder/manifest.json` and the files (missing, size or sha256 differs); empty: all match."
-    folder = Path(folder)
-    man = _json(folder / "manifest.json")
-    if man is None: return ["manifest.json missing or unreadable"]
+def verify_manifest(path) -> list[str]:
+    "Problems between a checkpoint's manifest and its files (missing, size or sha256 differs); empty: all match."
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    man = _json(manifest_path(path))
+    if man is None: return [f"{manifest_path(path).name} missing or unreadable"]
     problems = []
     for rel, rec in man.get("files", {}).items():
         q = folder / rel
@@ -172,7 +180,9 @@ def move_to_trash(path, trash_dir=None) -> Path:
     t.mkdir(parents=True, exist_ok=True)
     dest = t / p.name
     if dest.exists(): dest = t / f"{p.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    side = p.with_name(p.name + ".manifest.json") if p.is_file() else None
     os.replace(p, dest)
+    if side is not None and side.is_file(): os.replace(side, dest.with_name(dest.name + ".manifest.json"))  # a file's manifest travels with it
     return dest
 
 def restore_checkpoint(trashed, dest_dir=None) -> Path:
@@ -183,7 +193,9 @@ def restore_checkpoint(trashed, dest_dir=None) -> Path:
     name = re.sub(r"\.\d{8}-\d{6}-\d+$", "", p.name)  # drop the suffix move_to_trash added on a name clash
     dest = dest_dir / name
     if dest.exists(): raise FileExistsError(f"{dest} exists; move it away first (nothing is overwritten).")
+    side = p.with_name(p.name + ".manifest.json")
     os.replace(p, dest)
+    if side.is_file(): os.replace(side, dest.with_name(dest.name + ".manifest.json"))
     return dest
 
 def _fsync_tree(folder: Path) -> None:

@@ -174,3 +174,18 @@ def test_hooks_write_exactly_where_accelerate_says(tmp_path, monkeypatch):
         for p in unet.parameters(): p.add_(1.)
     acc.load_state(str(out))
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+
+
+def test_file_checkpoints_have_a_travelling_manifest(tmp_path, gslrm):
+    for s in (1, 2, 3):
+        write_manifest(_published(tmp_path / f"ckpt_{s:016d}.pt", gslrm, s), step=s)
+    p = tmp_path / "ckpt_0000000000000001.pt"
+    assert verify_manifest(p) == [] and json.loads((tmp_path / "ckpt_0000000000000001.pt.manifest.json").read_text())["step"] == 1
+    assert inspect_checkpoint(p, verify=True).ok
+    rotate_checkpoints(tmp_path, keep_last=1)
+    assert (tmp_path / "trash" / "ckpt_0000000000000001.pt.manifest.json").is_file()
+    back = restore_checkpoint(tmp_path / "trash" / "ckpt_0000000000000001.pt")
+    assert verify_manifest(back) == []
+    back.write_bytes(back.read_bytes()[:-10] + bytes(10))
+    assert "sha256 differs" in verify_manifest(back)[0] or "bytes" in verify_manifest(back)[0]
+    assert checkpoint_paths(tmp_path) == [back, tmp_path / "ckpt_0000000000000003.pt"]  # manifests are not checkpoints

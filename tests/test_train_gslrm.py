@@ -66,7 +66,10 @@ def test_fine_tune_from_weights(tmp_path):
 def test_rotation_moves_old_checkpoints_to_trash(tmp_path):
     train_gslrm(_cfg(tmp_path, max_steps=4, checkpoint_every=1, keep_last=2))
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["ckpt_0000000000000003.pt", "ckpt_0000000000000004.pt"]
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / "trash").iterdir()) == ["ckpt_0000000000000001.pt", "ckpt_0000000000000002.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "trash").iterdir()) == [
+        "ckpt_0000000000000001.pt", "ckpt_0000000000000001.pt.manifest.json", "ckpt_0000000000000002.pt", "ckpt_0000000000000002.pt.manifest.json"]
+    from facelift_nb.checkpoints import verify_manifest
+    assert verify_manifest(tmp_path / "checkpoints" / "ckpt_0000000000000004.pt") == []  # sha256 of the written file
 
 
 def test_latest_valid_skips_broken(tmp_path, caplog):

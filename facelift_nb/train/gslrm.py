@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..cameras import Cameras
 from ..models.gslrm import GSLRM, _read_state_dict
-from ..checkpoints import check_disk_space, rotate_checkpoints
+from ..checkpoints import check_disk_space, rotate_checkpoints, write_manifest
 from ..io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -253,6 +253,7 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep_
     back = torch.load(path, map_location="cpu", weights_only=True)
     if back["model"].keys() != state["model"].keys() or not all(torch.equal(back["model"][k], v) for k, v in state["model"].items()):
         raise RuntimeError(f"checkpoint {path} did not read back identically; the previous checkpoints are kept.")
+    write_manifest(path, step=step, config=state["model_config"])
     rotate_checkpoints(folder, keep_last)  # older unpinned ones move to folder/trash (checkpoints module), never deleted
     return path
 
