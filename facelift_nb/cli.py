@@ -48,6 +48,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 class CLIError(Exception):
     "An input problem reported as one line, exit status 2."
 
+def _free_output(out, overwrite: bool) -> Path:
+    "The output folder, refused when it exists and `--overwrite` was not given."
+    out = Path(out)
+    if out.exists() and not overwrite: raise CLIError(f"output exists: {out} (pass --overwrite; the old folder is kept as a .bak copy)")
+    return out
+
+def _filters(args): return None if args.filters == "none" else args.filters
+
 def _dtype(name: str):
     import torch
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -72,12 +80,11 @@ def _cmd_run(args) -> int:
     images = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if src.is_dir() else [src]
     if not images: raise CLIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
     targets = [out / p.stem for p in images] if src.is_dir() else [out]
-    busy = [str(t) for t in targets if t.exists()]
-    if busy and not args.overwrite: raise CLIError(f"output exists: {busy[0]} (pass --overwrite; the old folder is kept as a .bak copy)")
+    for t in targets: _free_output(t, args.overwrite)
     pipe = _pipeline(args)
     for img, target in zip(images, targets):
         res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                   filters=None if args.filters == "none" else args.filters, turntable_frames=args.turntable)
+                   filters=_filters(args), turntable_frames=args.turntable)
         res.save(target, overwrite=args.overwrite)
         print(f"{img.name}: {len(res.gaussians):,} Gaussians, {res.manifest['timings_s']['total']:.1f} s -> {target}")
     return 0
@@ -87,8 +94,7 @@ def _cmd_reconstruct(args) -> int:
     from facelift_nb.pipeline import FaceLiftOutput, _read_image, load_gslrm, reconstruct_views
     from facelift_nb.models.gslrm import GSLRM
     from facelift_nb.render import render, render_turntable
-    out = Path(args.output)
-    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite; the old folder is kept as a .bak copy)")
+    out = _free_output(args.output, args.overwrite)
     cams = Cameras.from_facelift_json(args.cameras)
     views_dir = Path(args.views)
     paths = [views_dir / m["file_path"] if m.get("file_path") else None for m in (cams.meta or [{}] * len(cams))]
@@ -109,7 +115,7 @@ def _cmd_reconstruct(args) -> int:
     elif args.gslrm: model, wman = load_gslrm(args.gslrm)
     else: raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
     S = model.config.image_size
-    gauss = reconstruct_views(model, torch.stack(ims), cams, filters=None if args.filters == "none" else args.filters)
+    gauss = reconstruct_views(model, torch.stack(ims), cams, filters=_filters(args))
     cs = cams.resize((S, S))
     res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs), render_turntable(gauss, n_frames=args.turntable, hw=(S, S)) if args.turntable else None,
                          dict(weights={"gslrm": wman}, settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
@@ -120,8 +126,7 @@ def _cmd_reconstruct(args) -> int:
 def _cmd_render(args) -> int:
     from facelift_nb.splats import load_ply
     from facelift_nb.render import image_grid, render_turntable, save_image, save_video
-    out = Path(args.output)
-    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite)")
+    out = _free_output(args.output, args.overwrite)
     g = load_ply(args.ply)
     frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation, hw=(args.size, args.size))
     out.mkdir(parents=True, exist_ok=True)

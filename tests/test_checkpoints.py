@@ -1,7 +1,6 @@
 """Checkpoint management: recognising and checking every kind, manifests, atomic folders under interruption,
 rotation into trash and restore, pins, the disk forecast and the Accelerate hooks' exact on-disk layout."""
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -4,14 +4,12 @@ import json
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from facelift_nb.cameras import Cameras
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
@@ -109,7 +107,7 @@ def test_input_errors(tmp_path):
     with pytest.raises(TypeError, match="path, PIL image"):
         load_input(42)
     try:
-        import rembg  # noqa: F401
+        import rembg  # noqa: F401  (installed: the ImportError path cannot be tested)
     except ImportError:
         with pytest.raises(ImportError, match="rembg"):
             load_input(np.zeros((64, 64, 3), np.uint8), remove_background=True)
