@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras, check_cameras
+from .data import ImageTransform
 from .io import write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts
 from .models.gslrm import GSLRM
@@ -35,30 +36,13 @@ _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout",
          "MVDiffusionOutput", "Gaussians"]
 
 # %% auto #0
-__all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'Framing',
-           'load_input', 'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm',
-           'reconstruct_views', 'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout',
-           'match_layout', 'view_prompts', 'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'load_input',
+           'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views',
+           'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts',
+           'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
 
 # %% ../nbs/07_pipeline.ipynb #0796e7e6
 MIN_INPUT_SIZE = 64
-
-@dataclass(frozen=True)
-class Framing:
-    "The affine crop+resize from input pixels to framed pixels: `x' = scale · (x - x0)`, `y' = scale · (y - y0)`."
-    x0: float
-    y0: float
-    scale: float
-    size: int  # side of the framed square image
-
-    def points(self, xy: torch.Tensor) -> torch.Tensor:
-        "Map pixel coordinates `[..., 2]` of the input image into the framed image."
-        return (xy - torch.tensor([self.x0, self.y0], dtype=xy.dtype)) * self.scale
-
-    def intrinsics(self, K: torch.Tensor) -> torch.Tensor:
-        "Intrinsics `[..., 3, 3]` of the input camera for the framed image (continuous pixel coordinates, as `Cameras.resize`/`crop`)."
-        A = torch.tensor([[self.scale, 0, -self.scale * self.x0], [0, self.scale, -self.scale * self.y0], [0, 0, 1]], dtype=K.dtype)
-        return A @ K
 
 def _read_image(image, what: str = "`image`") -> torch.Tensor:
     "Any image input → float [C, H, W] in [0, 1] with C in (1, 3, 4)."
@@ -108,34 +92,17 @@ def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch
     return rgb, alpha
 
 def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float = 0.85,
-                  bg=(1., 1., 1.)) -> tuple[torch.Tensor, Framing]:
-    "Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], Framing)."
-    if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
+                  bg=(1., 1., 1.)) -> tuple[torch.Tensor, ImageTransform]:
+    "Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], ImageTransform)."
     H, W = rgb.shape[1:]
-    bgt = torch.tensor(bg, dtype=rgb.dtype)[:, None, None]
     if alpha is None:
         if H != W: raise ValueError(f"an image without alpha or mask must already be square and framed; got {W}x{H}. "
                                     "Pass an RGBA image or a mask= so the subject can be framed.")
-        x0 = y0 = 0.; side = float(W); img = rgb
+        T, img = ImageTransform.identity((H, W)).resize((size, size)), rgb
     else:
-        ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
-        cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
-        side = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)) / fill
-        x0, y0 = float(cx) - side / 2, float(cy) - side / 2
-        img = rgb * alpha + bgt * (1 - alpha)
-    # sample the square [x0, x0+side) x [y0, y0+side) at `size` pixel centres (bilinear, area-smoothed when shrinking)
-    s = side / size
-    if s > 1.5:  # shrink first so bilinear sampling does not alias
-        k = int(s)
-        img = F.avg_pool2d(F.pad(img[None], (0, (-W) % k, 0, (-H) % k), mode="replicate"), k)[0]
-        x0s, y0s, scale_in = x0 / k, y0 / k, 1 / k
-    else: x0s, y0s, scale_in = x0, y0, 1.
-    h, w = img.shape[1:]
-    c = (torch.arange(size, dtype=rgb.dtype) + 0.5) * s * scale_in
-    gx = (x0s + c) / w * 2 - 1; gy = (y0s + c) / h * 2 - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
-    out = F.grid_sample((img - bgt)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + bgt
-    return out.clamp(0, 1), Framing(x0, y0, size / side, size)
+        T = ImageTransform.recenter(alpha, size, fill)
+        img = rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
+    return T.image(img, fill=bg).clamp(0, 1), T
 
 # %% ../nbs/07_pipeline.ipynb #8d9de57a
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -310,8 +277,7 @@ class FaceLiftPipeline:
                                                             guidance_scale=guidance_scale, seed=seed, filters=filters,
                                                             turntable_frames=turntable_frames, fill=fill, bg=list(bg),
                                                             device=str(self.device), dtype=str(next(self.gslrm.parameters()).dtype)),
-                        framing=dict(x0=framing.x0, y0=framing.y0, scale=framing.scale, size=framing.size,
-                                     input_hw=list(rgb.shape[1:]), mask="alpha/mask" if alpha is not None else "none"),
+                        framing=dict(framing.to_dict(), mask="alpha/mask" if alpha is not None else "none"),
                         timings_s={k: round(v, 4) for k, v in times.items()},
                         versions=dict(facelift_nb=facelift_nb.__version__, torch=torch.__version__, python=platform.python_version()))
         return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)

@@ -119,19 +119,18 @@ def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics():
     b_rgb, b_alpha = load_input(rgba)
     torch.testing.assert_close(a_rgb, b_rgb); torch.testing.assert_close(a_mask, b_alpha)
     framed, fr = frame_subject(b_rgb, b_alpha, 128)
-    cam = get_layout("facelift6").cameras(hw=(512, 512))[0]
-    # the framing equals a crop of side size/scale at (x0, y0) followed by a resize to 128: compare the intrinsics
-    K = fr.intrinsics(cam.K)
-    side = 128 / fr.scale
-    want = cam.K.clone(); want[..., 0, 2] -= fr.x0; want[..., 1, 2] -= fr.y0; want[..., :2, :] *= 128 / side
-    torch.testing.assert_close(K, want)
-    # a point projected into the input lands where the framing maps it
-    X = torch.tensor([0.1, -0.2, 0.15])
-    def proj(K):
-        xc = cam.w2c[0, :3, :3] @ X + cam.w2c[0, :3, 3]
-        uv = K[0] @ xc
-        return uv[:2] / uv[2]
-    torch.testing.assert_close(proj(K), fr.points(proj(cam.K)[None])[0])
+    cam = get_layout("facelift6").cameras(hw=(512, 512))[:1]
+    moved = fr.cameras(cam)
+    assert moved.hw == (128, 128)
+    # the framing is a crop of side 128 / scale at the square's corner, then a resize to 128: the same intrinsics
+    side = 128 / fr.sx
+    x0, y0 = -fr.tx / fr.sx, -fr.ty / fr.sy
+    want = cam.K.clone(); want[..., 0, 2] -= x0; want[..., 1, 2] -= y0; want[..., :2, :] *= 128 / side
+    torch.testing.assert_close(moved.K, want)
+    X = torch.tensor([0.1, -0.2, 0.15])  # a point projected into the input lands where the framing maps it
+    def proj(c):
+        uv = c.K[0] @ (c.w2c[0, :3, :3] @ X + c.w2c[0, :3, 3]); return uv[:2] / uv[2]
+    torch.testing.assert_close(proj(moved), fr.points(proj(cam)), atol=1e-4, rtol=0)
 
 
 def test_bring_your_own_views(default_pipe):
