@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-NBS = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("[!_]*.ipynb"))
+_ROOT = Path(__file__).resolve().parents[1] / "nbs"
+NBS = sorted(_ROOT.glob("[!_]*.ipynb")) + sorted((_ROOT / "tutorials").glob("[!_]*.ipynb"))
 
 
 def test_notebooks_found():
-    assert {p.stem for p in NBS} >= {"index", "00_cameras", "01_layouts"}
+    assert {p.stem for p in NBS} >= {"index", "00_cameras", "01_layouts", "compare_layouts", "your_rig", "fine_tune", "image_to_turntable"}
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])

@@ -46,7 +46,8 @@ def build(out: Path, proc: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"; docs.mkdir()
         nav = []
-        for nbp in sorted(proc.glob("*.ipynb"), key=lambda p: (p.stem != "index", p.stem)):
+        tutorials = []
+        for nbp in sorted(proc.glob("*.ipynb"), key=lambda p: (p.stem != "index", p.stem)) + sorted(proc.glob("tutorials/*.ipynb")):
             nb = nbformat.read(nbp, 4)
             title = _title(nb)
             nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]  # front matter: not for mkdocs
@@ -57,13 +58,15 @@ def build(out: Path, proc: Path | None = None) -> Path:
                 for o in c.get("outputs", []):
                     if "data" in o:
                         for k in [k for k in o["data"] if k.startswith("application/vnd.") or k == "application/javascript"]: del o["data"][k]
-            name = "index" if nbp.stem == "index" else nbp.stem
+            name = "index" if nbp.stem == "index" else str(nbp.relative_to(proc).with_suffix("")).replace("/", "_")
             body, res = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": f"{name}_files"})
             for fn, data in res.get("outputs", {}).items():
                 (docs / fn).parent.mkdir(parents=True, exist_ok=True); (docs / fn).write_bytes(data)
             if not body.lstrip().startswith("# "): body = f"# {title}\n\n{body}"
             (docs / f"{name}.md").write_text(body, encoding="utf-8")
-            nav.append({title if name != "index" else "Home": f"{name}.md"})
+            entry = {title if name != "index" else "Home": f"{name}.md"}
+            (tutorials if nbp.parent.name == "tutorials" else nav).append(entry)
+        if tutorials: nav.insert(1, {"Tutorials": tutorials})
         cfg = {"site_name": "facelift_nb", "docs_dir": str(docs), "site_dir": str(out), "use_directory_urls": False,
                "theme": {"name": "material", "features": ["navigation.sections"]}, "nav": nav,
                "markdown_extensions": ["tables", "toc", "pymdownx.superfences", "pymdownx.highlight"]}
