@@ -145,13 +145,17 @@ def _table_html(rows: list[dict]) -> str:
     return f"<table class='facelift-table'><tr>{head}</tr>{body}</table>"
 
 class LayoutComparer(_Logged):
-    "Compare view layouts side by side: rigs, azimuths from above, coverage metrics (and renders, given Gaussians)."
+    "Compare view layouts side by side: rigs, azimuths from above, coverage metrics (renders given Gaussians; generated views given a pipeline and an image)."
     def __init__(self, layouts: Sequence = ("uniform4", "facelift6", "uniform8"), gaussians: Gaussians | None = None,
-                 held_out_deg: Sequence[float] = (22.5, 135., 225.), render_hw=(96, 96)):
+                 held_out_deg: Sequence[float] = (22.5, 135., 225.), render_hw=(96, 96), pipeline=None, image=None,
+                 num_inference_steps: int = 20, seed: int = 4):
         from facelift_nb.layouts import list_layouts
         W = _widgets()
         self._init_log()
         self.gaussians, self.held_out, self.hw = gaussians, tuple(held_out_deg), tuple(render_hw)
+        mv = getattr(pipeline, "mvdiffusion", pipeline)  # a FaceLiftPipeline or an MVDiffusionPipeline
+        if (mv is None) != (image is None): raise ValueError("pass both `pipeline` and `image` to compare generated views (or neither).")
+        self.mv, self.image, self.steps, self.seed = mv, image, num_inference_steps, seed
         options = list(dict.fromkeys([*(get_layout(l).label or str(l) for l in layouts), *list_layouts()]))
         self.select = W.SelectMultiple(options=options, value=tuple(get_layout(l).label for l in layouts), description="layouts", rows=min(6, len(options)))
         self.plots = W.HBox()  # fresh FigureWidgets per update (state set before display always reaches the browser)
@@ -186,7 +190,25 @@ class LayoutComparer(_Logged):
                                  margin=dict(l=30, r=30, t=40, b=20))
         self.rigs, self.above = go.FigureWidget(self.rigs), go.FigureWidget(self.above)
         self.plots.children = [self.rigs, self.above]
-        self.renders.children = self._render_rows(lays) if self.gaussians is not None else []
+        self.renders.children = (self._render_rows(lays) if self.gaussians is not None else []) + (self._generated_rows(lays) if self.mv is not None else [])
+
+    def _generated_rows(self, lays):
+        "The views the pipeline generates for each layout (prompts encoded for the layout when its text encoder allows)."
+        from facelift_nb.models.mvdiffusion import _same_views
+        from facelift_nb.render import image_grid
+        W = _widgets()
+        rows, keep = [], (self.mv.layout, self.mv.prompt_embeds)
+        try:
+            for lay in lays:
+                if not _same_views(lay, self.mv.layout):
+                    if self.mv.text_encoder is None:
+                        rows.append(W.HTML(f"{lay.label}: no prompt embeddings for this layout (the pipeline has no text encoder)")); continue
+                    self.mv.encode_prompts(lay)
+                out = self.mv(self.image, layout=lay, num_inference_steps=self.steps, generator=self.seed)
+                rows.append(W.VBox([W.HTML(f"generated, {lay.label}: {', '.join(out.layout.names)}"),
+                                    W.Image(value=_png(image_grid(out.images, ncols=len(lay))), format="png")]))
+        finally: self.mv.set_prompt_embeds(keep[1], keep[0])  # leave the pipeline as it was
+        return rows
 
     def _render_rows(self, lays):
         from facelift_nb.cameras import orbit
@@ -252,11 +274,12 @@ class SplatViewer(_Logged):
         display(self.widget)
 
 class RigInspector(_Logged):
-    "A real rig next to a target layout: the match_layout assignment, residual angles and per-camera thumbnails."
-    def __init__(self, cameras: Cameras, images=None, target="facelift6", thumb: int = 96):
+    "A real rig (and, with `before=`, the same rig before conversion/normalization) next to a target layout: the match_layout assignment, residuals, thumbnails."
+    def __init__(self, cameras: Cameras, images=None, target="facelift6", thumb: int = 96, before: Cameras | None = None):
         W = _widgets()
         self._init_log()
-        self.cameras, self.images, self.thumb = cameras, images, thumb
+        if before is not None and len(before) != len(cameras): raise ValueError(f"`before` has {len(before)} cameras, `cameras` {len(cameras)}.")
+        self.cameras, self.images, self.thumb, self.before = cameras, images, thumb, before
         from facelift_nb.layouts import list_layouts
         self.target = W.Dropdown(options=list_layouts(), value=get_layout(target).label, description="target")
         self.table, self.plot, self.thumbs = W.HTML(), W.Output(), W.HBox()
@@ -279,10 +302,14 @@ class RigInspector(_Logged):
         self.fig = go.Figure()
         for s in camera_segments(self.cameras, depth=0.5):
             self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color=s["color"], width=4), name=f"rig {s['label']}")
+        if self.before is not None:
+            for s in camera_segments(self.before, depth=0.5):
+                self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color=s["color"], width=1),
+                                       opacity=0.35, name=f"before {s['label']}")
         for s in camera_segments(ref, depth=0.5):
             self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color="#999", width=2),
                                    name=f"target {s['label']}")
-        self.fig.update_layout(title=f"rig (colour) vs {lay.label} (grey)", scene=dict(aspectmode="data"), height=420, width=640,
+        self.fig.update_layout(title=f"rig (colour) vs {lay.label} (grey)" + (" and before (faint)" if self.before is not None else ""), scene=dict(aspectmode="data"), height=420, width=640,
                                margin=dict(l=0, r=0, t=30, b=0))
         from IPython.display import display
         self.plot.clear_output(wait=True)
