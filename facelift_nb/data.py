@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .cameras import Cameras
 
 # %% auto #0
-__all__ = ['ImageTransform']
+__all__ = ['WORKING_VOLUME', 'ImageTransform', 'RigNormalization', 'normalize_rig']
 
 # %% ../nbs/10_data.ipynb #3864811f
 def _hw(hw) -> tuple[int, int]:
@@ -123,3 +123,93 @@ class ImageTransform:
     def to_dict(self) -> dict:
         "A JSON-ready record (for manifests and dataset lineage)."
         return dict(in_hw=list(self.in_hw), out_hw=list(self.out_hw), sx=self.sx, sy=self.sy, tx=self.tx, ty=self.ty)
+
+# %% ../nbs/10_data.ipynb #6313cf98
+WORKING_VOLUME = ((-0.91, 0.91), (-0.91, 0.91), (-1.0, 1.0))  # FACTS.md: the box the published filters keep
+
+@dataclass
+class RigNormalization:
+    "The result of `normalize_rig`: normalised cameras and what was fitted."
+    cameras: Cameras  # the rig in the FaceLift world (subject at the origin, Z up, facing -Y, target radius)
+    transform: torch.Tensor  # [4, 4] the similarity applied (original world -> FaceLift world)
+    center: torch.Tensor  # [3] the subject centre in the original world
+    scale: float  # world units of the FaceLift frame per original unit
+    reprojection_px: torch.Tensor | None  # [V] distance of the reprojected centre from each mask centroid (None without masks)
+    subject_radius: float | None  # estimated subject radius in the FaceLift frame (from the masks)
+    fits_volume: bool | None  # whether a sphere of that radius fits GS-LRM's working volume
+
+    def __str__(self):
+        lines = [f"centre {self.center.tolist()} (original world), scale {self.scale:.4g}"]
+        if self.reprojection_px is not None: lines.append(f"centre reprojection: mean {self.reprojection_px.mean():.2f} px, max {self.reprojection_px.max():.2f} px")
+        if self.subject_radius is not None: lines.append(f"subject radius ≈ {self.subject_radius:.3f}: {'fits' if self.fits_volume else 'does NOT fit'} the working volume")
+        return "\n".join(lines)
+
+def _mask_rays(cams: Cameras, masks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Per camera: centroid (u, v) of the mask, the ray through it (origin, unit direction)."
+    m = torch.as_tensor(masks, dtype=torch.float64)
+    if m.ndim != 3 or m.shape[0] != len(cams) or tuple(m.shape[1:]) != cams.hw:
+        raise ValueError(f"`masks` must be [V={len(cams)}, H, W] = {(len(cams), *cams.hw)}; got {tuple(m.shape)}.")
+    w = m.flatten(1).sum(1)
+    if (w < 1).any(): raise ValueError(f"masks {torch.nonzero(w < 1).flatten().tolist()} are empty: the subject is not visible there.")
+    H, W = cams.hw
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
+    uv = torch.stack([(m * xs).flatten(1).sum(1) / w, (m * ys).flatten(1).sum(1) / w], -1)
+    K, c2w = cams.K.double(), cams.c2w.double()
+    d_cam = torch.stack([(uv[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (uv[:, 1] - K[:, 1, 2]) / K[:, 1, 1], torch.ones(len(cams), dtype=torch.float64)], -1)
+    d = torch.nn.functional.normalize((c2w[:, :3, :3] @ d_cam[..., None])[..., 0], dim=-1)
+    return uv, c2w[:, :3, 3], d
+
+def _nearest_point(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]
+    A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
+    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3: raise ValueError("the subject centre cannot be triangulated: fewer than two non-parallel rays.")
+    return torch.linalg.solve(A, b)
+
+def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, placement)
+                  masks=None,  # optional [V, H, W] subject masks (alpha) for the centre and the subject size
+                  radius: float = 2.7,  # target mean camera distance (the FaceLift rig: 2.7)
+                  up=None,  # the rig's up direction [3] in its world; None: the mean of the cameras' up vectors
+                  front_camera: int = 0,  # index of the camera that looks at the subject's face
+                  ) -> RigNormalization:
+    "One similarity taking a real rig into the FaceLift world: subject at the origin, +Z up, facing -Y, cameras at `radius`."
+    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1: raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
+    V = len(cameras)
+    if not 0 <= front_camera < V: raise ValueError(f"`front_camera` must be in [0, {V}); got {front_camera}.")
+    c2w = cameras.c2w.double()
+    if masks is not None:
+        uv, o, d = _mask_rays(cameras, masks)
+        center = _nearest_point(o, d)
+    else:
+        center = _nearest_point(c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1))
+    offs = c2w[:, :3, 3] - center
+    dist = offs.norm(dim=-1)
+    if (dist < 1e-9).any(): raise ValueError("a camera sits at the fitted subject centre: the rig cannot be normalised.")
+    if (((c2w[:, :3, 2] * (-offs)).sum(-1) / dist) < 0.2).any():
+        bad = torch.nonzero(((c2w[:, :3, 2] * (-offs)).sum(-1) / dist) < 0.2).flatten().tolist()
+        raise ValueError(f"cameras {bad} do not face the fitted subject centre (a flipped axis or a wrong convention?).")
+    u = torch.as_tensor(up, dtype=torch.float64) if up is not None else (-c2w[:, :3, 1]).mean(0)  # image up = -y (OpenCV)
+    if u.norm() < 1e-6: raise ValueError("the up direction is degenerate (the cameras' up vectors cancel out); pass `up=`.")
+    z = u / u.norm()
+    f = offs[front_camera] - (offs[front_camera] @ z) * z  # horizontal direction from the subject to the front camera
+    if f.norm() < 1e-6 * dist[front_camera]: raise ValueError("the front camera is straight above or below the subject; pick another `front_camera`.")
+    y = -f / f.norm()  # the front camera sits on the -Y side
+    x = torch.linalg.cross(y, z)
+    R = torch.stack([x, y, z])  # rows: new axes in old coordinates
+    s = radius / dist.mean().item()
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = s * R; T[:3, 3] = -s * (R @ center)
+    out = cameras.transform(T.to(cameras.dtype))
+    rep, rad, fits = None, None, None
+    if masks is not None:
+        pc = (cameras.w2c.double()[:, :3, :3] @ center + cameras.w2c.double()[:, :3, 3])
+        proj = (cameras.K.double() @ pc[..., None])[..., 0]
+        rep = (proj[:, :2] / proj[:, 2:] - uv).norm(dim=-1)
+        m = torch.as_tensor(masks, dtype=torch.float64) > 0.5
+        ext = []
+        for i in range(V):  # half the larger mask extent, as an angle, times the distance: an upper bound of the subject radius
+            ys, xs = torch.nonzero(m[i], as_tuple=True)
+            half = 0.5 * max((xs.max() - xs.min() + 1).item() / cameras.K[i, 0, 0].item(), (ys.max() - ys.min() + 1).item() / cameras.K[i, 1, 1].item())
+            ext.append(half * dist[i].item())
+        rad = s * min(ext)
+        fits = rad <= min(-WORKING_VOLUME[0][0], WORKING_VOLUME[0][1], -WORKING_VOLUME[2][0])
+    return RigNormalization(out, T, center, s, rep, rad, fits)

@@ -57,3 +57,58 @@ def test_errors():
         ImageTransform.identity((0, 4))
     with pytest.raises(ValueError, match="x1 > x0"):
         T.crop((5, 5, 5, 9))
+
+
+# ---- normalize_rig ---------------------------------------------------------------------------------------------
+from facelift_nb.data import normalize_rig  # noqa: E402
+from facelift_nb.layouts import match_layout  # noqa: E402
+from facelift_nb.render import render  # noqa: E402
+from facelift_nb.testing import head_scene  # noqa: E402
+
+
+def _foreign_world():
+    "Z-up metres -> Y-up millimetres with the subject off-centre (a similarity with scale 1000)."
+    yup = torch.tensor([[1., 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+    T = torch.diag(torch.tensor([1000., 1000, 1000, 1])) @ yup
+    T[:3, 3] = torch.tensor([120., 40., -300.])
+    return T
+
+
+def test_normalize_rig_with_masks_recovers_the_facelift_rig():
+    perm = [2, 5, 0, 3, 1, 4]
+    canon = get_layout("facelift6").cameras(hw=(64, 64))
+    T = _foreign_world()
+    raw = canon[perm].transform(T)
+    head = head_scene(3000)
+    masks = render(head.transform(T), raw, backend="cpu").alpha  # what the real rig's cameras would see
+    res = normalize_rig(raw, masks=masks, front_camera=perm.index(0))
+    torch.testing.assert_close(res.center.float(), torch.tensor([120., 40., -300.]), atol=40., rtol=0)  # the head's visual centre, within 4 cm
+    assert res.reprojection_px.max() < 1.5  # the triangulated centre lands on every mask centroid
+    assert abs(res.scale - 1e-3) < 1e-4 and res.fits_volume and 0.3 < res.subject_radius < 0.91
+    m = match_layout(res.cameras, "facelift6", max_residual_deg=3.)
+    assert list(m.indices) == [perm.index(j) for j in range(6)]
+    assert "fits the working volume" in str(res)
+
+
+def test_normalize_rig_reports_an_oversized_subject_and_refuses_bad_rigs():
+    canon = get_layout("facelift6").cameras(hw=(64, 64))
+    big = render(head_scene(2000).transform(torch.diag(torch.tensor([2.2, 2.2, 2.2, 1.]))), canon, backend="cpu").alpha
+    res = normalize_rig(canon, masks=big)
+    assert res.fits_volume is False and "does NOT fit" in str(res)
+    away = canon.transform(torch.eye(4))
+    flipped = Cameras_from(away)
+    with pytest.raises(ValueError, match="do not face"):
+        normalize_rig(flipped)
+    with pytest.raises(ValueError, match="empty"):
+        normalize_rig(canon, masks=torch.zeros(6, 64, 64))
+    with pytest.raises(ValueError, match="masks` must be"):
+        normalize_rig(canon, masks=torch.ones(6, 32, 32))
+    with pytest.raises(ValueError, match="front_camera"):
+        normalize_rig(canon, front_camera=9)
+
+
+def Cameras_from(cams):
+    "The same rig with every camera turned around (looking away from the subject)."
+    import dataclasses
+    turn = torch.diag(torch.tensor([-1., 1., -1., 1.]))  # rotate 180° about the camera's y axis
+    return dataclasses.replace(cams, w2c=turn @ cams.w2c)
