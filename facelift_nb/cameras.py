@@ -22,8 +22,8 @@ from .io import write_text_atomic
 
 # %% auto #0
 __all__ = ['intrinsics_from_fov', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle', 'ray_bundle', 'plucker_inputs',
-           'CameraReport', 'nearest_point_to_axes', 'check_cameras', 'BlenderCamera', 'from_blender', 'to_blender',
-           'from_colmap', 'to_colmap']
+           'CameraReport', 'nearest_point_to_axes', 'nearest_point_to_rays', 'check_cameras', 'BlenderCamera',
+           'from_blender', 'to_blender', 'from_colmap', 'to_colmap']
 
 # %% ../nbs/00_cameras.ipynb #283f0285
 def _shape(t) -> tuple: return tuple(t.shape)
@@ -474,11 +474,15 @@ class CameraReport:
 def nearest_point_to_axes(cameras: Cameras) -> torch.Tensor:  # [3]
     "The point nearest to all optical axes (least squares), e.g. the subject a rig looks at."
     c2w = cameras.c2w.reshape(-1, 4, 4).double()
-    o, d = c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)
-    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # projectors orthogonal to each axis
+    try: return nearest_point_to_rays(c2w[:, :3, 3], c2w[:, :3, 2])
+    except ValueError: raise ValueError("the subject centre cannot be estimated: fewer than two non-parallel optical axes. Pass `subject_center`.") from None
+
+def nearest_point_to_rays(origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:  # [3] float64
+    "The point nearest (least squares) to the lines `origins [N,3] + t·directions [N,3]`."
+    o, d = origins.double(), torch.nn.functional.normalize(directions.double(), dim=-1)
+    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # projectors orthogonal to each line
     A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
-    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3:
-        raise ValueError("the subject centre cannot be estimated: fewer than two non-parallel optical axes. Pass `subject_center`.")
+    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3: raise ValueError("fewer than two non-parallel rays: no nearest point.")
     return torch.linalg.solve(A, b)
 
 # %% ../nbs/00_cameras.ipynb #05eeb5fa

@@ -26,7 +26,7 @@ from .io import write_text_atomic
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint',
+__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint', 'sha256_file',
            'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint', 'atomic_folder',
            'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths', 'rotate_checkpoints',
            'list_checkpoints', 'latest_valid_checkpoint', 'format_checkpoint_table', 'forecast_disk_usage',
@@ -128,7 +128,8 @@ def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
     return info
 
 # %% ../nbs/06_checkpoints.ipynb #69eb64b6
-def _sha256(path, chunk: int = 1 << 20) -> str:
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    "sha256 of a file's bytes (hex)."
     import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -150,7 +151,7 @@ def write_manifest(path, step: int | None = None, config: dict | None = None, la
     names = list(layout.names) if hasattr(layout, "names") else layout
     base = path.parent if path.is_file() else path
     weights = [path] if path.is_file() else _weight_files(path)
-    files = {str(q.relative_to(base)): {"bytes": q.stat().st_size, "sha256": _sha256(q)} for q in weights}
+    files = {str(q.relative_to(base)): {"bytes": q.stat().st_size, "sha256": sha256_file(q)} for q in weights}
     man = dict(step=step, config=config, layout=names, files=files, facelift_nb=facelift_nb.__version__,
                written=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
     return write_text_atomic(manifest_path(path), json.dumps(man, indent=1, default=str))
@@ -166,7 +167,7 @@ def verify_manifest(path) -> list[str]:
         q = folder / rel
         if not q.is_file(): problems.append(f"{rel}: missing"); continue
         if q.stat().st_size != rec["bytes"]: problems.append(f"{rel}: {q.stat().st_size} bytes, manifest says {rec['bytes']}"); continue
-        if _sha256(q) != rec["sha256"]: problems.append(f"{rel}: sha256 differs from the manifest")
+        if sha256_file(q) != rec["sha256"]: problems.append(f"{rel}: sha256 differs from the manifest")
     return problems
 
 # %% ../nbs/06_checkpoints.ipynb #77dde7d3

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras
+from .cameras import Cameras, nearest_point_to_rays
 
 # %% auto #0
 __all__ = ['WORKING_VOLUME', 'ImageTransform', 'RigNormalization', 'normalize_rig']
@@ -160,10 +160,8 @@ def _mask_rays(cams: Cameras, masks) -> tuple[torch.Tensor, torch.Tensor, torch.
     return uv, c2w[:, :3, 3], d
 
 def _nearest_point(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]
-    A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
-    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3: raise ValueError("the subject centre cannot be triangulated: fewer than two non-parallel rays.")
-    return torch.linalg.solve(A, b)
+    try: return nearest_point_to_rays(o, d)
+    except ValueError: raise ValueError("the subject centre cannot be triangulated: fewer than two non-parallel rays.") from None
 
 def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, placement)
                   masks=None,  # optional [V, H, W] subject masks (alpha) for the centre and the subject size

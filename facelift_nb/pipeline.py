@@ -7,7 +7,6 @@ Docs: https://facelift-nb.github.io/facelift_nb/pipeline.html.md"""
 # %% ../nbs/07_pipeline.ipynb #48b8046a
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras, check_cameras
+from .checkpoints import sha256_file
 from .data import ImageTransform
 from .io import write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts
@@ -37,9 +37,9 @@ _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout",
 
 # %% auto #0
 __all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'load_input',
-           'frame_subject', 'sha256_file', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views',
-           'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts',
-           'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+           'frame_subject', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views', 'FaceLiftPipeline',
+           'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM',
+           'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
 
 # %% ../nbs/07_pipeline.ipynb #0796e7e6
 MIN_INPUT_SIZE = 64
@@ -105,13 +105,6 @@ def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill
     return T.image(img, fill=bg).clamp(0, 1), T
 
 # %% ../nbs/07_pipeline.ipynb #8d9de57a
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    "sha256 of a file's bytes (hex)."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
 def weights_manifest(path) -> dict:
     "Every weight file under `path` (a file or a folder) with its size and sha256."
     p = Path(path)

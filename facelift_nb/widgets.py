@@ -17,11 +17,12 @@ import torch
 from .cameras import Cameras
 from .layouts import get_layout, layout_stats, match_layout
 from .splats import Gaussians
+from .data import WORKING_VOLUME
 from .viz import frustum_lines
 
 # %% auto #0
-__all__ = ['PALETTE', 'WORKING_VOLUME', 'camera_segments', 'splat_sample', 'layout_table', 'plot_cameras', 'LayoutComparer',
-           'SplatViewer', 'RigInspector', 'TurntablePlayer']
+__all__ = ['PALETTE', 'camera_segments', 'splat_sample', 'layout_table', 'plot_cameras', 'LayoutComparer', 'SplatViewer',
+           'RigInspector', 'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #a1faf383
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -61,8 +62,6 @@ def layout_table(layouts: Sequence) -> list[dict]:
     return rows
 
 # %% ../nbs/09_widgets.ipynb #f27ab6be
-WORKING_VOLUME = ((-0.91, 0.91), (-0.91, 0.91), (-1.0, 1.0))
-
 def _box_lines(box) -> np.ndarray:
     (x0, x1), (y0, y1), (z0, z1) = box
     c = np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)])

@@ -13,7 +13,8 @@ from PIL import Image
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
-from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input, sha256_file
+from facelift_nb.checkpoints import sha256_file
+from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input
 from facelift_nb.testing import reference_path
 
 FRONT = reference_path("facelift_data_sample/mvdiffusion/sample_000/cam_000.png")

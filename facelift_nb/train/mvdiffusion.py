@@ -23,7 +23,7 @@ from ..checkpoints import (atomic_folder, checkpoint_paths, check_disk_space, in
                                      rotate_checkpoints, write_manifest)
 from ..io import atomic_path, write_text_atomic
 from ..layouts import ViewLayout, get_layout
-from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, install_mv_attention, save_prompt_embeds,
+from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, _same_views, install_mv_attention, save_prompt_embeds,
                                             stock_unet_config)
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
     layout = config.get_layout()
     pipe = MVDiffusionPipeline.from_pretrained(config.pretrained, prompt_embeds=config.prompt_embeds,
                                                layout=layout if config.prompt_embeds else None)
-    if not _same(pipe.layout, layout):  # the pipeline's embeddings are for another layout: encode for this one
+    if not _same_views(pipe.layout, layout):  # the pipeline's embeddings are for another layout: encode for this one
         if pipe.text_encoder is None:
             pipe = MVDiffusionPipeline.from_pretrained(config.pretrained, load_text_encoder=True)
         pipe.encode_prompts(layout)
@@ -349,10 +349,6 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
         final = pipe.save_pretrained(out / "pipeline", overwrite=True)
         if ema is not None: ema.restore(model.parameters())
     return {"history": history, "checkpoints": saved, "pipeline": final}
-
-def _same(a: ViewLayout, b: ViewLayout) -> bool:
-    from facelift_nb.models.mvdiffusion import _same_views
-    return _same_views(a, b)
 
 def _save_mv_checkpoint(acc, unet, ckdir: Path, step: int, keep_last: int, state: dict) -> Path:
     "save_state into an atomic folder, verify the UNet read back, write the manifest, rotate older ones to trash."
