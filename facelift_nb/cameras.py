@@ -86,6 +86,14 @@ def _validated(K, w2c, hw, names, meta) -> dict:
     if (w2c[..., 3, :] - w2c.new_tensor([0, 0, 0, 1])).abs().max() > 1e-6:
         raise ValueError("`w2c` rows [3] must be [0, 0, 0, 1] (a rigid 4x4 world-to-camera); got another last row. "
                          "A 3x4 [R|t]? Append [0, 0, 0, 1]. A projection matrix? Split it into K and w2c first.")
+    R = w2c[..., :3, :3].double()
+    errs = (R @ R.transpose(-1, -2) - torch.eye(3, dtype=torch.float64, device=R.device)).abs().amax((-1, -2)).reshape(-1)
+    if errs.numel() and errs.max() > 1e-3:
+        i = int(errs.argmax())
+        sc = torch.linalg.det(R.reshape(-1, 3, 3)[i]).abs().pow(1 / 3).item()
+        raise ValueError(f"`w2c` rotations must be orthonormal (rigid cameras); camera {i} has |RRᵀ−I| = {errs[i].item():.3g} (its rotation is scaled by "
+                         f"about {sc:.4g}). A unit change or world scale applied to the matrices? Keep cameras rigid and map worlds with "
+                         "Cameras.transform(similarity), which scales the camera positions only.")
     off = torch.stack([K[..., 0, 1], K[..., 1, 0], K[..., 2, 0], K[..., 2, 1], K[..., 2, 2] - 1])
     if off.abs().max() > 1e-6:
         raise ValueError("`K` must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixels, no skew); "

@@ -26,11 +26,11 @@ from .io import write_text_atomic
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint', 'sha256_file',
-           'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint', 'atomic_folder',
-           'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths', 'rotate_checkpoints',
-           'list_checkpoints', 'latest_valid_checkpoint', 'format_checkpoint_table', 'forecast_disk_usage',
-           'check_disk_space', 'model_save_hooks']
+__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint',
+           'sha256_file', 'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
+           'atomic_folder', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths', 'rotate_checkpoints',
+           'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems', 'latest_resumable',
+           'format_checkpoint_table', 'forecast_disk_usage', 'check_disk_space', 'model_save_hooks']
 
 # %% ../nbs/06_checkpoints.ipynb #20ae7879
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -108,6 +108,15 @@ def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
         if (p / "unet").is_dir(): info.problems += _weights_problems(p / "unet"); info.config = _json(p / "unet" / "config.json")
         side = _json(p / "prompt_embeds" / "clr_embeds.json")
         if side: info.layout = side["layout"]["names"]
+    elif (p / "gslrm").is_dir():
+        info.kind = "gslrm-accelerate"
+        info.step = int(m.group(1)) if m else None
+        info.config = _json(p / "gslrm" / "config.json")
+        info.problems = ([] if info.config else ["gslrm/config.json missing or unreadable"]) + _weights_problems(p / "gslrm")
+        state = _json(p / "facelift_state.json")
+        if state: info.step = state.get("step", info.step)
+        info.resumable = ((p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()) and \
+                         ((p / "scheduler.bin").is_file() or (p / "scheduler.pt").is_file())
     elif (p / "unet").is_dir():
         info.kind = "mv-accelerate"
         info.step = int(m.group(1)) if m else None
@@ -268,6 +277,24 @@ def latest_valid_checkpoint(folder, resumable: bool = True, verify: bool = False
     for info in sorted((inspect_checkpoint(p, verify) for p in checkpoint_paths(folder)), key=lambda i: -_step_of(i.path)):
         if info.ok and (info.resumable or not resumable): return info.path
         logger.warning(f"skipping {info.path}: {info.problems or ['not resumable']}")
+    return None
+
+STATE_FILE = "facelift_state.json"  # the run state (step, config, layout) both training loops write into their checkpoint folders
+
+def resume_problems(path) -> list[str]:
+    "Why a training run cannot resume from this checkpoint (empty: it can): broken, weights only, or a folder without its run state."
+    info = inspect_checkpoint(path)
+    problems = list(info.problems)
+    if not problems and not info.resumable: problems.append("no optimizer/scheduler state (weights only)")
+    if Path(path).is_dir() and not (Path(path) / STATE_FILE).is_file(): problems.append(f"missing {STATE_FILE}")
+    return problems
+
+def latest_resumable(paths) -> Path | None:
+    "The last of `paths` (oldest first) a run can resume from; newer unusable ones are skipped with a warning naming why."
+    for p in reversed(list(paths)):
+        problems = resume_problems(p)
+        if not problems: return Path(p)
+        logger.warning(f"skipping {p}: {problems}")
     return None
 
 def _human(n: int) -> str:

@@ -11,34 +11,68 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .cameras import Cameras, check_cameras, from_colmap
 from .layouts import get_layout, layout_stats, list_layouts
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'demo', 'CLIError', 'main']
+__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
 
 # %% ../nbs/12_cli.ipynb #53fa0d09
-def demo(out: str | Path = "demo_out",  # output folder
-         layout: str = "facelift6",  # the layout to draw
-        ) -> dict[str, Path]:
-    "Build a layout's rig, check it, and write rig.png, layouts.png and cameras.json into `out`."
+EXAMPLES = {"head": "example_head.png", "mouse": "example_mouse.png"}
+
+def example_image(name: str = "head") -> Path:
+    "Path of a shipped example image (RGBA 256², procedural subjects held out from the default model's training)."
+    if name not in EXAMPLES: raise ValueError(f"`name` must be one of {sorted(EXAMPLES)}; got {name!r}.")
+    p = Path(__file__).parent / "assets" / EXAMPLES[name]
+    if not p.is_file(): raise FileNotFoundError(f"{p} is missing from the installed package; reinstall facelift_nb.")
+    return p
+
+def overview_figure(result, n_turntable: int = 8):
+    "One figure of a `FaceLiftOutput`: input, generated views, renders of the same cameras, turntable frames."
+    import matplotlib.pyplot as plt
+    from facelift_nb.render import image_grid
+    V = len(result.cameras)
+    rows = [("generated views: " + ", ".join(result.layout.names), image_grid(result.views.images, ncols=V)),
+            ("the Gaussians rendered from the same cameras", image_grid(result.renders.rgb, ncols=V))]
+    if result.turntable is not None:
+        idx = np.linspace(0, len(result.turntable.rgb), n_turntable, endpoint=False).astype(int)
+        rows.append((f"turntable ({len(result.turntable.rgb)} frames, {n_turntable} shown)", image_grid(result.turntable.rgb[idx], ncols=n_turntable)))
+    fig = plt.figure(figsize=(10, 1.2 + 1.9 * len(rows)), dpi=100)
+    gs = fig.add_gridspec(len(rows), 2, width_ratios=[1, 6])
+    ax = fig.add_subplot(gs[:, 0]); ax.imshow(result.input.permute(1, 2, 0).clamp(0, 1).numpy()); ax.set_title("framed input", fontsize=8); ax.axis("off")
+    for i, (title, im) in enumerate(rows):
+        ax = fig.add_subplot(gs[i, 1]); ax.imshow(im); ax.set_title(title, fontsize=8); ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, unless overwrite)
+         image: str | Path = "head",  # "head", "mouse" (shipped examples) or a path to your RGBA image
+         steps: int = 50,  # DDIM steps
+         turntable: int = 150,  # turntable frames
+         seed: int = 4,
+         overwrite: bool = False,  # replace an existing folder (the old one is kept as .bak)
+         progress: bool = True) -> dict[str, Path]:
+    "The README's main job: the built-in model on an example image; writes the complete output folder and overview.png."
     import matplotlib
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
-    from facelift_nb.viz import plot_azimuths, plot_layouts, plot_rig, save_figure
+    from facelift_nb.pipeline import FaceLiftPipeline
+    from facelift_nb.viz import save_figure
+    src = example_image(str(image)) if str(image) in EXAMPLES else Path(image)
+    if not src.is_file(): raise FileNotFoundError(f"no image at {str(src)!r}; give a path to an RGBA image or one of {sorted(EXAMPLES)}.")
     out = Path(out)
-    lay = get_layout(layout)
-    cams = lay.cameras()
-    report = check_cameras(cams, radius=2.7, strict=True)
-    fig = plt.figure(figsize=(8, 3.6))
-    plot_rig(cams, ax=fig.add_subplot(1, 2, 1, projection="3d"), title=f"{lay.label} rig (slot:name)")
-    plot_azimuths(lay, ax=fig.add_subplot(1, 2, 2, projection="polar"), title="seen from above")
-    fig.tight_layout()
-    files = {"rig": save_figure(fig, out / "rig.png")}
-    files["layouts"] = save_figure(plot_layouts([lay.label, "uniform4", "uniform6", "uniform8"]), out / "layouts.png", dpi=100)
-    files["cameras"] = cams.to_facelift_json(out / "cameras.json", rig_id=lay.label)
+    if out.exists() and not overwrite: raise FileExistsError(f"{out} exists; pass --overwrite (the old folder is kept as a .bak copy).")
+    pipe = FaceLiftPipeline.default()
+    res = pipe(src, num_inference_steps=steps, turntable_frames=turntable, seed=seed, progress=progress)
+    folder = res.save(out, overwrite=overwrite)
+    save_figure(overview_figure(res), folder / "overview.png", dpi=100)
     plt.close("all")
-    print(report)
+    files = {p.stem: p for p in sorted(folder.iterdir())}
+    t = res.manifest["timings_s"]
+    print(f"{len(res.gaussians)} Gaussians from {src.name} in {t['total']:.1f} s "
+          f"(views {t['mvdiffusion']:.1f} s, GS-LRM {t['gslrm']:.2f} s, turntable {t.get('turntable', 0):.1f} s)")
     for k, p in files.items(): print(f"wrote {k}: {p}")
     return files
 
@@ -149,14 +183,16 @@ def _cmd_checkpoints(args) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="build the FaceLift rig and write rig.png, layouts.png, cameras.json")
+    d = sub.add_parser("demo", help="the built-in model on a shipped example image: views, Gaussians, renders, turntable, overview.png")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    d.add_argument("--layout", default="facelift6", choices=list_layouts())
+    d.add_argument("--image", default="head", help="head, mouse (shipped examples) or a path to an RGBA image")
+    d.add_argument("--steps", type=int, default=50); d.add_argument("--turntable", type=int, default=150)
+    d.add_argument("--seed", type=int, default=4); d.add_argument("--overwrite", action="store_true")
     r = sub.add_parser("run", help="one image (or a folder of images) -> views, Gaussians, renders, turntable")
     r.add_argument("input"); r.add_argument("-o", "--output", required=True)
     r.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), help="pipeline folder and GS-LRM checkpoint (paths or HF ids)")
     r.add_argument("--prompt-embeds", default=None, help="per-view prompt embeddings (published: clr_embeds.pt)")
-    r.add_argument("--default", action="store_true", help="the built-in model (currently tiny random weights: not meaningful)")
+    r.add_argument("--default", action="store_true", help="the built-in model shipped with the package (32², procedural subjects)")
     r.add_argument("--layout", default=None, help="view layout (default: the prompt embeddings' layout)")
     r.add_argument("--steps", type=int, default=50); r.add_argument("--guidance", type=float, default=3.0); r.add_argument("--seed", type=int, default=4)
     r.add_argument("--turntable", type=int, default=150, help="turntable frames (0: none)")
@@ -174,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--elevation", type=float, default=0.); rd.add_argument("--fps", type=int, default=30); rd.add_argument("--overwrite", action="store_true")
     ck = sub.add_parser("checkpoints", help="inspection table of a checkpoint folder")
     ck.add_argument("folder"); ck.add_argument("--verify", action="store_true", help="check manifest sha256 hashes")
+    cd = sub.add_parser("check-data", help="check a training set: views, order, intrinsics, cameras, alpha, subject in the volume")
+    cd.add_argument("root"); cd.add_argument("--layout", default=None, help="the MV layout, when the dataset has no dataset.json")
+    cd.add_argument("--radius", type=float, default=2.7)
     c = sub.add_parser("check-cameras", help="check an opencv_cameras.json file or a COLMAP text model folder")
     c.add_argument("path")
     c.add_argument("--radius", type=float, default=None, help="expected camera distance to the subject")
@@ -213,8 +252,13 @@ def _dispatch(args) -> int:
               f"{[str(p) for p in res['checkpoints']]}; pipeline: {res['pipeline']}")
         return 0
     if args.command == "demo":
-        demo(args.out, args.layout)
+        demo(args.out, args.image, args.steps, args.turntable, args.seed, args.overwrite)
         return 0
+    if args.command == "check-data":
+        from facelift_nb.data import check_dataset
+        report = check_dataset(args.root, layout=args.layout, radius=args.radius)
+        print(report)
+        return 0 if report.ok else 1
     if args.command == "check-cameras":
         path = Path(args.path)
         cams = from_colmap(path) if path.is_dir() else Cameras.from_facelift_json(path)

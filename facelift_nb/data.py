@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,9 @@ import torch.nn.functional as F
 from .cameras import Cameras, nearest_point_to_rays
 
 # %% auto #0
-__all__ = ['WORKING_VOLUME', 'ImageTransform', 'RigNormalization', 'normalize_rig']
+__all__ = ['WORKING_VOLUME', 'ImageTransform', 'RigNormalization', 'normalize_rig', 'Reprojection', 'warp_to_camera',
+           'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset', 'SampleCheck',
+           'DatasetReport', 'check_dataset']
 
 # %% ../nbs/10_data.ipynb #3864811f
 def _hw(hw) -> tuple[int, int]:
@@ -135,8 +138,8 @@ class RigNormalization:
     center: torch.Tensor  # [3] the subject centre in the original world
     scale: float  # world units of the FaceLift frame per original unit
     reprojection_px: torch.Tensor | None  # [V] distance of the reprojected centre from each mask centroid (None without masks)
-    subject_radius: float | None  # estimated subject radius in the FaceLift frame (from the masks)
-    fits_volume: bool | None  # whether a sphere of that radius fits GS-LRM's working volume
+    subject_radius: float | None  # estimated half-size of the subject in the FaceLift frame (the larger of half-width and half-height, from the masks)
+    fits_volume: bool | None  # whether its half-width fits the box's x/y half-size (0.91) and its half-height the z half-size (1.0)
 
     def __str__(self):
         lines = [f"centre {self.center.tolist()} (original world), scale {self.scale:.4g}"]
@@ -203,11 +206,302 @@ def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, p
         proj = (cameras.K.double() @ pc[..., None])[..., 0]
         rep = (proj[:, :2] / proj[:, 2:] - uv).norm(dim=-1)
         m = torch.as_tensor(masks, dtype=torch.float64) > 0.5
-        ext = []
-        for i in range(V):  # half the larger mask extent, as an angle, times the distance: an upper bound of the subject radius
+        ext_h, ext_v = [], []
+        for i in range(V):  # half the mask extents, as angles, times the distance: upper bounds of the subject's half-width and half-height
             ys, xs = torch.nonzero(m[i], as_tuple=True)
-            half = 0.5 * max((xs.max() - xs.min() + 1).item() / cameras.K[i, 0, 0].item(), (ys.max() - ys.min() + 1).item() / cameras.K[i, 1, 1].item())
-            ext.append(half * dist[i].item())
-        rad = s * min(ext)
-        fits = rad <= min(-WORKING_VOLUME[0][0], WORKING_VOLUME[0][1], -WORKING_VOLUME[2][0])
+            ext_h.append(0.5 * (xs.max() - xs.min() + 1).item() / cameras.K[i, 0, 0].item() * dist[i].item())
+            ext_v.append(0.5 * (ys.max() - ys.min() + 1).item() / cameras.K[i, 1, 1].item() * dist[i].item())
+        half_w, half_h = s * min(ext_h), s * min(ext_v)
+        rad = max(half_w, half_h)
+        fits = half_w <= min(-WORKING_VOLUME[0][0], WORKING_VOLUME[0][1]) and half_h <= min(-WORKING_VOLUME[2][0], WORKING_VOLUME[2][1])
     return RigNormalization(out, T, center, s, rep, rad, fits)
+
+# %% ../nbs/10_data.ipynb #ce018acb
+@dataclass
+class Reprojection:
+    "Views warped to a layout's canonical cameras, in slot order."
+    rgb: torch.Tensor  # [V, 3, S, S] in [0, 1]
+    alpha: torch.Tensor  # [V, S, S] the warped masks (0 where the source camera saw nothing)
+    cameras: Cameras  # [V] canonical cameras of the slots (same centres as the matched real cameras), named by slot
+    indices: tuple[int, ...]  # which input view fills each slot
+    residuals_deg: tuple[float, ...]  # angle between each slot's direction and its camera's direction
+    layout: object  # the ViewLayout
+
+    def rgba(self) -> torch.Tensor:  # [V, S, S, 4]
+        return torch.cat([self.rgb, self.alpha[:, None]], 1).permute(0, 2, 3, 1)
+
+def _canonical_cameras(centers: torch.Tensor, size: int, fov_deg: float, names) -> Cameras:
+    "Cameras at `centers` looking at the origin, +Z up, square `size`² with the given horizontal FOV."
+    from facelift_nb.cameras import intrinsics_from_fov, look_at
+    c2w = look_at(centers.double(), torch.zeros(3, dtype=torch.float64), (0., 0., 1.), dtype=torch.float64)
+    K = intrinsics_from_fov(torch.full((len(centers),), fov_deg, dtype=torch.float64), (size, size), dtype=torch.float64)
+    return Cameras.from_c2w(c2w, K, (size, size), names=tuple(names))
+
+def warp_to_camera(images: torch.Tensor,  # [V, C, H, W] source views
+                   source: Cameras,  # [V] their cameras
+                   target: Cameras,  # [V] cameras with the SAME centres (only rotation and intrinsics change)
+                   mode: str = "bilinear") -> torch.Tensor:  # [V, C, h, w]
+    "Resample views into cameras that share their centres (an exact homography per view); unseen pixels are 0."
+    if len(source) != len(target) or images.shape[0] != len(source):
+        raise ValueError(f"`images`, `source` and `target` need the same V; got {images.shape[0]}, {len(source)}, {len(target)}.")
+    gap = (source.centers.double() - target.centers.double()).norm(dim=-1)
+    scale = source.centers.double().norm(dim=-1).clamp_min(1e-9)
+    if (gap > 1e-4 * scale).any():
+        raise ValueError(f"`target` cameras must share the source centres (a rotation-only warp); centres differ by up to {gap.max():.3g}.")
+    h, w = target.hw
+    H, W = source.hw
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # [P, 3]
+    Kt, Ks = target.K.double(), source.K.double()
+    Rt, Rs = target.w2c.double()[:, :3, :3], source.w2c.double()[:, :3, :3]
+    Hm = Ks @ Rs @ Rt.transpose(1, 2) @ torch.linalg.inv(Kt)  # target pixel -> source pixel (homogeneous)
+    q = pix @ Hm.transpose(1, 2)  # [V, P, 3]
+    z = q[..., 2]
+    u, v = q[..., 0] / z.clamp_min(1e-12), q[..., 1] / z.clamp_min(1e-12)
+    grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1)
+    grid = torch.where((z > 0)[..., None], grid, torch.full_like(grid, -10.))  # behind the source camera: outside
+    out = F.grid_sample(images.double(), grid.reshape(len(source), h, w, 2), mode=mode, padding_mode="zeros", align_corners=False)
+    return out.to(images.dtype)
+
+def reproject_to_layout(images,  # [V, 3, H, W] or [V, H, W, 3] in [0, 1], any camera order
+                        masks,  # [V, H, W] subject masks (alpha) in [0, 1]
+                        cameras: Cameras,  # [V] in the FaceLift world (see `normalize_rig`)
+                        layout="facelift6",  # the target layout (name or ViewLayout)
+                        size: int = 512,  # output size (square)
+                        fov_deg: float = 50.,  # the layout's horizontal FOV (FaceLift: 50°)
+                        max_residual_deg: float = 10.,  # a slot with no camera this close raises
+                        ) -> Reprojection:
+    "Warp each real view to the canonical camera of its matched slot (same centre, looking at the subject, layout intrinsics)."
+    from facelift_nb.layouts import get_layout, match_layout
+    layout = get_layout(layout)
+    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1: raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
+    imgs = torch.as_tensor(images, dtype=torch.float32)
+    if imgs.ndim == 4 and imgs.shape[-1] in (3, 4) and imgs.shape[1] not in (3, 4): imgs = imgs.permute(0, 3, 1, 2)
+    if imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[0] != len(cameras) or tuple(imgs.shape[2:]) != cameras.hw:
+        raise ValueError(f"`images` must be [V={len(cameras)}, 3, {cameras.hw[0]}, {cameras.hw[1]}] (or channels last) to match the cameras; "
+                         f"got {tuple(torch.as_tensor(images).shape)}. Resize the cameras with the images (ImageTransform) if the sizes differ.")
+    m = torch.as_tensor(masks, dtype=torch.float32)
+    if tuple(m.shape) != (len(cameras), *cameras.hw): raise ValueError(f"`masks` must be [V, H, W] = {(len(cameras), *cameras.hw)}; got {tuple(m.shape)}.")
+    match = match_layout(cameras, layout, max_residual_deg=max_residual_deg)
+    idx = list(match.indices)
+    src = cameras[idx]
+    tgt = _canonical_cameras(src.centers.double(), size, fov_deg, layout.names)
+    warped = warp_to_camera(torch.cat([imgs[idx], m[idx][:, None]], 1), src.to(dtype=torch.float64), tgt)
+    return Reprojection(warped[:, :3].clamp(0, 1), warped[:, 3].clamp(0, 1), tgt.to(dtype=cameras.dtype), tuple(idx),
+                        tuple(match.residuals_deg), layout)
+
+# %% ../nbs/10_data.ipynb #549c1200
+@dataclass
+class PreparedSample:
+    "One subject's views ready to write: RGB [V,3,H,W], alpha [V,H,W], cameras [V] (FaceLift world), and lineage."
+    name: str
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    cameras: Cameras
+    source: object = None  # where the views came from (file names, a capture id, ...): stored as given (JSON-able)
+    transforms: list = dataclasses.field(default_factory=list)  # what was applied, in order (JSON-able dicts)
+
+    @classmethod
+    def from_reprojection(cls, name: str, rep: Reprojection, source=None, normalization: RigNormalization | None = None) -> PreparedSample:
+        "A sample from `reproject_to_layout` output (and the `normalize_rig` result that preceded it)."
+        tr = []
+        if normalization is not None:
+            tr.append(dict(op="normalize_rig", similarity=normalization.transform.tolist(), center=normalization.center.tolist(),
+                           scale=normalization.scale, subject_radius=normalization.subject_radius, fits_volume=normalization.fits_volume))
+        tr.append(dict(op="reproject_to_layout", layout=rep.layout.label, slots=list(rep.layout.names), camera_indices=list(rep.indices),
+                       residuals_deg=[round(r, 4) for r in rep.residuals_deg], size=rep.cameras.hw[0]))
+        return cls(name, rep.rgb, rep.alpha, rep.cameras, source, tr)
+
+def _resized(s: PreparedSample, size: int) -> tuple[torch.Tensor, Cameras]:
+    "RGBA [V, S, S, 4] and cameras at `size`² (images and intrinsics resized together)."
+    rgba = torch.cat([s.rgb.float(), s.alpha.float()[:, None]], 1)
+    if rgba.shape[-2:] != (size, size):
+        if rgba.shape[-2] != rgba.shape[-1]: raise ValueError(f"sample {s.name}: views are {tuple(rgba.shape[-2:])}, not square; reproject them first.")
+        rgba = F.interpolate(rgba, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return rgba.clamp(0, 1).permute(0, 2, 3, 1), s.cameras.resize((size, size))
+
+def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
+    import json, os, tempfile, time
+    from facelift_nb.synthetic import save_rgba
+    from facelift_nb.io import write_text_atomic
+    import facelift_nb
+    root = Path(root)
+    if root.exists(): raise FileExistsError(f"{root} exists; write the dataset to a new folder (nothing is overwritten).")
+    samples = list(samples)
+    if not samples: raise ValueError("`samples` is empty: nothing to write.")
+    names = [s.name for s in samples]
+    if len(set(names)) != len(names): raise ValueError(f"sample names must be unique; got duplicates {sorted({n for n in names if names.count(n) > 1})}.")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    records = {}
+    for s in samples:
+        if not isinstance(s, PreparedSample): raise TypeError(f"samples must be PreparedSample; got {type(s).__name__}.")
+        if layout is not None and len(s.cameras) != len(layout):
+            raise ValueError(f"sample {s.name}: {len(s.cameras)} views but layout {layout.label} has {len(layout)} slots.")
+        rgba, cams = _resized(s, size)
+        if kind == "mvdiffusion":
+            files = [f"cam_{j:03d}.png" for j in range(len(cams))]
+            cams = Cameras(cams.K, cams.w2c, cams.hw, names=layout.names, meta=tuple({"file_path": f} for f in files))
+        else:
+            files = [f"images/cam_{j:03d}.png" for j in range(len(cams))]
+            cams = Cameras(cams.K, cams.w2c, cams.hw, names=cams.names, meta=tuple({"file_path": f} for f in files))
+        for f, im in zip(files, rgba): save_rgba(im, tmp / s.name / f)
+        cams.to_facelift_json(tmp / s.name / "opencv_cameras.json", rig_id=s.name)
+        records[s.name] = dict(source=s.source, transforms=list(s.transforms) + [dict(op="resize", size=size)], views=len(cams))
+    (tmp / "train.txt").write_text("".join(f"{n}\n" for n in names))
+    lay = None if layout is None else dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
+                                           elevations_deg=list(layout.elevations_deg))
+    write_text_atomic(tmp / "dataset.json", json.dumps(dict(kind=kind, layout=lay, size=size, samples=records, facelift_nb=facelift_nb.__version__,
+                                                             written=time.strftime("%Y-%m-%dT%H:%M:%S%z")), indent=1, default=str))
+    os.replace(tmp, root)
+    return root
+
+def write_mv_dataset(root, samples, layout, size: int = 512) -> Path:
+    "Write `PreparedSample`s (views in `layout`'s slot order) as an MVDiffusion training set with lineage; returns `root`."
+    from facelift_nb.layouts import get_layout
+    return _write_dataset(root, samples, size, "mvdiffusion", get_layout(layout))
+
+def write_gslrm_dataset(root, samples, size: int = 512) -> Path:
+    "Write `PreparedSample`s (any number of posed views) as a GS-LRM training set with lineage; returns `root`."
+    return _write_dataset(root, samples, size, "gslrm", None)
+
+# %% ../nbs/10_data.ipynb #0216c41f
+@dataclass
+class SampleCheck:
+    "The checks of one sample."
+    name: str
+    kind: str  # "mvdiffusion" or "gslrm"
+    views: int
+    problems: list
+    coverage: tuple | None = None  # (min, mean, max) alpha coverage over the views
+    center: tuple | None = None  # triangulated subject centre
+    subject_radius: float | None = None
+
+    @property
+    def ok(self) -> bool: return not self.problems
+
+@dataclass
+class DatasetReport:
+    "`check_dataset` result: one `SampleCheck` per sample."
+    root: Path
+    kind: str
+    layout: object
+    samples: list
+
+    @property
+    def ok(self) -> bool: return all(s.ok for s in self.samples) and bool(self.samples)
+    @property
+    def failed(self) -> list: return [s for s in self.samples if not s.ok]
+
+    def __str__(self):
+        rows = [f"{self.root} — {self.kind}, layout {getattr(self.layout, 'label', None)}: {len(self.samples) - len(self.failed)}/{len(self.samples)} samples pass",
+                f"{'sample':<22} {'views':>5} {'coverage min/mean/max':>22} {'centre dist':>11} {'radius':>7}  status"]
+        for s in self.samples:
+            cov = "-" if s.coverage is None else "/".join(f"{c:.2f}" for c in s.coverage)
+            cd = "-" if s.center is None else f"{float(torch.tensor(s.center).norm()):.3f}"
+            rad = "-" if s.subject_radius is None else f"{s.subject_radius:.3f}"
+            rows.append(f"{s.name:<22} {s.views:>5} {cov:>22} {cd:>11} {rad:>7}  {'ok' if s.ok else 'FAIL'}")
+        for s in self.failed:
+            rows += [f"{s.name}:"] + [f"  - {p}" for p in s.problems]
+        return "\n".join(rows)
+
+    def _repr_markdown_(self): return "```\n" + str(self) + "\n```"
+
+def _dataset_dirs(root: Path) -> list[Path]:
+    if root.is_file():
+        lines = [l.strip() for l in root.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
+        return [(Path(l) if Path(l).is_absolute() else root.parent / l) for l in lines]
+    if (root / "train.txt").is_file(): return _dataset_dirs(root / "train.txt")
+    if (root / "opencv_cameras.json").is_file() or (root / "cam_000.png").is_file(): return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and ((p / "opencv_cameras.json").is_file() or (p / "cam_000.png").is_file()))
+
+def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float, center_tol: float) -> SampleCheck:
+    import numpy as np
+    from PIL import Image
+    from facelift_nb.cameras import check_cameras
+    from facelift_nb.layouts import match_layout
+    problems = []
+    cams = None
+    if (d / "opencv_cameras.json").is_file():
+        try: cams = Cameras.from_facelift_json(d / "opencv_cameras.json", dtype=torch.float64)
+        except Exception as e: problems.append(f"opencv_cameras.json unreadable: {e}")
+    elif kind == "gslrm": problems.append("opencv_cameras.json missing")
+    if kind == "mvdiffusion":
+        files = sorted(p.name for p in d.glob("cam_*.png"))
+        V = len(layout)
+        want = [f"cam_{j:03d}.png" for j in range(V)]
+        if files != want: problems.append(f"views {files} but the layout {layout.label} needs exactly {want} (missing, extra or misnamed views)")
+        if cams is not None and len(cams) != V: problems.append(f"{len(cams)} cameras but the layout has {V} slots")
+        paths = [d / f for f in want]
+    else:
+        paths = [d / m.get("file_path", "") for m in cams.meta] if cams is not None and cams.meta else []
+        if cams is not None and not cams.meta: problems.append("the camera frames name no file_path")
+    alphas, sizes = [], []
+    for p in paths:
+        if not p.is_file(): problems.append(f"missing image {p.relative_to(d)}"); continue
+        with Image.open(p) as im:
+            sizes.append(im.size)
+            if im.mode not in ("RGBA", "LA") and "transparency" not in im.info:
+                problems.append(f"{p.relative_to(d)}: no alpha channel ({im.mode}); write RGBA with the subject mask as alpha"); continue
+            alphas.append(torch.from_numpy(np.asarray(im.convert("RGBA"))[..., 3].astype(np.float32) / 255))
+    if len(set(sizes)) > 1: problems.append(f"views of different sizes {sorted(set(sizes))}")
+    coverage = None
+    if alphas:
+        cov = [float((a > 0.5).float().mean()) for a in alphas]
+        coverage = (min(cov), sum(cov) / len(cov), max(cov))
+        for p, c in zip(paths, cov):
+            if c < 0.005: problems.append(f"{p.relative_to(d)}: alpha is empty (coverage {c:.3f}): no subject, or the mask was lost")
+            elif c > 0.95: problems.append(f"{p.relative_to(d)}: alpha is (almost) full (coverage {c:.3f}): the background was not removed")
+    center, rad = None, None
+    if cams is not None and sizes:
+        W, H = sizes[0]
+        if (H, W) != cams.hw:
+            problems.append(f"images are {W}x{H} but the cameras say {cams.hw[1]}x{cams.hw[0]}: intrinsics stale after a resize or crop? "
+                            "Resize the cameras with the images (ImageTransform / Cameras.resize).")
+        rep = check_cameras(cams, subject_center=(0., 0., 0.), radius=radius, radius_rtol=radius_rtol)
+        problems += list(rep.problems)
+        if kind == "mvdiffusion" and len(cams) == len(layout) and not any("improper" in p for p in rep.problems):
+            try:
+                m = match_layout(cams, layout, max_residual_deg=20.)
+                if list(m.indices) != list(range(len(layout))):
+                    wrong = [f"slot {layout.names[j]} holds the view of {layout.names[m.indices.index(j)] if j in m.indices else '?'}"
+                             for j in range(len(layout)) if m.indices[j] != j]
+                    problems.append("views in the wrong order: " + "; ".join(wrong) + " (write views in the layout's slot order)")
+            except ValueError as e: problems.append(f"the cameras do not fit the layout: {str(e).splitlines()[0]}")
+        if len(alphas) == len(cams) and (H, W) == cams.hw and len(cams) >= 2 and all(float(a.sum()) >= 1 for a in alphas):
+            try:
+                fit = normalize_rig(cams, masks=torch.stack(alphas).double(), radius=float(cams.centers.norm(dim=-1).mean()))
+                center, rad = tuple(fit.center.tolist()), fit.subject_radius / fit.scale if fit.subject_radius is not None else None
+                if fit.center.norm() > center_tol:
+                    problems.append(f"subject not centred: its centre (from the masks) is at {[round(c, 3) for c in center]}, "
+                                    f"{float(fit.center.norm()):.3f} from the origin (> {center_tol}); re-run normalize_rig with masks")
+                if fit.fits_volume is False:
+                    problems.append(f"subject outside GS-LRM's working volume: half-size ≈ {rad:.2f} (box x, y ±0.91, z ±1; scale or distance wrong?)")
+            except ValueError as e: problems.append(f"subject centre cannot be triangulated from the masks: {e}")
+    return SampleCheck(d.name, kind, len(paths), problems, coverage, center, rad)
+
+def check_dataset(root,  # dataset folder (with train.txt or sample folders), a list file, or one sample folder
+                  layout=None,  # the MV layout (default: from dataset.json; required for MV data without it)
+                  radius: float = 2.7,  # expected camera distance
+                  radius_rtol: float = 0.1,  # allowed relative deviation from `radius`
+                  center_tol: float = 0.15,  # largest allowed distance of the subject centre from the origin
+                  ) -> DatasetReport:
+    "Check every sample of a FaceLift training set (MV or GS-LRM layout) and report per sample."
+    import json
+    from facelift_nb.layouts import ViewLayout, get_layout
+    root = Path(root)
+    if not root.exists(): raise FileNotFoundError(f"no dataset at {str(root)!r}.")
+    meta = None
+    base = root if root.is_dir() else root.parent
+    if (base / "dataset.json").is_file(): meta = json.loads((base / "dataset.json").read_text())
+    dirs = _dataset_dirs(root)
+    if not dirs: raise ValueError(f"{root}: no samples found (folders with opencv_cameras.json or cam_000.png, or a train.txt list).")
+    kind = (meta or {}).get("kind") or ("gslrm" if (dirs[0] / "images").is_dir() else "mvdiffusion")
+    if layout is None and meta and meta.get("layout"):
+        l = meta["layout"]; layout = ViewLayout(tuple(l["names"]), tuple(l["azimuths_deg"]), tuple(l["elevations_deg"]), l.get("label"))
+    if kind == "mvdiffusion":
+        if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'): the view order is never guessed.")
+        layout = get_layout(layout)
+    samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol) if d.is_dir() else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
+               for d in dirs]
+    return DatasetReport(root, kind, layout, samples)

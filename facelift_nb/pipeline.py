@@ -173,8 +173,8 @@ def _resolve_file(path, default_file: str, what: str) -> Path:
 def load_gslrm(path, dtype=torch.float32, config: dict | None = None) -> tuple[GSLRM, dict]:
     "GS-LRM from a published `.pt`, a `.safetensors` file, a save_pretrained folder or `repo[:file]` on the hub; with its weights manifest."
     gp = _resolve_file(path, PUBLISHED_GSLRM_FILE, "GS-LRM weights")
-    model = GSLRM.from_pretrained(gp) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, config=config, dtype=dtype)
-    return model.to(dtype).eval(), weights_manifest(gp)
+    model = GSLRM.from_pretrained(gp, torch_dtype=dtype) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, config=config, dtype=dtype)
+    return model.eval(), weights_manifest(gp)
 
 @torch.no_grad()
 def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
@@ -213,15 +213,24 @@ class FaceLiftPipeline:
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
-    def default(cls) -> FaceLiftPipeline:
-        "The small built-in model. For now: tiny random-initialised weights (loud warning; outputs are not meaningful)."
-        warnings.warn("FaceLiftPipeline.default(): no trained default weights ship yet, so this is a tiny RANDOM-INITIALISED model. "
-                      "Its outputs are NOT meaningful; use FaceLiftPipeline.from_pretrained(...) with the published or your own weights.",
-                      UserWarning, stacklevel=2)
-        mv = MVDiffusionPipeline.tiny(seed=0)
-        torch.manual_seed(0)
-        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": {"path": "tiny random init (seed 0)", "files": {}},
-                                                     "gslrm": {"path": "tiny random init (seed 0)", "files": {}}})
+    def default(cls, device=None, dtype=torch.float32) -> FaceLiftPipeline:
+        "The small built-in model shipped with the package (trained on procedural subjects, 32²; see `facelift_nb.default_model`)."
+        from facelift_nb.default_model import WEIGHTS_DIR, default_weights_available
+        if not default_weights_available(WEIGHTS_DIR):
+            raise FileNotFoundError(f"the built-in default weights are missing from {WEIGHTS_DIR} (package data not installed?). "
+                                    "Reinstall facelift_nb, rebuild them with `python recipes/default_model.py all`, or load other weights "
+                                    "with FaceLiftPipeline.from_pretrained(...).")
+        return cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device, dtype=dtype)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
+        "Tiny random-initialised stages (FACTS.md §7) for testing plumbing; warns loudly: the outputs are not meaningful."
+        warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT meaningful. "
+                      "Use FaceLiftPipeline.default() (the trained built-in model) or from_pretrained(...).", UserWarning, stacklevel=2)
+        mv = MVDiffusionPipeline.tiny(seed=seed)
+        torch.manual_seed(seed)
+        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": {"path": f"tiny random init (seed {seed})", "files": {}},
+                                                     "gslrm": {"path": f"tiny random init (seed {seed})", "files": {}}})
 
     @property
     def device(self) -> torch.device: return next(self.gslrm.parameters()).device
@@ -239,7 +248,7 @@ class FaceLiftPipeline:
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
                  filters: str | None = "facelift", turntable_frames: int = 150, mask=None, remove_background: bool = False,
-                 fill: float = 0.85, bg=(1., 1., 1.), progress: bool = True) -> FaceLiftOutput:
+                 fill: float = 0.85, bg=(1., 1., 1.), progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
         "Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`)."
         times, t0 = {}, time.perf_counter()
         mv = self.mvdiffusion
@@ -257,18 +266,20 @@ class FaceLiftPipeline:
         times["gslrm"] = time.perf_counter() - t
         t = time.perf_counter()
         gc = g.to(device=torch.device("cpu"), dtype=torch.float32)
-        renders = render(gc, cams, bg=bg)
+        R = int(render_size) if render_size is not None else max(S, 256)
+        if R < 8: raise ValueError(f"`render_size` must be at least 8 pixels; got {render_size}.")
+        renders = render(gc, cams.resize((R, R)), bg=bg)
         times["render"] = time.perf_counter() - t
         turntable = None
         if turntable_frames:
             t = time.perf_counter()
-            turntable = render_turntable(gc, n_frames=turntable_frames, hw=(S, S), bg=bg, progress=progress)
+            turntable = render_turntable(gc, n_frames=turntable_frames, hw=(R, R), bg=bg, progress=progress)
             times["turntable"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t0
         import facelift_nb
         manifest = dict(weights=self.weights, settings=dict(layout=views.layout.label, num_inference_steps=num_inference_steps,
                                                             guidance_scale=guidance_scale, seed=seed, filters=filters,
-                                                            turntable_frames=turntable_frames, fill=fill, bg=list(bg),
+                                                            turntable_frames=turntable_frames, render_size=R, fill=fill, bg=list(bg),
                                                             device=str(self.device), dtype=str(next(self.gslrm.parameters()).dtype)),
                         framing=dict(framing.to_dict(), mask="alpha/mask" if alpha is not None else "none"),
                         timings_s={k: round(v, 4) for k, v in times.items()},

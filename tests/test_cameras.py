@@ -335,18 +335,19 @@ def test_check_cameras_flags(ref_json):
     ref = Cameras.from_facelift_json(ref_json)
     assert check_cameras(ref, radius=2.7).ok
     w2c = ref.w2c.clone()
-    w2c[3, :3, :3] *= 1.5  # scaled rotation
+    scaled = w2c.clone(); scaled[3, :3, :3] *= 1.5  # a scaled rotation never becomes a Cameras
+    with pytest.raises(ValueError, match="camera 3 has .*scaled by about 1.5"):
+        Cameras(ref.K, scaled, ref.hw)
     w2c[4] = torch.linalg.inv(ref.w2c[4]) @ torch.diag(torch.tensor([1., 1, 1, 1]))  # c2w passed as w2c
     K = ref.K.clone()
     K[5, 0, 2] = 400.  # principal point far off-centre
     K[1, 0, 0] *= 2  # fx != fy
     rep = check_cameras(Cameras(K, w2c, ref.hw), subject_center=(0, 0, 0), radius=2.7)
     text = "\n".join(rep.problems)
-    assert "camera 3: rotation not orthonormal" in text
     assert "camera 4: faces away" in text or "camera 4: not facing" in text
     assert "camera 5: principal point (400.0, 256.0) is far from the centre" in text
     assert "camera 1: fx/fy = 2.00" in text
-    assert "camera 0" not in text and "camera 2" not in text
+    assert "camera 0" not in text and "camera 2" not in text and "camera 3" not in text
     assert "PROBLEMS" in str(rep)
     # distance
     far = orbit([0., 90], radius=27.)

@@ -24,7 +24,7 @@ FRONT = reference_path("facelift_data_sample/mvdiffusion/sample_000/cam_000.png"
 def default_pipe():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return FaceLiftPipeline.default()
+        return FaceLiftPipeline.tiny()
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,29 @@ def published_like(tmp_path_factory):
     return root
 
 
-def test_default_warns_loudly_and_runs(default_pipe):
+def test_tiny_warns_loudly_and_runs(default_pipe):
     with pytest.warns(UserWarning, match="RANDOM-INITIALISED"):
-        FaceLiftPipeline.default()
-    out = default_pipe(FRONT, num_inference_steps=2, turntable_frames=3, progress=False)
+        FaceLiftPipeline.tiny()
+    out = default_pipe(FRONT, num_inference_steps=2, turntable_frames=3, progress=False, render_size=32)
     assert out.layout.names == get_layout("facelift6").names and out.turntable.rgb.shape == (3, 32, 32, 3)
+    assert out.manifest["settings"]["render_size"] == 32
+    with pytest.raises(ValueError, match="render_size"):
+        default_pipe(FRONT, num_inference_steps=1, turntable_frames=0, progress=False, render_size=2)
+
+
+def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
+    import facelift_nb.default_model as dm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the built-in model is trained: no random-weights warning
+        pipe = FaceLiftPipeline.default()
+    card = dm.default_card()
+    assert pipe.weights["gslrm"]["files"] and pipe.mvdiffusion.resolution == dm.DEFAULT_SIZE == pipe.gslrm.config.image_size
+    for rel, sha in card["files"].items():
+        assert sha256_file(dm.WEIGHTS_DIR / rel) == sha, rel  # the shipped files are the ones the card describes
+    assert next(pipe.gslrm.parameters()).dtype == torch.float32  # fp16 on disk, float32 to run on a CPU
+    monkeypatch.setattr(dm, "WEIGHTS_DIR", tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="default weights are missing"):
+        FaceLiftPipeline.default()  # never a random substitute
     assert set(out.manifest["timings_s"]) >= {"input", "mvdiffusion", "gslrm", "render", "turntable", "total"}
     assert out.manifest["settings"]["seed"] == 4 and len(out.gaussians) > 0
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.testing import reference_path
-from facelift_nb.train.gslrm import (GSLRMDataset, GSLRMTrainConfig, check_sample, latest_valid_checkpoint, list_checkpoints,
-                                     sample_dirs, train_gslrm)
+from facelift_nb.train.gslrm import (GSLRMDataset, GSLRMTrainConfig, check_sample, export_published_checkpoint,
+                                     latest_gslrm_checkpoint, list_gslrm_checkpoints, sample_dirs, train_gslrm)
 
 REF = reference_path("facelift_data_sample", "gslrm", "sample_000")
 
@@ -34,30 +34,57 @@ def test_short_finetune_lowers_loss(tmp_path):
     assert [r["step"] for r in log] == list(range(1, 31))
 
 
+def _weights(folder):
+    return GSLRM.from_pretrained(folder).state_dict()
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+
+
 def test_checkpoints_reload_exactly_and_resume(tmp_path):
     a = tmp_path / "a"
-    train_gslrm(_cfg(a))
-    ckpts = list_checkpoints(a / "checkpoints")
-    assert [p.name for p in ckpts] == ["ckpt_0000000000000003.pt", "ckpt_0000000000000006.pt"]
-    final = GSLRM.from_pretrained(a / "final")
-    six = GSLRM.from_facelift_checkpoint(ckpts[-1], config=GSLRM.tiny_config())
-    for k, v in final.state_dict().items():
-        assert torch.equal(v, six.state_dict()[k]), k  # the checkpoint holds exactly the trained weights
-    # a second run that stopped at step 3, resumed, ends bit-identical to the uninterrupted run
+    res = train_gslrm(_cfg(a))
+    ckpts = list_gslrm_checkpoints(a / "checkpoints")
+    assert [p.name for p in ckpts] == ["checkpoint-3", "checkpoint-6"]
+    final = _weights(a / "final")
+    _assert_same(final, _weights(ckpts[-1] / "gslrm"))  # the checkpoint holds exactly the trained weights
+    assert res["published"] == a / "published" / "ckpt_0000000000000006.pt"
+    pub = torch.load(res["published"], weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step", "model_config"} <= set(pub)
+    _assert_same(final, GSLRM.from_facelift_checkpoint(res["published"]).state_dict())
+    # a second run that stopped at step 3, resumed from the Accelerate folder, ends bit-identical to the uninterrupted run
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
-    shutil.copy(ckpts[0], b / "checkpoints" / ckpts[0].name)
+    shutil.copytree(ckpts[0], b / "checkpoints" / ckpts[0].name)
     res = train_gslrm(_cfg(b, resume=True))
     assert [r["step"] for r in res["history"]] == [4, 5, 6]
-    resumed = torch.load(list_checkpoints(b / "checkpoints")[-1], weights_only=True)["model"]
-    for k, v in torch.load(ckpts[-1], weights_only=True)["model"].items():
-        assert torch.equal(v, resumed[k]), k
+    _assert_same(final, _weights(b / "final"))
+    # ... and resumed from a published-format file (older runs, the published training code)
+    c = tmp_path / "c"
+    export_published_checkpoint(ckpts[0], c / "checkpoints" / "ckpt_0000000000000003.pt")
+    res = train_gslrm(_cfg(c, resume=True))
+    assert [r["step"] for r in res["history"]] == [4, 5, 6]
+    _assert_same(final, _weights(c / "final"))
+
+
+def test_exact_layout_with_relative_output_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_gslrm(_cfg("runs/x", max_steps=2, checkpoint_every=2))
+    tree = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and "random_states" not in p.name)
+    assert tree == ["runs/x/checkpoints/checkpoint-2/facelift_state.json", "runs/x/checkpoints/checkpoint-2/gslrm/config.json",
+                    "runs/x/checkpoints/checkpoint-2/gslrm/diffusion_pytorch_model.safetensors", "runs/x/checkpoints/checkpoint-2/manifest.json",
+                    "runs/x/checkpoints/checkpoint-2/optimizer.bin", "runs/x/checkpoints/checkpoint-2/scheduler.bin",
+                    "runs/x/final/config.json", "runs/x/final/diffusion_pytorch_model.safetensors",
+                    "runs/x/published/ckpt_0000000000000002.pt", "runs/x/published/ckpt_0000000000000002.pt.manifest.json",
+                    "runs/x/train_log.jsonl"]  # no doubled runs/x/runs/x/... anywhere
 
 
 def test_fine_tune_from_weights(tmp_path):
-    train_gslrm(_cfg(tmp_path / "a", max_steps=3))
-    src = list_checkpoints(tmp_path / "a" / "checkpoints")[-1]
-    res = train_gslrm(_cfg(tmp_path / "b", max_steps=2, fine_tune_from=str(src)))
+    res = train_gslrm(_cfg(tmp_path / "a", max_steps=3))
+    res = train_gslrm(_cfg(tmp_path / "b", max_steps=2, fine_tune_from=str(res["published"])))
     assert [r["step"] for r in res["history"]] == [1, 2]  # fresh optimizer and step count
     res = train_gslrm(_cfg(tmp_path / "c", max_steps=1, fine_tune_from=str(tmp_path / "a" / "final")))
     assert len(res["history"]) == 1
@@ -65,20 +92,39 @@ def test_fine_tune_from_weights(tmp_path):
 
 def test_rotation_moves_old_checkpoints_to_trash(tmp_path):
     train_gslrm(_cfg(tmp_path, max_steps=4, checkpoint_every=1, keep_last=2))
-    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["ckpt_0000000000000003.pt", "ckpt_0000000000000004.pt"]
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / "trash").iterdir()) == [
-        "ckpt_0000000000000001.pt", "ckpt_0000000000000001.pt.manifest.json", "ckpt_0000000000000002.pt", "ckpt_0000000000000002.pt.manifest.json"]
-    from facelift_nb.checkpoints import verify_manifest
-    assert verify_manifest(tmp_path / "checkpoints" / "ckpt_0000000000000004.pt") == []  # sha256 of the written file
+    assert [p.name for p in list_gslrm_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-3", "checkpoint-4"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "trash").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    from facelift_nb.checkpoints import inspect_checkpoint, restore_checkpoint, verify_manifest
+    assert verify_manifest(tmp_path / "checkpoints" / "checkpoint-4") == []  # sha256 of the written files
+    info = inspect_checkpoint(tmp_path / "checkpoints" / "checkpoint-4")
+    assert (info.kind, info.step, info.resumable, info.ok, info.config["width"]) == ("gslrm-accelerate", 4, True, True, 64)
+    back = restore_checkpoint(tmp_path / "checkpoints" / "trash" / "checkpoint-1")
+    from facelift_nb.checkpoints import resume_problems
+    assert resume_problems(back) == []
 
 
 def test_latest_valid_skips_broken(tmp_path, caplog):
     train_gslrm(_cfg(tmp_path, max_steps=3))
-    good = list_checkpoints(tmp_path / "checkpoints")[-1]
-    (tmp_path / "checkpoints" / "ckpt_0000000000000099.pt").write_bytes(good.read_bytes()[:1000])  # truncated
-    torch.save({"model": {}}, tmp_path / "checkpoints" / "ckpt_0000000000000050.pt")  # incomplete
-    assert latest_valid_checkpoint(tmp_path / "checkpoints") == good
-    assert "unreadable" in caplog.text and "incomplete" in caplog.text
+    ck = tmp_path / "checkpoints"
+    good = list_gslrm_checkpoints(ck)[-1]
+    trunc = shutil.copytree(good, ck / "checkpoint-99")
+    w = trunc / "gslrm" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1000])  # truncated by a crash (header intact)
+    (shutil.copytree(good, ck / "checkpoint-50") / "optimizer.bin").unlink()  # weights only
+    (ck / "ckpt_0000000000000070.pt").write_bytes(b"not a checkpoint")
+    assert latest_gslrm_checkpoint(ck) == good
+    assert "truncated" in caplog.text and "weights only" in caplog.text and "does not load" in caplog.text
+    res = train_gslrm(_cfg(tmp_path, max_steps=4, resume=True))
+    assert [r["step"] for r in res["history"]] == [4]
+
+
+def test_export_refuses_broken_or_existing(tmp_path):
+    res = train_gslrm(_cfg(tmp_path, max_steps=1))
+    with pytest.raises(FileExistsError):
+        export_published_checkpoint(res["checkpoints"][-1], res["published"])
+    (res["checkpoints"][-1] / "scheduler.bin").unlink()
+    with pytest.raises(ValueError, match="weights only"):
+        export_published_checkpoint(res["checkpoints"][-1], tmp_path / "x.pt")
 
 
 def _copy_sample(dst):
@@ -131,7 +177,7 @@ def test_yaml_config_and_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "facelift_nb", "train-gslrm", str(cfg)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trained to step 1" in r.stdout
-    assert list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert list_gslrm_checkpoints(tmp_path / "run" / "checkpoints")
     (tmp_path / "bad.yaml").write_text("data: x\noutput_dir: y\nlearning_rate: 3\n")
     with pytest.raises(ValueError, match="unknown keys \\['learning_rate'\\]"):
         GSLRMTrainConfig.from_yaml(tmp_path / "bad.yaml")
@@ -165,8 +211,7 @@ def test_random_crops_keep_images_and_intrinsics_together():
 
 
 def test_checkpoints_carry_their_architecture(tmp_path):
-    train_gslrm(_cfg(tmp_path, max_steps=1, checkpoint_every=1))
-    ck = list_checkpoints(tmp_path / "checkpoints")[-1]
+    ck = train_gslrm(_cfg(tmp_path, max_steps=1, checkpoint_every=1))["published"]
     obj = torch.load(ck, weights_only=True)
     assert obj["model_config"]["width"] == GSLRM.tiny_config()["width"] and set(obj) >= {"model", "optimizer", "lr_scheduler", "param_update_step"}
     m = GSLRM.from_facelift_checkpoint(ck)  # no config needed

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +22,16 @@ from PIL import Image
 
 from ..cameras import Cameras
 from ..models.gslrm import GSLRM, _read_state_dict
-from ..checkpoints import check_disk_space, rotate_checkpoints, write_manifest
-from ..io import atomic_path
+from ..checkpoints import (STATE_FILE, atomic_folder, check_disk_space, checkpoint_paths, latest_resumable, model_save_hooks,
+                                     move_to_trash, resume_problems, rotate_checkpoints, write_manifest)
+from ..io import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'psnr', 'ssim', 'VGGPerceptual', 'gslrm_loss',
-           'GSLRMTrainConfig', 'list_checkpoints', 'latest_valid_checkpoint', 'train_gslrm']
+__all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'psnr', 'ssim', 'VGGPerceptual',
+           'gslrm_loss', 'GSLRMTrainConfig', 'list_gslrm_checkpoints', 'latest_gslrm_checkpoint', 'gslrm_hooks',
+           'export_published_checkpoint', 'train_gslrm']
 
 # %% ../../nbs/08_train.gslrm.ipynb #4ac340ff
 def sample_dirs(source) -> list[Path]:
@@ -189,6 +192,7 @@ class GSLRMTrainConfig:
     resume: bool = False  # continue from the newest valid checkpoint in output_dir/checkpoints
     num_input: int = 6
     num_target: int = 8
+    input_views: tuple | None = None  # fixed input frames (e.g. the layout's views first in each sample); default: random per item
     image_size: int = 512
     bg: str = "white"
     random_crop: tuple | None = None  # (lo, hi): per-view square crops of lo..hi of the side (intrinsics follow)
@@ -205,6 +209,7 @@ class GSLRMTrainConfig:
     masked_loss: bool = False  # weight the MSE by the target alpha
     checkpoint_every: int = 100
     keep_last: int = 3
+    export_published: bool = True  # also write the final state as output_dir/published/ckpt_{step:016d}.pt (published format)
     gradient_checkpointing: bool = False
     seed: int = 0
 
@@ -214,6 +219,8 @@ class GSLRMTrainConfig:
         if self.resume and self.fine_tune_from:
             raise ValueError("give either `resume=True` (full state from output_dir) or `fine_tune_from=` (weights, fresh optimizer), not both.")
         if self.mixed_precision not in ("no", "bf16", "fp16"): raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {self.mixed_precision!r}.")
+        if self.input_views is not None and len(self.input_views) != self.num_input:
+            raise ValueError(f"`input_views` must list `num_input` = {self.num_input} frames; got {len(self.input_views)}.")
         for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size", "num_input", "num_target"):
             if getattr(self, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(self, k)}.")
 
@@ -224,37 +231,66 @@ class GSLRMTrainConfig:
         d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(cls)]}.")
-        for k in ("betas", "random_crop"):
+        for k in ("betas", "random_crop", "input_views"):
             if d.get(k) is not None: d[k] = tuple(d[k])
         return cls(**d)
 
 # %% ../../nbs/08_train.gslrm.ipynb #7fa4528d
-def list_checkpoints(folder) -> list[Path]:
-    "Published-format checkpoint files `ckpt_{step:016d}.pt` in `folder`, oldest first."
-    return sorted(Path(folder).glob("ckpt_" + "[0-9]" * 16 + ".pt"))
+MODEL_SUBFOLDER = "gslrm"
 
-def latest_valid_checkpoint(folder) -> Path | None:
-    "The newest checkpoint that loads (weights-only) with all training state; broken ones are skipped with a warning."
-    for p in reversed(list_checkpoints(folder)):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-            if all(k in obj for k in ("model", "optimizer", "lr_scheduler", "param_update_step")): return p
-            logger.warning(f"skipping {p}: incomplete (keys {sorted(obj)})")
-        except Exception as e: logger.warning(f"skipping {p}: unreadable ({type(e).__name__}: {e})")
-    return None
+def list_gslrm_checkpoints(folder) -> list[Path]:
+    "GS-LRM checkpoints in `folder`, oldest first: Accelerate folders `checkpoint-{step}/` and published-format files `ckpt_{step:016d}.pt`."
+    return [p for p in checkpoint_paths(folder) if (p.is_dir() and (p / MODEL_SUBFOLDER).is_dir()) or
+            (p.is_file() and re.fullmatch(r"ckpt_\d{16}\.pt", p.name))]
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep_last: int) -> Path:
-    "Write, verify and rotate one published-format checkpoint; older ones move to folder/trash."
-    path = folder / f"ckpt_{step:016d}.pt"
-    state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
-             "lr_scheduler": scheduler.state_dict(), "fwdbwd_pass_step": step, "param_update_step": step,
+def latest_gslrm_checkpoint(folder) -> Path | None:
+    "The newest GS-LRM checkpoint a run can resume from; broken or weights-only ones are skipped with a warning."
+    return latest_resumable(list_gslrm_checkpoints(folder))
+
+def gslrm_hooks(acc, state: dict):
+    "Accelerate save/load hooks (`checkpoints.model_save_hooks`): the model to `<output_dir>/gslrm` as given, plus the run state."
+    def load_weights(folder: Path) -> dict:
+        if not (folder / "config.json").is_file(): raise FileNotFoundError(f"{folder} is missing: not a GS-LRM checkpoint folder.")
+        return GSLRM.from_pretrained(folder).state_dict()
+    def extra_save(out: Path):
+        write_text_atomic(out / STATE_FILE, json.dumps({"step": state["step"], "config": state["config"]}, indent=1, default=str))
+    def extra_load(inp: Path):
+        state["step"] = int(json.loads((inp / STATE_FILE).read_text())["step"])
+    return model_save_hooks(acc, MODEL_SUBFOLDER, save_model=lambda m, f: m.save_pretrained(f), load_weights=load_weights,
+                            extra_save=extra_save, extra_load=extra_load)
+
+def _save_checkpoint(acc, model, folder: Path, step: int, keep_last: int, state: dict) -> Path:
+    "`save_state` into an atomic `checkpoint-{step}` folder, verify the weights read back, manifest, rotate older ones to trash."
+    final = folder / f"checkpoint-{step}"
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        with atomic_folder(final) as tmp:
+            acc.save_state(str(tmp))  # the hooks get `tmp` as output_dir: tmp/gslrm, tmp/facelift_state.json; Accelerate adds optimizer/scheduler/RNG
+            live = acc.unwrap_model(model).state_dict()
+            back = GSLRM.from_pretrained(tmp / MODEL_SUBFOLDER).state_dict()
+            if back.keys() != live.keys() or not all(torch.equal(back[k], v.detach().cpu()) for k, v in live.items()):
+                raise RuntimeError(f"checkpoint {tmp} did not read back identically; the previous checkpoints are kept.")
+            write_manifest(tmp, step=step, config=state["model_config"])
+        rotate_checkpoints(folder, keep_last)  # older unpinned ones move to folder/trash, never deleted
+    acc.wait_for_everyone()
+    return final
+
+def export_published_checkpoint(checkpoint, path=None) -> Path:
+    "Write a `checkpoint-{step}/` folder as one published-format file `ckpt_{step:016d}.pt` (model, optimizer, lr_scheduler, steps, model_config)."
+    ck = Path(checkpoint)
+    problems = resume_problems(ck) if ck.is_dir() else [f"{ck} is not a checkpoint folder"]
+    if problems: raise ValueError(f"cannot export {ck}: {problems}")
+    step = int(json.loads((ck / STATE_FILE).read_text())["step"])
+    model = GSLRM.from_pretrained(ck / MODEL_SUBFOLDER)
+    load = lambda n: torch.load(ck / n, map_location="cpu", weights_only=True)
+    state = {"model": model.state_dict(), "optimizer": load("optimizer.bin"), "lr_scheduler": load("scheduler.bin"),
+             "fwdbwd_pass_step": step, "param_update_step": step,
              "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}  # extra key: loads without config=
+    path = Path(path) if path is not None else ck.parent / f"ckpt_{step:016d}.pt"
+    if path.exists(): raise FileExistsError(f"{path} exists; move it away first (nothing is overwritten).")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp: torch.save(state, tmp)
-    back = torch.load(path, map_location="cpu", weights_only=True)
-    if back["model"].keys() != state["model"].keys() or not all(torch.equal(back["model"][k], v) for k, v in state["model"].items()):
-        raise RuntimeError(f"checkpoint {path} did not read back identically; the previous checkpoints are kept.")
     write_manifest(path, step=step, config=state["model_config"])
-    rotate_checkpoints(folder, keep_last)  # older unpinned ones move to folder/trash (checkpoints module), never deleted
     return path
 
 # %% ../../nbs/08_train.gslrm.ipynb #3213fcc9
@@ -291,22 +327,31 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
     if config.fine_tune_from: _load_weights(model, config.fine_tune_from)
     if config.gradient_checkpointing: model.enable_gradient_checkpointing()
     ds = GSLRMDataset(config.data, config.num_input, config.num_target, config.image_size, config.bg,
+                      input_views=list(config.input_views) if config.input_views is not None else None,
                       random_crop=tuple(config.random_crop) if config.random_crop else None, seed=config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, config.warmup_steps, config.max_steps)
-    start = 0
+    state = {"step": 0, "config": dataclasses.asdict(config), "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}
+    save_hook, load_hook = gslrm_hooks(acc, state)
+    acc.register_save_state_pre_hook(save_hook); acc.register_load_state_pre_hook(load_hook)
+    latest = None
     if config.resume:
-        latest = latest_valid_checkpoint(ck)
+        latest = latest_gslrm_checkpoint(ck)
         if latest is None: raise FileNotFoundError(f"resume=True but no valid checkpoint in {ck}; start without resume or point output_dir at the run.")
-        state = torch.load(latest, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=True); opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["lr_scheduler"])
-        start = int(state["param_update_step"])
-        logger.info(f"resumed from {latest} at step {start}")
+        if latest.is_file():  # a published-format file (older runs, or the published training code): one dict holds everything
+            legacy = torch.load(latest, map_location="cpu", weights_only=True)
+            model.load_state_dict(legacy["model"], strict=True); opt.load_state_dict(legacy["optimizer"]); sched.load_state_dict(legacy["lr_scheduler"])
+            state["step"] = int(legacy["param_update_step"]); latest = None
+            logger.info(f"resumed from the published-format file at step {state['step']}")
     if acc.is_main_process:  # every checkpoint the run writes (weights + AdamW moments) stays on disk, kept or trashed
         nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        check_disk_space(out, 3 * nbytes, config.max_steps, config.checkpoint_every, start, extra_bytes=nbytes)
+        check_disk_space(out, 3 * nbytes, config.max_steps, config.checkpoint_every, state["step"], extra_bytes=2 * nbytes)
     perceptual = VGGPerceptual(config.perceptual_weights) if config.perceptual_weight > 0 else None
     model, opt, sched = acc.prepare(model, opt, sched)
+    if latest is not None:
+        acc.load_state(str(latest))  # the load hook restores the weights strictly and the step; Accelerate the optimizer, scheduler, RNG
+        logger.info(f"resumed from {latest} at step {state['step']}")
+    start = state["step"]
     if perceptual is not None: perceptual = perceptual.to(acc.device)
     history, saved = [], []
     bgv = (1., 1., 1.) if config.bg == "white" else (0., 0., 0.)
@@ -321,18 +366,19 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
         acc.backward(loss)
         if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step(); sched.step(); opt.zero_grad()
+        state["step"] = step + 1
         rec = {"step": step + 1, "loss": loss.item(), "psnr": psnr(pr.detach().clamp(0, 1), tg).mean().item(), "lr": sched.get_last_lr()[0]}
         history.append(rec)
         if acc.is_main_process:
             with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            acc.wait_for_everyone()
-            if acc.is_main_process: saved.append(_save_checkpoint(ck, step + 1, acc.unwrap_model(model), opt, sched, config.keep_last))
+            saved.append(_save_checkpoint(acc, model, ck, step + 1, config.keep_last, state))
     acc.wait_for_everyone()
+    published = None
     if acc.is_main_process and config.max_steps > start:
-        final = out / "final"
-        tmp = out / ".final.tmp"
-        acc.unwrap_model(model).save_pretrained(tmp)
-        if final.exists(): (out / "trash").mkdir(exist_ok=True); os.replace(final, out / "trash" / f"final-{start:016d}")
-        os.replace(tmp, final)
-    return {"history": history, "checkpoints": saved}
+        with atomic_folder(out / "final") as tmp: acc.unwrap_model(model).save_pretrained(tmp)  # an older final/ goes to out/trash
+        if config.export_published:
+            dest = out / "published" / f"ckpt_{config.max_steps:016d}.pt"
+            if dest.exists(): move_to_trash(dest, out / "trash")
+            published = export_published_checkpoint(saved[-1], dest)
+    return {"history": history, "checkpoints": saved, "published": published}

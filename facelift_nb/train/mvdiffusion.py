@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..checkpoints import (atomic_folder, checkpoint_paths, check_disk_space, inspect_checkpoint, model_save_hooks,
-                                     rotate_checkpoints, write_manifest)
+from ..checkpoints import (STATE_FILE, atomic_folder, checkpoint_paths, check_disk_space, latest_resumable,
+                                     model_save_hooks, rotate_checkpoints, write_manifest)
 from ..io import atomic_path, write_text_atomic
 from ..layouts import ViewLayout, get_layout
 from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, _same_views, install_mv_attention, save_prompt_embeds,
@@ -29,9 +29,9 @@ from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, _same_view
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'STATE_FILE', 'mv_sample_dirs', 'check_mv_sample', 'MVDataset', 'widen_unet_input', 'load_start_unet',
-           'min_snr_weights', 'mv_training_loss', 'list_mv_checkpoints', 'mv_checkpoint_problems',
-           'latest_mv_checkpoint', 'make_hooks', 'MVTrainConfig', 'train_mvdiffusion']
+__all__ = ['logger', 'mv_sample_dirs', 'check_mv_sample', 'MVDataset', 'widen_unet_input', 'load_start_unet', 'min_snr_weights',
+           'mv_training_loss', 'list_mv_checkpoints', 'latest_mv_checkpoint', 'make_hooks', 'MVTrainConfig',
+           'train_mvdiffusion']
 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #518c015f
 _CAM = re.compile(r"cam_(\d{3})\.png$")
@@ -171,26 +171,13 @@ def mv_training_loss(pipe: MVDiffusionPipeline, unet, batch: dict, prompt_embeds
     return (w * (pred.float() - target.float()).square().flatten(1).mean(1)).mean()
 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #a286c3e3
-STATE_FILE = "facelift_state.json"
-
 def list_mv_checkpoints(folder) -> list[Path]:
     "Checkpoint folders `checkpoint-{step}` in `folder`, oldest first."
     return [p for p in checkpoint_paths(folder) if p.is_dir()]
 
-def mv_checkpoint_problems(ck) -> list[str]:
-    "Why a checkpoint folder cannot be resumed from (empty: it can)."
-    info = inspect_checkpoint(ck)
-    problems = list(info.problems) + ([] if info.resumable else ["no optimizer state (optimizer.bin)"])
-    if not (Path(ck) / STATE_FILE).is_file(): problems.append(f"missing {STATE_FILE}")
-    return problems
-
 def latest_mv_checkpoint(folder) -> Path | None:
     "The newest checkpoint folder that can be resumed from; broken ones are skipped with a warning."
-    for ck in reversed(list_mv_checkpoints(folder)):
-        problems = mv_checkpoint_problems(ck)
-        if not problems: return ck
-        logger.warning(f"skipping {ck}: {problems}")
-    return None
+    return latest_resumable(list_mv_checkpoints(folder))
 
 def _write_unet(unet, folder: Path) -> None:
     "save_pretrained of a multi-view UNet, with its view count and attention mode in config.json."
