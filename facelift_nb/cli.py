@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+import facelift_nb
 from .cameras import Cameras, check_cameras, from_colmap
 from .layouts import get_layout, layout_stats, list_layouts
 
@@ -25,7 +26,7 @@ EXAMPLES = {"head": "example_head.png", "mouse": "example_mouse.png"}
 def example_image(name: str = "head") -> Path:
     "Path of a shipped example image (RGBA 256², procedural subjects held out from the default model's training)."
     if name not in EXAMPLES: raise ValueError(f"`name` must be one of {sorted(EXAMPLES)}; got {name!r}.")
-    p = Path(__file__).parent / "assets" / EXAMPLES[name]
+    p = Path(facelift_nb.__file__).parent / "assets" / EXAMPLES[name]
     if not p.is_file(): raise FileNotFoundError(f"{p} is missing from the installed package; reinstall facelift_nb.")
     return p
 
@@ -100,10 +101,7 @@ def _pipeline(args):
     from facelift_nb.pipeline import FaceLiftPipeline
     if args.default:
         if args.weights: raise CLIError("give either --default or --weights, not both")
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            return FaceLiftPipeline.default().to(args.device, _dtype(args.dtype) if args.dtype != "float32" else None)
+        return FaceLiftPipeline.default().to(args.device, _dtype(args.dtype) if args.dtype != "float32" else None)
     if not args.weights: raise CLIError("say which weights: --weights MVDIFFUSION_DIR GSLRM_CKPT (local paths or Hugging Face ids), or --default")
     mv, gs = args.weights
     return FaceLiftPipeline.from_pretrained(mvdiffusion=mv, gslrm=gs, prompt_embeds=args.prompt_embeds, device=args.device, dtype=_dtype(args.dtype))
@@ -118,15 +116,22 @@ def _cmd_run(args) -> int:
     pipe = _pipeline(args)
     for img, target in zip(images, targets):
         res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                   filters=_filters(args), turntable_frames=args.turntable)
+                   filters=_filters(args), turntable_frames=args.turntable, render_size=args.render_size, fill=args.fill)
         res.save(target, overwrite=args.overwrite)
         print(f"{img.name}: {len(res.gaussians):,} Gaussians, {res.manifest['timings_s']['total']:.1f} s -> {target}")
     return 0
 
+def _fill_arg(v: str):
+    "--fill: 'model', 'keep' (None) or a fraction in (0, 1]."
+    if v in ("model", "keep"): return "model" if v == "model" else None
+    try: f = float(v)
+    except ValueError: f = -1.0
+    if not 0 < f <= 1: raise argparse.ArgumentTypeError(f"expected 'model', 'keep' or a fraction in (0, 1]; got {v!r}")
+    return f
+
 def _cmd_reconstruct(args) -> int:
     import torch
     from facelift_nb.pipeline import FaceLiftOutput, _read_image, load_gslrm, reconstruct_views
-    from facelift_nb.models.gslrm import GSLRM
     from facelift_nb.render import render, render_turntable
     out = _free_output(args.output, args.overwrite)
     cams = Cameras.from_facelift_json(args.cameras)
@@ -143,15 +148,18 @@ def _cmd_reconstruct(args) -> int:
     if len({tuple(x.shape) for x in ims}) != 1 or tuple(ims[0].shape[1:]) != cams.hw:
         raise CLIError(f"the views must all be {cams.hw[1]}x{cams.hw[0]} as the cameras say; got {sorted({tuple(x.shape[1:]) for x in ims})}")
     if args.default:
-        import warnings
-        warnings.warn("--default: tiny RANDOM-INITIALISED GS-LRM; the result is not meaningful.", UserWarning)
-        torch.manual_seed(0); model, wman = GSLRM(**GSLRM.tiny_config()).eval(), {"path": "tiny random init (seed 0)", "files": {}}
+        if args.gslrm: raise CLIError("give either --default or --gslrm, not both")
+        from facelift_nb.default_model import WEIGHTS_DIR, default_weights_available
+        if not default_weights_available(): raise CLIError(f"the built-in default weights are missing from {WEIGHTS_DIR}; reinstall facelift_nb")
+        model, wman = load_gslrm(WEIGHTS_DIR / "gslrm")
     elif args.gslrm: model, wman = load_gslrm(args.gslrm)
     else: raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
     S = model.config.image_size
+    R = args.render_size or max(S, 256)
     gauss = reconstruct_views(model, torch.stack(ims), cams, filters=_filters(args))
     cs = cams.resize((S, S))
-    res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs), render_turntable(gauss, n_frames=args.turntable, hw=(S, S)) if args.turntable else None,
+    res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs.resize((R, R))),
+                         render_turntable(gauss, n_frames=args.turntable, hw=(R, R)) if args.turntable else None,
                          dict(weights={"gslrm": wman}, settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
     res.save(out, overwrite=args.overwrite)
     print(f"{len(gauss):,} Gaussians from {len(cams)} views -> {out}")
@@ -196,12 +204,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--layout", default=None, help="view layout (default: the prompt embeddings' layout)")
     r.add_argument("--steps", type=int, default=50); r.add_argument("--guidance", type=float, default=3.0); r.add_argument("--seed", type=int, default=4)
     r.add_argument("--turntable", type=int, default=150, help="turntable frames (0: none)")
+    r.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
     r.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    r.add_argument("--fill", default="model", type=_fill_arg,
+                   help="subject's share of the side after framing (0-1], 'keep' for the input's own framing, or 'model' (default: "
+                        "the framing the model was trained on: 0.85 for FaceLift, 'keep' for the built-in model)")
     r.add_argument("--device", default=None); r.add_argument("--dtype", default="float32")
     r.add_argument("--overwrite", action="store_true")
     rc = sub.add_parser("reconstruct", help="GS-LRM on your own posed views")
     rc.add_argument("views"); rc.add_argument("--cameras", required=True); rc.add_argument("-o", "--output", required=True)
-    rc.add_argument("--gslrm", default=None); rc.add_argument("--default", action="store_true")
+    rc.add_argument("--gslrm", default=None); rc.add_argument("--default", action="store_true", help="the built-in GS-LRM (32²)")
+    rc.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
     rc.add_argument("--turntable", type=int, default=150); rc.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
     rc.add_argument("--overwrite", action="store_true")
     rd = sub.add_parser("render", help="turntable video of a 3DGS PLY")

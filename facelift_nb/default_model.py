@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import facelift_nb
 from .layouts import get_layout
 from .models.gslrm import GSLRM
 
@@ -28,12 +29,12 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_SIZE', 'DEFAULT_LAYOUT', 'WEIGHTS_DIR', 'default_gslrm_config', 'default_unet_config',
            'default_vae', 'fit_vae', 'build_mv_pipeline', 'export_default_weights', 'default_weights_available',
-           'default_card', 'evaluate_gslrm', 'evaluate_mv']
+           'default_card', 'evaluate_gslrm', 'evaluate_pipeline']
 
 # %% ../nbs/15_default_model.ipynb #7737164e
 DEFAULT_SIZE = 32
 DEFAULT_LAYOUT = "facelift6"
-WEIGHTS_DIR = Path(__file__).parent / "weights" / "default"  # mvdiffusion/ (pipeline folder), gslrm/ (save_pretrained), card.json
+WEIGHTS_DIR = Path(facelift_nb.__file__).parent / "weights" / "default"  # mvdiffusion/ (pipeline folder), gslrm/ (save_pretrained), card.json
 
 def default_gslrm_config() -> dict:
     "GS-LRM configuration of the default model."
@@ -163,42 +164,59 @@ def _psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     return psnr(pred.clamp(0, 1), target), ssim(pred.clamp(0, 1), target)
 
 @torch.no_grad()
-def evaluate_gslrm(model: GSLRM, samples, num_input: int = 6, image_size: int | None = None) -> dict:
-    "Novel-view PSNR/SSIM of `model` on held-out GS-LRM samples vs the mean-colour and nearest-input-view baselines."
+def evaluate_gslrm(model: GSLRM, samples, num_input: int = 6) -> dict:
+    "Novel-view PSNR/SSIM of `model` from each held-out sample's first `num_input` (layout) views vs the mean-colour and nearest-input-view baselines."
     from facelift_nb.cameras import Cameras
-    from facelift_nb.render import render
     from facelift_nb.train.gslrm import GSLRMDataset
-    S = image_size or model.config.image_size
+    S = model.config.image_size
     ds = GSLRMDataset(samples, num_input=num_input, num_target=num_input, image_size=S, input_views=list(range(num_input)))
-    model = model.eval()
-    rec = {k: [] for k in ("model_psnr", "model_ssim", "mean_psnr", "mean_ssim", "nearest_psnr", "nearest_ssim")}
+    model, rec = model.eval(), {}
     for i in range(len(ds)):
         rig = Cameras.from_facelift_json(ds.dirs[i] / "opencv_cameras.json")
-        frames = list(range(len(rig)))
-        img, _, cams = ds.load(i, frames, rig)
-        inp, tgt = img[:num_input], img[num_input:]
-        g = model(inp[None], Cameras(cams.K[None, :num_input], cams.w2c[None, :num_input], (S, S))).gaussians
-        pred = render(g, Cameras(cams.K[None, num_input:], cams.w2c[None, num_input:], (S, S)), backend="cpu").rgb[0].permute(0, 3, 1, 2)
-        mean = inp.mean((0, 2, 3), keepdim=True).expand_as(tgt)
-        dirs = torch.nn.functional.normalize(cams.centers, dim=-1)
-        nearest = inp[(dirs[num_input:] @ dirs[:num_input].T).argmax(1)]
-        for name, p in (("model", pred), ("mean", mean), ("nearest", nearest)):
-            ps, ss = _psnr_ssim(p.float(), tgt)
-            rec[f"{name}_psnr"] += ps.tolist(); rec[f"{name}_ssim"] += ss.tolist()
+        img, _, cams = ds.load(i, list(range(len(rig))), rig)
+        _novel_scores(model, img[:num_input], cams[:num_input], img[num_input:], cams[num_input:], rec, "")
     return {"n_samples": len(ds), "n_views": len(rec["model_psnr"])} | {k: float(np.mean(v)) for k, v in rec.items()}
 
 @torch.no_grad()
-def evaluate_mv(pipe, samples, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4) -> dict:
-    "PSNR/SSIM of generated views (all slots but the input) vs ground truth, and of repeating the input view."
+def _novel_scores(gslrm, inp: torch.Tensor, in_cams, tgt: torch.Tensor, tgt_cams, rec: dict, prefix: str) -> None:
+    "Append PSNR/SSIM of the reconstruction from `inp` and of the two baselines on the targets to `rec` (keys prefixed)."
+    from facelift_nb.cameras import Cameras
+    from facelift_nb.render import render
+    S = gslrm.config.image_size
+    g = gslrm(inp[None], Cameras(in_cams.K[None], in_cams.w2c[None], (S, S))).gaussians
+    pred = render(g, Cameras(tgt_cams.K[None], tgt_cams.w2c[None], (S, S)), backend="cpu").rgb[0].permute(0, 3, 1, 2)
+    mean = inp.mean((0, 2, 3), keepdim=True).expand_as(tgt)
+    a, b = torch.nn.functional.normalize(tgt_cams.centers.float(), dim=-1), torch.nn.functional.normalize(in_cams.centers.float(), dim=-1)
+    nearest = inp[(a @ b.T).argmax(1)]
+    for name, p in (("model", pred), ("mean", mean), ("nearest", nearest)):
+        ps, ss = _psnr_ssim(p.float(), tgt)
+        rec.setdefault(f"{prefix}{name}_psnr", []).extend(ps.tolist()); rec.setdefault(f"{prefix}{name}_ssim", []).extend(ss.tolist())
+
+@torch.no_grad()
+def evaluate_pipeline(pipe, mv_samples, gslrm_samples, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
+                      max_samples: int | None = None) -> dict:
+    """The whole pipeline on held-out subjects (the same subjects in both lists, in the same order): generated views vs ground
+    truth (against repeating the input), and novel views rendered from the reconstruction OF THE GENERATED VIEWS vs ground
+    truth (against the mean-colour and nearest-generated-view baselines)."""
+    from facelift_nb.cameras import Cameras
+    from facelift_nb.train.gslrm import GSLRMDataset
     from facelift_nb.train.mvdiffusion import MVDataset
-    ds = MVDataset(samples, pipe.layout, image_size=pipe.resolution)
-    rec = {k: [] for k in ("mv_psnr", "mv_ssim", "copy_psnr", "copy_ssim")}
-    pipe.set_progress_bar_config(disable=True)
-    for i in range(len(ds)):
-        it = ds[i]
-        out = pipe(it["input"], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed).images
-        gen, gt = out.permute(0, 3, 1, 2)[1:], it["views"][1:]
-        for name, p in (("mv", gen), ("copy", it["input"][None].expand_as(gt))):
-            ps, ss = _psnr_ssim(p.float(), gt)
-            rec[f"{name}_psnr"] += ps.tolist(); rec[f"{name}_ssim"] += ss.tolist()
-    return {"n_samples": len(ds)} | {k: float(np.mean(v)) for k, v in rec.items()}
+    mv = pipe.mvdiffusion
+    S = pipe.gslrm.config.image_size
+    mds = MVDataset(mv_samples, mv.layout, image_size=mv.resolution)
+    gds = GSLRMDataset(gslrm_samples, num_input=len(mv.layout), num_target=len(mv.layout), image_size=S, input_views=list(range(len(mv.layout))))
+    if [d.name for d in mds.dirs] != [d.name for d in gds.dirs]: raise ValueError("`mv_samples` and `gslrm_samples` must list the same subjects in the same order.")
+    n = len(mds) if max_samples is None else min(max_samples, len(mds))
+    mv.set_progress_bar_config(disable=True)
+    rec, V = {}, len(mv.layout)
+    for i in range(n):
+        it = mds[i]
+        gen = mv(it["input"], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed).images.permute(0, 3, 1, 2)
+        for name, p in (("mv", gen[1:]), ("copy", it["input"][None].expand_as(it["views"][1:]))):
+            ps, ss = _psnr_ssim(p.float(), it["views"][1:])
+            rec.setdefault(f"{name}_psnr", []).extend(ps.tolist()); rec.setdefault(f"{name}_ssim", []).extend(ss.tolist())
+        rig = Cameras.from_facelift_json(gds.dirs[i] / "opencv_cameras.json")
+        img, _, cams = gds.load(i, list(range(len(rig))), rig)
+        views = torch.nn.functional.interpolate(gen, size=(S, S), mode="bilinear", antialias=True) if gen.shape[-1] != S else gen
+        _novel_scores(pipe.gslrm, views.clamp(0, 1), cams[:V], img[V:], cams[V:], rec, "pipeline_")
+    return {"n_samples": n} | {k: float(np.mean(v)) for k, v in rec.items()}

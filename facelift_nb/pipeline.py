@@ -91,14 +91,21 @@ def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch
         raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the mask.")
     return rgb, alpha
 
-def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float = 0.85,
+def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float | None = 0.85,
                   bg=(1., 1., 1.)) -> tuple[torch.Tensor, ImageTransform]:
-    "Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], ImageTransform)."
+    """Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], ImageTransform).
+    `fill=None` keeps the input's own framing (a square image, composited and resized only): for models trained on images framed
+    another way, such as the built-in default model."""
     H, W = rgb.shape[1:]
-    if alpha is None:
-        if H != W: raise ValueError(f"an image without alpha or mask must already be square and framed; got {W}x{H}. "
-                                    "Pass an RGBA image or a mask= so the subject can be framed.")
-        T, img = ImageTransform.identity((H, W)).resize((size, size)), rgb
+    if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
+        raise ValueError(f"`fill` must be a fraction in (0, 1] (the subject's share of the side) or None (keep the input's framing); got {fill!r}.")
+    if alpha is None or fill is None:
+        if H != W:
+            why = "an image without alpha or mask" if alpha is None else "with fill=None (keep the framing) the image"
+            raise ValueError(f"{why} must already be square and framed; got {W}x{H}. "
+                             + ("Pass an RGBA image or a mask= so the subject can be framed." if alpha is None else "Crop it square, or pass fill=0.85 to recentre it."))
+        T = ImageTransform.identity((H, W)).resize((size, size))
+        img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
     else:
         T = ImageTransform.recenter(alpha, size, fill)
         img = rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
@@ -194,10 +201,13 @@ def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None
 
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
-    def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None):
+    def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None, fill: float | None = 0.85):
         if not isinstance(mvdiffusion, MVDiffusionPipeline): raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
         if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
-        self.mvdiffusion, self.gslrm, self.weights = mvdiffusion, gslrm.eval(), weights or {}
+        if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
+            raise ValueError(f"`fill` must be a fraction in (0, 1] or None (keep the input's framing); got {fill!r}.")
+        # the input framing the MVDiffusion model was trained on: 0.85 of the side (FaceLift's preprocessing), None = as given
+        self.mvdiffusion, self.gslrm, self.weights, self.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
 
     @classmethod
     def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None, mv_subfolder: str | None = None,
@@ -215,12 +225,17 @@ class FaceLiftPipeline:
     @classmethod
     def default(cls, device=None, dtype=torch.float32) -> FaceLiftPipeline:
         "The small built-in model shipped with the package (trained on procedural subjects, 32²; see `facelift_nb.default_model`)."
-        from facelift_nb.default_model import WEIGHTS_DIR, default_weights_available
+        from facelift_nb.default_model import WEIGHTS_DIR, default_card, default_weights_available
         if not default_weights_available(WEIGHTS_DIR):
             raise FileNotFoundError(f"the built-in default weights are missing from {WEIGHTS_DIR} (package data not installed?). "
                                     "Reinstall facelift_nb, rebuild them with `python recipes/default_model.py all`, or load other weights "
                                     "with FaceLiftPipeline.from_pretrained(...).")
-        return cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device, dtype=dtype)
+        pipe = cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device, dtype=dtype)
+        framing = default_card(WEIGHTS_DIR).get("input_framing")
+        if not isinstance(framing, dict) or "fill" not in framing:
+            raise ValueError(f"{WEIGHTS_DIR / 'card.json'} does not say how inputs are framed (`input_framing.fill`); re-export the weights.")
+        pipe.fill = framing["fill"]  # None: the synthetic renders' own framing (a mouse fills ~45% of the side, a head ~77%)
+        return pipe
 
     @classmethod
     def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
@@ -248,8 +263,12 @@ class FaceLiftPipeline:
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
                  filters: str | None = "facelift", turntable_frames: int = 150, mask=None, remove_background: bool = False,
-                 fill: float = 0.85, bg=(1., 1., 1.), progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
-        "Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`)."
+                 fill: float | None | str = "model", bg=(1., 1., 1.), progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
+        """Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`). `fill="model"` frames the
+        subject the way the loaded model was trained (`self.fill`); a fraction recentres it to that share of the side; None keeps it."""
+        if isinstance(fill, str):
+            if fill != "model": raise ValueError(f'`fill` must be "model", a fraction in (0, 1] or None; got {fill!r}.')
+            fill = self.fill
         times, t0 = {}, time.perf_counter()
         mv = self.mvdiffusion
         mv.set_progress_bar_config(disable=not progress)

@@ -6,6 +6,7 @@ Every step writes into WORK (default ./default_model_work) and refuses to overwr
     python recipes/default_model.py vae       # fit the 32² autoencoder -> WORK/vae
     python recipes/default_model.py mv        # untrained pipeline around it -> WORK/mv_init; train_mvdiffusion -> WORK/mv_run
     python recipes/default_model.py gslrm     # train_gslrm -> WORK/gslrm_run
+    python recipes/default_model.py gslrm2    # stage 2: fine-tune WORK/gslrm_run/final for longer -> WORK/gslrm_run2
     python recipes/default_model.py evaluate  # held-out figures -> WORK/evaluation.json
     python recipes/default_model.py export    # fp16 weights + card.json -> facelift_nb/weights/default (old copy kept as .bak)
 
@@ -27,6 +28,9 @@ MV = dict(layout="facelift6", image_size=32, batch_size=4, max_steps=1000, lr=5e
           snr_gamma=5.0, ema=True, ema_decay=0.995, checkpoint_every=500, keep_last=2, seed=0)
 GSLRM_RUN = dict(num_input=6, num_target=8, input_views=(0, 1, 2, 3, 4, 5), image_size=32, batch_size=1, max_steps=600,
                  lr=4e-4, warmup_steps=50, checkpoint_every=200, keep_last=2, seed=0)
+# Stage 2: after 600 steps the held-out novel views beat the nearest input view by only 1.0 dB (24.2 vs 23.2 dB), so the
+# stage-1 weights are trained further with a fresh optimizer (fine_tune_from) on both cores.
+GSLRM_RUN2 = dict(GSLRM_RUN, max_steps=1200, lr=3e-4, warmup_steps=50, checkpoint_every=300, seed=1)
 
 
 def step_data(work: Path):
@@ -62,12 +66,25 @@ def step_gslrm(work: Path):
     print(f"GS-LRM training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
 
 
+def step_gslrm2(work: Path):
+    from facelift_nb.default_model import default_gslrm_config
+    from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
+    ck = work / "gslrm_run2" / "checkpoints"
+    resume = ck.is_dir() and any(ck.glob("checkpoint-*"))
+    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / "gslrm_run2"),
+                           model_config=default_gslrm_config(), resume=resume,
+                           fine_tune_from=None if resume else str(work / "gslrm_run" / "final"), **GSLRM_RUN2)
+    res = train_gslrm(cfg)
+    h = res["history"]
+    print(f"GS-LRM stage-2 training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
+
+
 def step_evaluate(work: Path):
-    from facelift_nb.default_model import evaluate_gslrm, evaluate_mv
-    from facelift_nb.models.gslrm import GSLRM
-    from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
-    gs = evaluate_gslrm(GSLRM.from_pretrained(work / "gslrm_run" / "final"), work / "data" / "gslrm_val.txt")
-    mv = evaluate_mv(MVDiffusionPipeline.from_pretrained(work / "mv_run" / "pipeline"), work / "data" / "mv_val.txt")
+    from facelift_nb.default_model import evaluate_gslrm, evaluate_pipeline
+    from facelift_nb.pipeline import FaceLiftPipeline
+    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=work / "mv_run" / "pipeline", gslrm=work / "gslrm_run2" / "final")
+    gs = evaluate_gslrm(pipe.gslrm, work / "data" / "gslrm_val.txt")
+    mv = evaluate_pipeline(pipe, work / "data" / "mv_val.txt", work / "data" / "gslrm_val.txt")
     res = {"gslrm": gs, "mvdiffusion": mv}
     (work / "evaluation.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
@@ -78,13 +95,16 @@ def step_export(work: Path):
     ev = json.loads((work / "evaluation.json").read_text())
     card = dict(made_by="recipes/default_model.py", made=time.strftime("%Y-%m-%d"), data=DATA, vae=VAE, mv=MV,
                 gslrm={k: list(v) if isinstance(v, tuple) else v for k, v in GSLRM_RUN.items()},
+                gslrm_stage2={k: list(v) if isinstance(v, tuple) else v for k, v in GSLRM_RUN2.items()} | {"fine_tune_from": "gslrm_run/final"},
                 vae_fit={k: v for k, v in json.loads((work / "vae_fit.json").read_text()).items() if k != "mse"},
+                input_framing=dict(fill=None, note="inputs as rendered by facelift_nb.synthetic (layout camera, subject unscaled: a head "
+                                   "fills ~77% of the side, a mouse ~45%); the pipeline keeps the input's framing"),
                 evaluation=ev, licence="trained here on procedural data only; no published weights involved")
-    export_default_weights(work / "mv_run" / "pipeline", work / "gslrm_run" / "final", WEIGHTS_DIR, card)
+    export_default_weights(work / "mv_run" / "pipeline", work / "gslrm_run2" / "final", WEIGHTS_DIR, card)
     print("wrote", WEIGHTS_DIR)
 
 
-STEPS = {"data": step_data, "vae": step_vae, "mv": step_mv, "gslrm": step_gslrm, "evaluate": step_evaluate, "export": step_export}
+STEPS = {"data": step_data, "vae": step_vae, "mv": step_mv, "gslrm": step_gslrm, "gslrm2": step_gslrm2, "evaluate": step_evaluate, "export": step_export}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -62,11 +62,23 @@ def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
     for rel, sha in card["files"].items():
         assert sha256_file(dm.WEIGHTS_DIR / rel) == sha, rel  # the shipped files are the ones the card describes
     assert next(pipe.gslrm.parameters()).dtype == torch.float32  # fp16 on disk, float32 to run on a CPU
+    # the built-in model keeps the synthetic renders' framing: the shipped mouse reaches MVDiffusion at its own scale
+    assert pipe.fill is None and card["input_framing"]["fill"] is None
+    from facelift_nb.cli import example_image
+    out = pipe(example_image("mouse"), num_inference_steps=2, turntable_frames=2, progress=False)
+    rgba = torch.from_numpy(np.array(Image.open(example_image("mouse")))).float() / 255
+    ref = torch.nn.functional.avg_pool2d((rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]).permute(2, 0, 1)[None], 256 // dm.DEFAULT_SIZE)[0]
+    assert (out.input - ref).abs().max() < 1e-4, "fill=None must only composite and resize (area average)"
+    assert out.manifest["settings"]["fill"] is None and out.manifest["framing"]["sx"] == dm.DEFAULT_SIZE / 256
+    reframed = pipe(example_image("mouse"), num_inference_steps=2, turntable_frames=0, progress=False, fill=0.85)
+    assert reframed.manifest["settings"]["fill"] == 0.85 and (reframed.input - out.input).abs().max() > 0.2
+    assert set(out.manifest["timings_s"]) >= {"input", "mvdiffusion", "gslrm", "render", "turntable", "total"}
+    assert out.manifest["settings"]["seed"] == 4 and len(out.gaussians) > 0
+    with pytest.raises(ValueError, match='`fill` must be "model"'):
+        pipe(example_image("mouse"), fill="auto")
     monkeypatch.setattr(dm, "WEIGHTS_DIR", tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="default weights are missing"):
         FaceLiftPipeline.default()  # never a random substitute
-    assert set(out.manifest["timings_s"]) >= {"input", "mvdiffusion", "gslrm", "render", "turntable", "total"}
-    assert out.manifest["settings"]["seed"] == 4 and len(out.gaussians) > 0
 
 
 def test_published_layout_folders_load_and_manifest_hashes(published_like, tmp_path):
@@ -123,6 +135,11 @@ def test_input_errors(tmp_path):
         load_input(np.zeros((64, 64, 4), np.uint8))
     with pytest.raises(ValueError, match="must already be square"):
         frame_subject(torch.rand(3, 64, 96), None, 32)
+    with pytest.raises(ValueError, match="fill=None .* must already be square.*fill=0.85"):
+        frame_subject(torch.rand(3, 64, 96), torch.ones(64, 96), 32, fill=None)
+    for bad in (0, 1.5, "0.8", True):
+        with pytest.raises(ValueError, match="`fill` must be a fraction in \\(0, 1\\]"):
+            frame_subject(torch.rand(3, 64, 64), torch.ones(64, 64), 32, fill=bad)
     with pytest.raises(TypeError, match="path, PIL image"):
         load_input(42)
     try:
@@ -202,3 +219,15 @@ def test_cli_run_reconstruct_render_checkpoints(tmp_path):
     assert r.returncode == 1 and "BROKEN" in r.stdout
     r = _cli("checkpoints", tmp_path / "nope")
     assert r.returncode == 2
+
+
+def test_cli_fill_argument():
+    import argparse
+    from facelift_nb.cli import _fill_arg, main
+    assert _fill_arg("model") == "model" and _fill_arg("keep") is None and _fill_arg("0.7") == 0.7
+    for bad in ("0", "1.2", "auto"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'model', 'keep' or a fraction"):
+            _fill_arg(bad)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "x.png", "-o", "out", "--fill", "2"])
+    assert e.value.code == 2
