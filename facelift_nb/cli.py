@@ -123,7 +123,8 @@ def _cmd_run(args) -> int:
 
 def _fill_arg(v: str):
     "--fill: 'model', 'keep' (None) or a fraction in (0, 1]."
-    if v in ("model", "keep"): return "model" if v == "model" else None
+    if v == "model": return v
+    if v == "keep": return None
     try: f = float(v)
     except ValueError: f = -1.0
     if not 0 < f <= 1: raise argparse.ArgumentTypeError(f"expected 'model', 'keep' or a fraction in (0, 1]; got {v!r}")

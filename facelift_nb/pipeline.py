@@ -91,24 +91,27 @@ def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch
         raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the mask.")
     return rgb, alpha
 
+def _check_fill(fill) -> None:
+    "A framing `fill` is a fraction in (0, 1] or None (keep the input's framing)."
+    if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
+        raise ValueError(f"`fill` must be a fraction in (0, 1] (the subject's share of the side) or None (keep the input's framing); got {fill!r}.")
+
 def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float | None = 0.85,
                   bg=(1., 1., 1.)) -> tuple[torch.Tensor, ImageTransform]:
     """Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], ImageTransform).
     `fill=None` keeps the input's own framing (a square image, composited and resized only): for models trained on images framed
     another way, such as the built-in default model."""
     H, W = rgb.shape[1:]
-    if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
-        raise ValueError(f"`fill` must be a fraction in (0, 1] (the subject's share of the side) or None (keep the input's framing); got {fill!r}.")
+    _check_fill(fill)
     if alpha is None or fill is None:
         if H != W:
             why = "an image without alpha or mask" if alpha is None else "with fill=None (keep the framing) the image"
             raise ValueError(f"{why} must already be square and framed; got {W}x{H}. "
                              + ("Pass an RGBA image or a mask= so the subject can be framed." if alpha is None else "Crop it square, or pass fill=0.85 to recentre it."))
         T = ImageTransform.identity((H, W)).resize((size, size))
-        img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
     else:
         T = ImageTransform.recenter(alpha, size, fill)
-        img = rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
+    img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
     return T.image(img, fill=bg).clamp(0, 1), T
 
 # %% ../nbs/07_pipeline.ipynb #8d9de57a
@@ -204,8 +207,7 @@ class FaceLiftPipeline:
     def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None, fill: float | None = 0.85):
         if not isinstance(mvdiffusion, MVDiffusionPipeline): raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
         if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
-        if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
-            raise ValueError(f"`fill` must be a fraction in (0, 1] or None (keep the input's framing); got {fill!r}.")
+        _check_fill(fill)
         # the input framing the MVDiffusion model was trained on: 0.85 of the side (FaceLift's preprocessing), None = as given
         self.mvdiffusion, self.gslrm, self.weights, self.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
 

@@ -55,28 +55,22 @@ def step_mv(work: Path):
     print("MV loss first/last 50 steps:", sum(r["loss"] for r in res["history"][:50]) / 50, sum(r["loss"] for r in res["history"][-50:]) / 50)
 
 
-def step_gslrm(work: Path):
+def _train_gslrm(work: Path, out: str, run: dict, fine_tune_from: str | None = None):
+    "train_gslrm into WORK/out (resuming when it has checkpoints, else starting from `fine_tune_from` or scratch)."
     from facelift_nb.default_model import default_gslrm_config
     from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
-    ck = work / "gslrm_run" / "checkpoints"
-    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / "gslrm_run"),
-                           model_config=default_gslrm_config(), resume=ck.is_dir() and any(ck.glob("checkpoint-*")), **GSLRM_RUN)
-    res = train_gslrm(cfg)
-    h = res["history"]
-    print(f"GS-LRM training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
-
-
-def step_gslrm2(work: Path):
-    from facelift_nb.default_model import default_gslrm_config
-    from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
-    ck = work / "gslrm_run2" / "checkpoints"
+    ck = work / out / "checkpoints"
     resume = ck.is_dir() and any(ck.glob("checkpoint-*"))
-    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / "gslrm_run2"),
-                           model_config=default_gslrm_config(), resume=resume,
-                           fine_tune_from=None if resume else str(work / "gslrm_run" / "final"), **GSLRM_RUN2)
-    res = train_gslrm(cfg)
-    h = res["history"]
-    print(f"GS-LRM stage-2 training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
+    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / out), model_config=default_gslrm_config(),
+                           resume=resume, fine_tune_from=None if resume or fine_tune_from is None else str(work / fine_tune_from), **run)
+    h = train_gslrm(cfg)["history"]
+    print(f"GS-LRM ({out}) training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
+
+
+def step_gslrm(work: Path): _train_gslrm(work, "gslrm_run", GSLRM_RUN)
+
+
+def step_gslrm2(work: Path): _train_gslrm(work, "gslrm_run2", GSLRM_RUN2, fine_tune_from="gslrm_run/final")
 
 
 def step_evaluate(work: Path):
