@@ -4,7 +4,7 @@ Configs: the tiny test model (6 views at 32²) and a mid model (width 256, 4 lay
 Times are interleaved in one process (median of repeats); peak memory is measured in a fresh subprocess
 per (config, attention) as the growth of the peak RSS during one forward. Ratios only, no pass/fail.
 Where CUDA is present it also times the full published config (width 1024, 24 layers) at 6x512² under
-bf16 autocast, SDPA against eager, with the peak GPU memory (the issue's reference: under 0.5 s on an H100).
+bf16 autocast, SDPA against eager, with the peak GPU memory.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Benchmark: the fast CPU renderer against a straightforward vectorised tile-based PyTorch rasteriser.
 
-Scenes (the issue's): Gaussians on a sphere shell of radius 0.5, scales 0.002-0.01, camera at distance 2.7,
+Scenes: Gaussians on a sphere shell of radius 0.5, scales 0.002-0.01, camera at distance 2.7,
 FOV 30 deg. (a) 4,096 Gaussians at 256², (b) 200k at 512², (c) 1,572,866 (GS-LRM's output size) at 512².
 Both are measured in this run, interleaved; the script prints seconds per frame, the ratio, the fast path's
 stage breakdown (project / bin / sort+blend), the numba-blend fallback's time and the peak RSS. It never passes or fails on times.

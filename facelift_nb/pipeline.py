@@ -127,7 +127,7 @@ class FaceLiftOutput:
     input: torch.Tensor | None  # [3, S, S] the framed input in [0, 1] (None when you brought your own views)
     views: MVDiffusionOutput | None  # generated views [V, H, W, 3] + their layout (None: `reconstruct` from your views)
     cameras: Cameras  # the layout's cameras at GS-LRM's resolution, slot order
-    gaussians: Gaussians  # cleaned Gaussians
+    gaussians: Gaussians  # cleaned Gaussians, float32, on the GS-LRM's device (renders and turntable are on the CPU)
     renders: RenderOutput  # the Gaussians from `cameras`
     turntable: RenderOutput | None  # frames circling the subject from the front (None when turntable_frames=0)
     manifest: dict = field(default_factory=dict)  # weights, settings, framing, timings
@@ -201,6 +201,10 @@ def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None
     if cameras.hw != (S, S): cameras = cameras.resize((S, S))
     dev = next(gslrm.parameters()).device
     return gslrm.reconstruct(v[None].to(dev), Cameras.stack([cameras.to(dev)]), filters=filters)[0]
+
+def _on_cpu(r: RenderOutput) -> RenderOutput:
+    "Rendered images on the CPU (the Gaussians stay on their device)."
+    return RenderOutput(r.rgb.cpu(), r.alpha.cpu(), r.depth.cpu())
 
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
@@ -286,15 +290,15 @@ class FaceLiftPipeline:
         g = self.reconstruct(views.images, cams, filters=filters)
         times["gslrm"] = time.perf_counter() - t
         t = time.perf_counter()
-        gc = g.to(device=torch.device("cpu"), dtype=torch.float32)
+        gc = g.to(dtype=torch.float32)  # rendered where it lives: gsplat on CUDA, the fast CPU path on the CPU
         R = int(render_size) if render_size is not None else max(S, 256)
         if R < 8: raise ValueError(f"`render_size` must be at least 8 pixels; got {render_size}.")
-        renders = render(gc, cams.resize((R, R)), bg=bg)
+        renders = _on_cpu(render(gc, cams.resize((R, R)), bg=bg))
         times["render"] = time.perf_counter() - t
         turntable = None
         if turntable_frames:
             t = time.perf_counter()
-            turntable = render_turntable(gc, n_frames=turntable_frames, hw=(R, R), bg=bg, progress=progress)
+            turntable = _on_cpu(render_turntable(gc, n_frames=turntable_frames, hw=(R, R), bg=bg, progress=progress))
             times["turntable"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t0
         import facelift_nb

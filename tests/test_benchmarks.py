@@ -1,4 +1,5 @@
 """Correctness of the benchmarks' reference implementations (timings are never asserted)."""
+import json
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cameras as bench_cameras  # noqa: E402
+import gpu_check as bench_gpu  # noqa: E402
 import gslrm as bench_gslrm  # noqa: E402
 import mvdiffusion as bench_mvdiffusion  # noqa: E402
 import render as bench_render  # noqa: E402
@@ -70,3 +72,30 @@ def test_mvdiffusion_benchmark_variants(capsys):
     assert bench_mvdiffusion.mid_unet_config()["block_out_channels"] == (128, 256, 512)
     bench_mvdiffusion.main(repeats=1, cases=("tiny",), memory=False)
     assert "reference" in capsys.readouterr().out
+
+
+def test_gpu_check_dry_run(capsys, tmp_path):
+    "The GPU check's code at tiny sizes on the CPU: one table, every check ok, the rows saved as JSON."
+    assert bench_gpu.main(["--dry-run", "--json", str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    for check in ("gpu-marked tests", "renderer torch vs cpu", "GS-LRM", "MV UNet", "pipeline end to end", "turntable 150 frames"):
+        assert check in out, out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows), rows
+
+
+def test_gpu_check_without_cuda_says_so(capsys):
+    if torch.cuda.is_available(): pytest.skip("CUDA is present")
+    assert bench_gpu.main([]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+
+
+def test_gpu_check_builds_the_published_sizes():
+    "The random-weight MVDiffusion of the GPU check has the published component sizes (built on the meta device: no memory)."
+    p = bench_gpu._published_mv("meta", torch.float16)
+    count = lambda m: sum(x.numel() for x in m.parameters())
+    assert count(p.unet) == 870_184_644  # SD 2.1 UNet + 4 condition-latent input channels + the 2048 -> 1280 class projection
+    assert count(p.image_encoder) == 632_076_800  # CLIP ViT-H/14 vision tower with its 1024 projection
+    assert p.resolution == 512 and p.unet.config.in_channels == 8 and p.prompt_embeds.shape == (6, 77, 1024)
+    from facelift_nb.models.gslrm import GSLRM
+    with torch.device("meta"): assert count(GSLRM()) == 303_565_824

@@ -371,16 +371,36 @@ class MVDiffusionPipeline:
         img = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return MVDiffusionOutput(((img.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu(), layout)
 
-# %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
-from fastcore.basics import patch
+    @classmethod
+    def from_pretrained(cls, path,  # a pipeline folder (published `pipeckpts/` or our own), or a Hub repo id
+                        subfolder: str | None = None,  # folder inside `path` (e.g. "mvdiffusion/pipeckpts")
+                        prompt_embeds=None,  # [V, 77, D] tensor or a .pt file; default: the folder's own prompt_embeds/
+                        layout=None,  # the views the prompt embeddings name; default: the folder's, else "facelift6"
+                        num_views: int | None = None,  # V for the multi-view attention; default: the layout's
+                        mv_mode: str | None = None,  # "reference" (published) or "dense"; default: the folder's config
+                        dtype=torch.float32, device=None,
+                        load_text_encoder: bool = False,  # also load text_encoder/ + tokenizer/ when prompts are given
+                        ) -> MVDiffusionPipeline:
+        "Load a pipeline folder component by component, strictly (the text encoder only when needed or asked)."
+        pipe = cls(**_load_components(path, subfolder, prompt_embeds, layout, num_views, mv_mode, dtype, load_text_encoder))
+        return pipe.to(device) if device is not None else pipe
 
+    def save_pretrained(self, path, overwrite: bool = False) -> Path:
+        "Write the pipeline folder with the published naming (+ prompt_embeds/ with its layout); atomic, never deletes."
+        return _write_folder(self, path, overwrite)
+
+    @classmethod
+    def tiny(cls, layout="facelift6", seed: int = 0, mv_mode: str = "reference") -> MVDiffusionPipeline:
+        "A complete tiny pipeline for `layout`, random weights, 16² images; built offline in about a second."
+        return cls(**_tiny_components(get_layout(layout), seed, mv_mode))
+
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
 _MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
 
-@patch(cls_method=True)
-def from_pretrained(cls: MVDiffusionPipeline, path, subfolder: str | None = None, prompt_embeds=None, layout=None,
-                    num_views: int | None = None, mv_mode: str | None = None, dtype=torch.float32, device=None,
-                    load_text_encoder: bool = False) -> MVDiffusionPipeline:
-    "Load a pipeline folder (published `pipeckpts/` or our own) component by component, strictly (the text encoder only when needed or asked)."
+def _load_components(path, subfolder: str | None, prompt_embeds, layout, num_views: int | None, mv_mode: str | None,
+                     dtype, load_text_encoder: bool) -> dict:
+    "The constructor arguments of `MVDiffusionPipeline.from_pretrained`: each component loaded strictly, prompts checked."
     from transformers import CLIPTextModel, CLIPTokenizer
     root = _resolve_folder(path, subfolder, "MVDiffusion pipeline")
     missing = [c for c in COMPONENTS if not (root / c).is_dir()]
@@ -407,12 +427,10 @@ def from_pretrained(cls: MVDiffusionPipeline, path, subfolder: str | None = None
         raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is clr_embeds.pt), "
                          "or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
     if isinstance(prompt_embeds, (str, Path)): prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
-    pipe = cls(**kw, prompt_embeds=prompt_embeds, layout=layout)
-    return pipe.to(device) if device is not None else pipe
+    return dict(**kw, prompt_embeds=prompt_embeds, layout=layout)
 
-@patch
-def save_pretrained(self: MVDiffusionPipeline, path, overwrite: bool = False) -> Path:
-    "Write the pipeline folder with the published naming (+ prompt_embeds/ with its layout); atomic, never deletes."
+def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
+    "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
     import diffusers, time as _time
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
@@ -468,9 +486,8 @@ def tiny_text_components(seed: int = 0, dim: int = 32):
                                        bos_token_id=512, eos_token_id=513, pad_token_id=513)).eval()
     return enc, tok
 
-@patch(cls_method=True)
-def tiny(cls: MVDiffusionPipeline, layout="facelift6", seed: int = 0, mv_mode: str = "reference") -> MVDiffusionPipeline:
-    "A complete tiny pipeline (FACTS.md §7) for `layout`, random weights, 16² images; built offline in about a second."
+def _tiny_components(layout, seed: int, mv_mode: str) -> dict:
+    "The constructor arguments of `MVDiffusionPipeline.tiny`: every component at its tiny size, random weights from `seed`."
     from transformers import CLIPVisionConfig
     layout = get_layout(layout)
     torch.manual_seed(seed)
@@ -481,7 +498,7 @@ def tiny(cls: MVDiffusionPipeline, layout="facelift6", seed: int = 0, mv_mode: s
                                                          intermediate_size=37, image_size=32, patch_size=4)).eval()
     fe = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     text_encoder, tokenizer = tiny_text_components(seed)
-    return cls(unet=unet, vae=vae, image_encoder=img, feature_extractor=fe, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
+    return dict(unet=unet, vae=vae, image_encoder=img, feature_extractor=fe, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
                image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
                scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
                                        set_alpha_to_one=False, steps_offset=1, clip_sample=False),
