@@ -18,12 +18,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+import facelift_nb
 from .io import write_text_atomic
 
 # %% auto #0
-__all__ = ['intrinsics_from_fov', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle', 'ray_bundle', 'plucker_inputs',
-           'CameraReport', 'nearest_point_to_axes', 'nearest_point_to_rays', 'check_cameras', 'BlenderCamera',
-           'from_blender', 'to_blender', 'from_colmap', 'to_colmap']
+__all__ = ['PUBLISHED_CAMERA_FILES', 'intrinsics_from_fov', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle',
+           'ray_bundle', 'plucker_inputs', 'published_cameras_path', 'CameraReport', 'nearest_point_to_axes',
+           'nearest_point_to_rays', 'check_cameras', 'BlenderCamera', 'from_blender', 'to_blender', 'from_colmap',
+           'to_colmap']
 
 # %% ../nbs/00_cameras.ipynb #283f0285
 def _shape(t) -> tuple: return tuple(t.shape)
@@ -407,7 +409,7 @@ def _frame_value(frame: Mapping, i: int, key: str, where: str):
         except (TypeError, ValueError): raise ValueError(f"{where}: frame {i} key 'w2c' must be a 4x4 list of numbers.") from None
         if a.shape != (4, 4): raise ValueError(f"{where}: frame {i} key 'w2c' must be 4x4; got shape {a.shape}.")
     elif key in ("w", "h"):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != int(v) or v <= 0:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v != int(v) or v <= 0:
             raise ValueError(f"{where}: frame {i} key {key!r} must be a positive integer; got {v!r}.")
         return int(v)
     else:
@@ -421,7 +423,8 @@ def _read_facelift_json(path, dtype=torch.float32) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no camera file at {str(path)!r}.")
     try: data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON (UTF-8 text expected; {e}).") from None
+    except RecursionError: raise ValueError(f"{path}: JSON nested too deeply to be a camera file.") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
         raise ValueError(f"{path}: expected an object with a non-empty 'frames' list (opencv_cameras.json schema).")
     Ks, w2cs, meta, hw = [], [], [], None
@@ -454,6 +457,19 @@ def _write_facelift_json(self: Cameras, path, rig_id: str | None = None) -> Path
         frames.append(fr)
     rid = rig_id if rig_id is not None else self.rig_id
     return write_text_atomic(path, json.dumps({"id": rid if rid is not None else "facelift_nb", "frames": frames}, indent=1))
+
+# %% ../nbs/00_cameras.ipynb #5e1c0a01
+PUBLISHED_CAMERA_FILES = {"inference": "facelift_inference_cameras.json",  # the 6-camera inference rig
+                          "gslrm_sample": "facelift_gslrm_sample_cameras.json"}  # the 32 cameras of a GS-LRM training sample
+
+def published_cameras_path(rig: str = "inference",  # "inference" (6 frames) or "gslrm_sample" (32 frames)
+                           ) -> Path:
+    "Path of a published FaceLift `opencv_cameras.json` shipped with the package (numbers only, no images)."
+    if rig not in PUBLISHED_CAMERA_FILES:
+        raise ValueError(f"`rig` must be one of {sorted(PUBLISHED_CAMERA_FILES)}; got {rig!r}.")
+    p = Path(facelift_nb.__file__).parent / "assets" / PUBLISHED_CAMERA_FILES[rig]
+    if not p.is_file(): raise FileNotFoundError(f"{p} is missing from the installed package; reinstall facelift_nb.")
+    return p
 
 # %% ../nbs/00_cameras.ipynb #0594e39b
 @dataclass(frozen=True)
@@ -631,7 +647,10 @@ def _R_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
 def _colmap_lines(path: Path):
     "The non-comment lines of a COLMAP text file (the empty POINTS2D lines of images.txt are kept)."
     if not path.is_file(): raise FileNotFoundError(f"COLMAP text model file missing: {str(path)!r}.")
-    return [l.rstrip("\n") for l in path.read_text(encoding="utf-8").splitlines() if not l.startswith("#")]
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e: raise ValueError(f"{path}: not a UTF-8 COLMAP text file ({e}); binary models: colmap model_converter "
+                                                     "--output_type TXT.") from None
+    return [l.rstrip("\n") for l in text.splitlines() if not l.startswith("#")]
 
 # %% ../nbs/00_cameras.ipynb #1f5667b0
 def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt), e.g. sparse/0
@@ -650,6 +669,8 @@ def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt),
                              "Undistort the images to PINHOLE first (colmap image_undistorter).")
         if len(params) != _COLMAP_MODELS[model]:
             raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} ({model}) needs {_COLMAP_MODELS[model]} parameters; got {len(params)}.")
+        if not (np.isfinite(params).all() and w > 0 and h > 0 and params[0] > 0):
+            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} needs a positive size and focal length, all finite; got {line!r}.")
         if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"): f, cx, cy = params[:3]; fx = fy = f
         else: fx, fy, cx, cy = params[:4]
         dist = params[len(params) - _COLMAP_NDIST[model]:]
@@ -665,6 +686,8 @@ def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt),
         if len(parts) < 10: raise ValueError(f"{folder / 'images.txt'}: malformed image line {lines[k]!r}.")
         try: q, t, cid, name = np.array(parts[1:5], float), np.array(parts[5:8], float), parts[8], " ".join(parts[9:])
         except ValueError: raise ValueError(f"{folder / 'images.txt'}: malformed image line {lines[k]!r}.") from None
+        if not (np.isfinite(q).all() and np.isfinite(t).all() and np.linalg.norm(q) > 0):
+            raise ValueError(f"{folder / 'images.txt'}: image {name!r} needs a non-zero quaternion and finite numbers; got {lines[k]!r}.")
         if cid not in intr: raise ValueError(f"{folder / 'images.txt'}: image {name!r} refers to camera {cid}, absent from cameras.txt.")
         w2c = np.eye(4); w2c[:3, :3], w2c[:3, 3] = _quat_wxyz_to_R(q), t
         recs.append((name, w2c, intr[cid]))

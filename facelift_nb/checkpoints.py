@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .io import write_text_atomic
+from .io import make_temp_dir, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def atomic_folder(final):
     "Write a folder atomically: yields a temporary sibling, renamed onto `final` on success (an old `final` goes to the trash)."
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = make_temp_dir(final.parent, f".{final.name}.tmp-")
     try: yield tmp
     except BaseException:
         logger.warning("atomic_folder: the write of %s failed; its partial files stay in %s", final, tmp)

@@ -8,6 +8,10 @@ Docs: https://facelift-nb.github.io/facelift_nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +19,7 @@ import numpy as np
 
 import facelift_nb
 from .cameras import Cameras, check_cameras, from_colmap
+from .io import make_temp_dir
 from .layouts import get_layout, layout_stats, list_layouts
 
 # %% auto #0
@@ -65,6 +70,8 @@ def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, u
     if not src.is_file(): raise FileNotFoundError(f"no image at {str(src)!r}; give a path to an RGBA image or one of {sorted(EXAMPLES)}.")
     out = Path(out)
     if out.exists() and not overwrite: raise FileExistsError(f"{out} exists; pass --overwrite (the old folder is kept as a .bak copy).")
+    from facelift_nb.pipeline import _read_image
+    _read_image(src)  # a broken image is refused before the model loads
     pipe = FaceLiftPipeline.default()
     res = pipe(src, num_inference_steps=steps, turntable_frames=turntable, seed=seed, progress=progress)
     folder = res.save(out, overwrite=overwrite)
@@ -82,6 +89,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 class CLIError(Exception):
     "An input problem reported as one line, exit status 2."
+
+class _OneLineParser(argparse.ArgumentParser):
+    "argparse, but a usage error is one line (what is wrong, where the help is), exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    "Rename the finished folder `tmp` onto `out`; an existing `out` is kept as `out.bak-<time>`."
+    if out.exists():
+        backup = out.with_name(f"{out.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, backup)
+        print(f"the previous {out} was moved to {backup}", file=sys.stderr)
+    os.replace(tmp, out)
 
 def _free_output(out, overwrite: bool) -> Path:
     "The output folder, refused when it exists and `--overwrite` was not given."
@@ -113,6 +133,8 @@ def _cmd_run(args) -> int:
     if not images: raise CLIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
     targets = [out / p.stem for p in images] if src.is_dir() else [out]
     for t in targets: _free_output(t, args.overwrite)
+    from facelift_nb.pipeline import _read_image
+    for img in images: _read_image(img, "image")  # refuse broken images before loading the weights
     pipe = _pipeline(args)
     for img, target in zip(images, targets):
         res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
@@ -122,12 +144,13 @@ def _cmd_run(args) -> int:
     return 0
 
 def _fill_arg(v: str):
-    "--fill: 'model', 'keep' (None) or a fraction in (0, 1]."
-    if v == "model": return v
+    "--fill: 'model', 'face', 'keep' (None) or a fraction in (0, 1]."
+    if v in ("model", "face"): return v
     if v == "keep": return None
     try: f = float(v)
     except ValueError: f = -1.0
-    if not 0 < f <= 1: raise argparse.ArgumentTypeError(f"expected 'model', 'keep' or a fraction in (0, 1]; got {v!r}")
+    if not 0 < f <= 1:
+        raise argparse.ArgumentTypeError(f"expected 'model', 'face', 'keep' or a fraction in (0, 1]; got {v!r}")
     return f
 
 def _cmd_reconstruct(args) -> int:
@@ -172,11 +195,17 @@ def _cmd_render(args) -> int:
     out = _free_output(args.output, args.overwrite)
     g = load_ply(args.ply)
     frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation, hw=(args.size, args.size))
-    out.mkdir(parents=True, exist_ok=True)
-    video = save_video(frames.rgb, out / "turntable.mp4", fps=args.fps)
-    k = max(1, args.turntable // 8)
-    strip = save_image(image_grid(frames.rgb[::k][:8], ncols=8), out / "turntable_strip.png")
-    print(f"{len(g):,} Gaussians: {args.turntable} frames -> {video}, {strip}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out.parent, f".{out.name}.")  # written whole, then renamed: a failure leaves `out` as it was
+    try:
+        save_video(frames.rgb, tmp / "turntable.mp4", fps=args.fps)
+        k = max(1, args.turntable // 8)
+        save_image(image_grid(frames.rgb[::k][:8], ncols=8), tmp / "turntable_strip.png")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace_folder(tmp, out)
+    print(f"{len(g):,} Gaussians: {args.turntable} frames -> {out / 'turntable.mp4'}, {out / 'turntable_strip.png'}")
     return 0
 
 def _cmd_checkpoints(args) -> int:
@@ -190,10 +219,11 @@ def _cmd_checkpoints(args) -> int:
 
 # %% ../nbs/12_cli.ipynb #2d691974
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
+    p = _OneLineParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the built-in model on a shipped example image: views, Gaussians, renders, turntable, overview.png")
-    d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    d.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
+    d.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
     d.add_argument("--image", default="head", help="head, mouse (shipped examples) or a path to an RGBA image")
     d.add_argument("--steps", type=int, default=50); d.add_argument("--turntable", type=int, default=150)
     d.add_argument("--seed", type=int, default=4); d.add_argument("--overwrite", action="store_true")
@@ -208,8 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
     r.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
     r.add_argument("--fill", default="model", type=_fill_arg,
-                   help="subject's share of the side after framing (0-1], 'keep' for the input's own framing, or 'model' (default: "
-                        "the framing the model was trained on: 0.85 for FaceLift, 'keep' for the built-in model)")
+                   help="input framing: 'face' (the published FaceLift face-box framing; needs a frontal face), "
+                        "a fraction (0-1] (frame by the subject mask: its share of the side), 'keep' (the input's "
+                        "own framing), or 'model' (default: what the weights were trained on: 'face' for --weights, "
+                        "'keep' for --default)")
     r.add_argument("--device", default=None); r.add_argument("--dtype", default="float32")
     r.add_argument("--overwrite", action="store_true")
     rc = sub.add_parser("reconstruct", help="GS-LRM on your own posed views")
@@ -237,13 +269,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("config")
     return p
 
+def _is_main_process() -> bool:
+    "True unless this is a non-main process of an `accelerate launch` run (only the main one reports)."
+    from accelerate import PartialState
+    return PartialState().is_main_process
+
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `facelift-nb` command: exit 0 on success, 1 when a check finds problems, 2 on bad input."
-    import sys
     args = _parser().parse_args(argv)
     try: return _dispatch(args)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message
         print(f"facelift-nb: error: {msg}", file=sys.stderr)
         return 2
 
@@ -256,17 +292,17 @@ def _dispatch(args) -> int:
         from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
         res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
         last = res["history"][-1] if res["history"] else {}
-        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
+        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
         return 0
     if args.command == "train-mvdiffusion":
         from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
         res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
         last = res["history"][-1] if res["history"] else {}
-        print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: "
+        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: "
               f"{[str(p) for p in res['checkpoints']]}; pipeline: {res['pipeline']}")
         return 0
     if args.command == "demo":
-        demo(args.out, args.image, args.steps, args.turntable, args.seed, args.overwrite)
+        demo(args.output, args.image, args.steps, args.turntable, args.seed, args.overwrite)
         return 0
     if args.command == "check-data":
         from facelift_nb.data import check_dataset

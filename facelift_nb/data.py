@@ -8,6 +8,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/data.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,9 @@ import torch.nn.functional as F
 from .cameras import Cameras, nearest_point_to_rays
 
 # %% auto #0
-__all__ = ['WORKING_VOLUME', 'ImageTransform', 'RigNormalization', 'normalize_rig', 'Reprojection', 'warp_to_camera',
-           'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset', 'SampleCheck',
-           'DatasetReport', 'check_dataset']
+__all__ = ['WORKING_VOLUME', 'GSLRM_DEPTH_RANGE', 'ImageTransform', 'RigNormalization', 'normalize_rig', 'Reprojection',
+           'warp_to_camera', 'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset',
+           'HullFit', 'VisualHull', 'visual_hull', 'SampleCheck', 'DatasetReport', 'check_dataset']
 
 # %% ../nbs/10_data.ipynb #3864811f
 def _hw(hw) -> tuple[int, int]:
@@ -128,7 +129,8 @@ class ImageTransform:
         return dict(in_hw=list(self.in_hw), out_hw=list(self.out_hw), sx=self.sx, sy=self.sy, tx=self.tx, ty=self.ty)
 
 # %% ../nbs/10_data.ipynb #6313cf98
-WORKING_VOLUME = ((-0.91, 0.91), (-0.91, 0.91), (-1.0, 1.0))  # FACTS.md: the box the published filters keep
+# (x, y, z) ranges of the box the published inference filters keep
+WORKING_VOLUME = ((-0.91, 0.91), (-0.91, 0.91), (-1.0, 1.0))
 
 @dataclass
 class RigNormalization:
@@ -323,7 +325,7 @@ def _resized(s: PreparedSample, size: int) -> tuple[torch.Tensor, Cameras]:
 def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
     import json, os, tempfile, time
     from facelift_nb.synthetic import save_rgba
-    from facelift_nb.io import write_text_atomic
+    from facelift_nb.io import make_temp_dir, write_text_atomic
     import facelift_nb
     root = Path(root)
     if root.exists(): raise FileExistsError(f"{root} exists; write the dataset to a new folder (nothing is overwritten).")
@@ -332,7 +334,7 @@ def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
     names = [s.name for s in samples]
     if len(set(names)) != len(names): raise ValueError(f"sample names must be unique; got duplicates {sorted({n for n in names if names.count(n) > 1})}.")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
     records = {}
     for s in samples:
         if not isinstance(s, PreparedSample): raise TypeError(f"samples must be PreparedSample; got {type(s).__name__}.")
@@ -365,6 +367,77 @@ def write_gslrm_dataset(root, samples, size: int = 512) -> Path:
     "Write `PreparedSample`s (any number of posed views) as a GS-LRM training set with lineage; returns `root`."
     return _write_dataset(root, samples, size, "gslrm", None)
 
+# %% ../nbs/10_data.ipynb #hull13b93
+# GS-LRM's `depth_range`: a pixel Gaussian sits within ±1.8 of its ray's point nearest the origin
+GSLRM_DEPTH_RANGE = 1.8
+
+@dataclass
+class HullFit:
+    "How the observed visual hull above the box floor sits in a working volume."
+    voxels: int  # hull voxels tested (observed by every view, at or above the floor)
+    bounds: tuple | None  # ((x0, x1), (y0, y1), (z0, z1)) of their centres
+    center: tuple | None  # their centroid (x, y, z)
+    outside_fraction: float  # the fraction more than one voxel outside the box
+
+@dataclass
+class VisualHull:
+    "Voxels of a cube grid that every view's mask allows, and where the views observed them."
+    occupied: torch.Tensor  # [G, G, G] bool: inside the mask wherever inside the frame (and in one frame at least)
+    observed: torch.Tensor  # [G, G, G] bool: inside the frame of every view (the hull is complete there)
+    centers: torch.Tensor  # [G, G, G, 3] voxel centres (world)
+    voxel: float  # voxel edge length
+    agreement: torch.Tensor  # [V] fraction of each view's mask that the hull's projection covers (1: it agrees)
+
+    def fit(self, volume=WORKING_VOLUME) -> HullFit:
+        "The observed hull at or above `volume`'s floor against the box `volume`."
+        lo, hi = (torch.tensor([b[k] for b in volume], dtype=self.centers.dtype) for k in (0, 1))
+        P = self.centers[self.occupied & self.observed]
+        P = P[P[:, 2] >= lo[2]]
+        if not len(P): return HullFit(0, None, None, 0.0)
+        out = ((P < lo - self.voxel) | (P > hi + self.voxel)).any(-1).float().mean().item()
+        bounds = tuple((round(a, 4), round(b, 4)) for a, b in zip(P.min(0).values.tolist(), P.max(0).values.tolist()))
+        return HullFit(len(P), bounds, tuple(round(c, 4) for c in P.mean(0).tolist()), out)
+
+# %% ../nbs/10_data.ipynb #hull29bc4
+def visual_hull(cameras: Cameras,  # [V] rig in the FaceLift world
+                masks,  # [V, H, W] subject masks (alpha in [0, 1])
+                resolution: int = 48,  # voxels per edge of the cube [-GSLRM_DEPTH_RANGE, GSLRM_DEPTH_RANGE]³
+                mask_size: int = 128,  # masks are max-pooled to about this many pixels per side before carving
+                ) -> VisualHull:
+    "Carve a voxel grid with the masks; views whose frame a voxel misses leave it alone (subjects cut by the border)."
+    m = torch.as_tensor(masks, dtype=torch.float32)
+    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1:
+        raise TypeError(f"`cameras` must be a Cameras rig [V]; got {type(cameras).__name__}.")
+    if m.ndim != 3 or m.shape[0] != len(cameras) or tuple(m.shape[1:]) != cameras.hw:
+        raise ValueError(f"`masks` must be [V={len(cameras)}, H, W] = {(len(cameras), *cameras.hw)}; "
+                         f"got {tuple(m.shape)}.")
+    if not (isinstance(resolution, int) and resolution >= 8):
+        raise ValueError(f"`resolution` must be an int >= 8; got {resolution!r}.")
+    V, (H, W) = len(cameras), cameras.hw
+    L = GSLRM_DEPTH_RANGE
+    s = (torch.arange(resolution, dtype=torch.float32) + 0.5) * (2 * L / resolution) - L
+    X = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
+    w2c, K = cameras.w2c.float(), cameras.K.float()
+    pc = torch.baddbmm(w2c[:, None, :3, 3], X.expand(V, -1, -1), w2c[:, :3, :3].transpose(1, 2))  # [V, N, 3]
+    z = pc[..., 2].clamp_min(1e-6)
+    u = K[:, None, 0, 0] * pc[..., 0] / z + K[:, None, 0, 2]  # [V, N] pixel coordinates
+    v = K[:, None, 1, 1] * pc[..., 1] / z + K[:, None, 1, 2]
+    infr = (pc[..., 2] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+
+    def lookup(f):  # the masks max-pooled by `f`, and the pooled pixel index of every voxel in every view
+        mp = F.max_pool2d((m > 0.5).float()[:, None], f, ceil_mode=True)[:, 0] > 0.5
+        h, w = mp.shape[1:]
+        return mp.flatten(1), ((v / f).floor().clamp(0, h - 1) * w + (u / f).floor().clamp(0, w - 1)).long(), (h, w)
+    mp, idx, _ = lookup(max(1, -(-max(H, W) // mask_size)))
+    occ = ~(infr & ~torch.gather(mp, 1, idx)).any(0) & infr.any(0)
+    voxel = 2 * L / resolution  # agreement on a grid whose pixel is about one voxel at the subject
+    mc, ic, (h, w) = lookup(max(1, int(voxel * K[:, 0, 0].mean() / cameras.centers.float().norm(dim=-1).mean())))
+    cover = torch.zeros(V, h * w).scatter_add_(1, ic, (infr & occ).float()).reshape(V, 1, h, w)
+    cover = F.max_pool2d((cover > 0).float(), 3, 1, 1).flatten(1) > 0.5
+    agree = (cover & mc).sum(1) / mc.sum(1).clamp_min(1)
+    G = resolution
+    return VisualHull(occ.reshape(G, G, G), infr.all(0).reshape(G, G, G), X.reshape(G, G, G, 3), voxel, agree)
+
 # %% ../nbs/10_data.ipynb #0216c41f
 @dataclass
 class SampleCheck:
@@ -374,8 +447,10 @@ class SampleCheck:
     views: int
     problems: list
     coverage: tuple | None = None  # (min, mean, max) alpha coverage over the views
-    center: tuple | None = None  # triangulated subject centre
-    subject_radius: float | None = None
+    center: tuple | None = None  # centroid of the observed visual hull above the box floor (`HullFit.center`)
+    hull_bounds: tuple | None = None  # ((x0, x1), (y0, y1), (z0, z1)) of that hull
+    outside_fraction: float | None = None  # the fraction of that hull outside the working volume
+    agreement: float | None = None  # the smallest fraction of a view's mask that the hull covers
 
     @property
     def ok(self) -> bool: return not self.problems
@@ -395,12 +470,17 @@ class DatasetReport:
 
     def __str__(self):
         rows = [f"{self.root} — {self.kind}, layout {getattr(self.layout, 'label', None)}: {len(self.samples) - len(self.failed)}/{len(self.samples)} samples pass",
-                f"{'sample':<22} {'views':>5} {'coverage min/mean/max':>22} {'centre dist':>11} {'radius':>7}  status"]
+                f"{'sample':<22} {'views':>5} {'coverage min/mean/max':>22} "
+                f"{'hull x / y / z (observed, above the floor)':>42} "
+                f"{'outside':>7} {'agree':>5} {'off-axis':>8}  status"]
         for s in self.samples:
             cov = "-" if s.coverage is None else "/".join(f"{c:.2f}" for c in s.coverage)
-            cd = "-" if s.center is None else f"{float(torch.tensor(s.center).norm()):.3f}"
-            rad = "-" if s.subject_radius is None else f"{s.subject_radius:.3f}"
-            rows.append(f"{s.name:<22} {s.views:>5} {cov:>22} {cd:>11} {rad:>7}  {'ok' if s.ok else 'FAIL'}")
+            hb = "-" if s.hull_bounds is None else " ".join(f"{a:+.2f}..{b:+.2f}" for a, b in s.hull_bounds)
+            out = "-" if s.outside_fraction is None else f"{s.outside_fraction:.1%}"
+            agr = "-" if s.agreement is None else f"{s.agreement:.2f}"
+            off = "-" if s.center is None else f"{math.hypot(s.center[0], s.center[1]):.3f}"
+            rows.append(f"{s.name:<22} {s.views:>5} {cov:>22} {hb:>42} {out:>7} {agr:>5} {off:>8}  "
+                        f"{'ok' if s.ok else 'FAIL'}")
         for s in self.failed:
             rows += [f"{s.name}:"] + [f"  - {p}" for p in s.problems]
         return "\n".join(rows)
@@ -415,7 +495,8 @@ def _dataset_dirs(root: Path) -> list[Path]:
     if (root / "opencv_cameras.json").is_file() or (root / "cam_000.png").is_file(): return [root]
     return sorted(p for p in root.iterdir() if p.is_dir() and ((p / "opencv_cameras.json").is_file() or (p / "cam_000.png").is_file()))
 
-def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float, center_tol: float) -> SampleCheck:
+def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float, center_tol: float,
+                  min_agreement: float, max_outside: float) -> SampleCheck:
     import numpy as np
     from PIL import Image
     from facelift_nb.cameras import check_cameras
@@ -452,7 +533,7 @@ def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float,
         for p, c in zip(paths, cov):
             if c < 0.005: problems.append(f"{p.relative_to(d)}: alpha is empty (coverage {c:.3f}): no subject, or the mask was lost")
             elif c > 0.95: problems.append(f"{p.relative_to(d)}: alpha is (almost) full (coverage {c:.3f}): the background was not removed")
-    center, rad = None, None
+    center, bounds, outside, agreement = None, None, None, None
     if cams is not None and sizes:
         W, H = sizes[0]
         if (H, W) != cams.hw:
@@ -469,22 +550,39 @@ def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float,
                     problems.append("views in the wrong order: " + "; ".join(wrong) + " (write views in the layout's slot order)")
             except ValueError as e: problems.append(f"the cameras do not fit the layout: {str(e).splitlines()[0]}")
         if len(alphas) == len(cams) and (H, W) == cams.hw and len(cams) >= 2 and all(float(a.sum()) >= 1 for a in alphas):
-            try:
-                fit = normalize_rig(cams, masks=torch.stack(alphas).double(), radius=float(cams.centers.norm(dim=-1).mean()))
-                center, rad = tuple(fit.center.tolist()), fit.subject_radius / fit.scale if fit.subject_radius is not None else None
-                if fit.center.norm() > center_tol:
-                    problems.append(f"subject not centred: its centre (from the masks) is at {[round(c, 3) for c in center]}, "
-                                    f"{float(fit.center.norm()):.3f} from the origin (> {center_tol}); re-run normalize_rig with masks")
-                if fit.fits_volume is False:
-                    problems.append(f"subject outside GS-LRM's working volume: half-size ≈ {rad:.2f} (box x, y ±0.91, z ±1; scale or distance wrong?)")
-            except ValueError as e: problems.append(f"subject centre cannot be triangulated from the masks: {e}")
-    return SampleCheck(d.name, kind, len(paths), problems, coverage, center, rad)
+            hull = visual_hull(cams, torch.stack(alphas))
+            fit, agreement = hull.fit(), float(hull.agreement.min())
+            center, bounds, outside = fit.center, fit.bounds, fit.outside_fraction
+            bad = [i for i, a in enumerate(hull.agreement.tolist()) if a < min_agreement]
+            if bad:
+                shares = [round(float(hull.agreement[i]), 2) for i in bad]
+                problems.append(f"views {bad} disagree with the others: the visual hull of all views covers only "
+                                f"{shares} of their masks (< {min_agreement}); images paired with the wrong cameras "
+                                "(wrong order?) or wrong poses")
+            if not fit.voxels:
+                problems.append("no visual hull inside the working volume: the masks carve away every voxel that all "
+                                "views observe above the box floor (cameras and images do not belong together, or the "
+                                "subject is elsewhere)")
+            elif outside > max_outside:
+                (x0, x1), (y0, y1), (_, z1) = WORKING_VOLUME
+                problems.append(f"subject outside GS-LRM's working volume: {outside:.1%} of its visual hull (observed, "
+                                f"above the floor) lies outside the box x in [{x0}, {x1}], y in [{y0}, {y1}], "
+                                f"z <= {z1} (> {max_outside:.0%}); "
+                                f"hull bounds {bounds} (scale or placement wrong?)")
+            off_axis = math.hypot(center[0], center[1]) if fit.voxels else 0.0
+            if off_axis > center_tol:
+                problems.append(f"subject not centred: its visual hull's centroid {list(center)} is {off_axis:.3f} "
+                                f"off the vertical axis through the origin (> {center_tol}); re-centre the rig on the "
+                                "subject")
+    return SampleCheck(d.name, kind, len(paths), problems, coverage, center, bounds, outside, agreement)
 
 def check_dataset(root,  # dataset folder (with train.txt or sample folders), a list file, or one sample folder
                   layout=None,  # the MV layout (default: from dataset.json; required for MV data without it)
                   radius: float = 2.7,  # expected camera distance
                   radius_rtol: float = 0.1,  # allowed relative deviation from `radius`
-                  center_tol: float = 0.15,  # largest allowed distance of the subject centre from the origin
+                  center_tol: float = 0.15,  # largest horizontal distance of the visual hull's centroid from the z axis
+                  min_agreement: float = 0.95,  # smallest fraction of each view's mask the visual hull must cover
+                  max_outside: float = 0.01,  # largest fraction of the observed visual hull allowed outside the box
                   ) -> DatasetReport:
     "Check every sample of a FaceLift training set (MV or GS-LRM layout) and report per sample."
     import json
@@ -502,6 +600,7 @@ def check_dataset(root,  # dataset folder (with train.txt or sample folders), a 
     if kind == "mvdiffusion":
         if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'): the view order is never guessed.")
         layout = get_layout(layout)
-    samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol) if d.is_dir() else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
+    samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol, min_agreement, max_outside) if d.is_dir()
+               else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
                for d in dirs]
     return DatasetReport(root, kind, layout, samples)

@@ -1,4 +1,4 @@
-"""Atomic file writes: outputs and checkpoints appear whole or not at all.
+"""Atomic file writes that others can read (the umask is respected), and strict reads of YAML configs.
 
 Docs: https://facelift-nb.github.io/facelift_nb/io.html.md"""
 
@@ -7,20 +7,46 @@ Docs: https://facelift-nb.github.io/facelift_nb/io.html.md"""
 # %% ../nbs/00a_io.ipynb #0da98bc6
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import types
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_path', 'write_text_atomic']
+__all__ = ['current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path', 'write_text_atomic', 'read_yaml_config',
+           'load_tensors']
+
+# %% ../nbs/00a_io.ipynb #b7e1a002
+def current_umask() -> int:
+    "The process umask (read from /proc where possible, so it is never changed, even briefly)."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError): pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+def file_mode() -> int: return 0o666 & ~current_umask()  # what open(..., "w") gives a new file
+def folder_mode() -> int: return 0o777 & ~current_umask()  # what mkdir gives a new folder
+
+def make_temp_dir(dir,  # the folder to create it in (the final folder's parent, so a rename is atomic)
+                  prefix: str,  # name prefix, e.g. ".{final.name}.tmp-"
+                 ) -> Path:
+    "A fresh temporary folder with ordinary permissions (`0o777 & ~umask`), unlike `tempfile.mkdtemp`'s 0o700."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(tmp, folder_mode())
+    return tmp
 
 # %% ../nbs/00a_io.ipynb #1fa64983
 @contextmanager
 def atomic_path(path,  # final file path
                 suffix: str | None = None,  # suffix of the temporary file (default: that of `path`)
                ):
-    "Yield a temporary path next to `path`; on success fsync it and rename it onto `path`."
+    "Yield a temporary path next to `path`; on success fsync it, give it `0o666 & ~umask` and rename it onto `path`."
     path = Path(path)
     if path.exists() and path.is_dir():
         raise ValueError(f"`path` must be a file path; got the existing folder {str(path)!r}.")
@@ -33,6 +59,7 @@ def atomic_path(path,  # final file path
     try:
         yield tmp
         with open(tmp, "rb+") as f: os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp made it 0o600; the rename would keep that
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
@@ -42,3 +69,66 @@ def write_text_atomic(path, text: str) -> Path:
     "Write `text` to `path` atomically (UTF-8) and return the path."
     with atomic_path(path) as tmp: Path(tmp).write_text(text, encoding="utf-8")
     return Path(path)
+
+# %% ../nbs/00a_io.ipynb #b7e1a005
+def _type_ok(v, hint) -> bool:
+    "Does the YAML value `v` fit the annotation `hint` (int, float, bool, str, dict, list, tuple, unions, None)?"
+    if hint is typing.Any: return True
+    if hint is type(None) or hint is None: return v is None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType): return any(_type_ok(v, h) for h in typing.get_args(hint))
+    base = origin or hint
+    if base is bool: return isinstance(v, bool)
+    if base is int: return isinstance(v, int) and not isinstance(v, bool)
+    if base is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if base is tuple: return isinstance(v, (list, tuple))
+    return isinstance(v, base) if isinstance(base, type) else True
+
+def read_yaml_config(cls,  # a dataclass whose fields are the config keys
+                     path,  # the YAML file
+                    ):
+    "An instance of `cls` from a YAML mapping of its fields; bad files raise one-line errors naming file and key."
+    import yaml
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no config file at {str(path)!r}.")
+    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())[:200]}).") from None
+    names = [f.name for f in dataclasses.fields(cls)]
+    if d is None: d = {}
+    if not isinstance(d, dict):
+        raise TypeError(f"{path}: a {cls.__name__} config must be a YAML mapping (`key: value` lines); got a {type(d).__name__}.")
+    unknown = sorted(str(k) for k in d if k not in names)
+    if unknown: raise ValueError(f"{path}: unknown keys {unknown}; valid: {names}.")
+    hints = typing.get_type_hints(cls)
+    for k, v in d.items():
+        if not _type_ok(v, hints[k]):
+            raise TypeError(f"{path}: `{k}` must be {hints[k]}; got {v!r} ({type(v).__name__}). Quote strings such as 'no'.")
+        if isinstance(v, list) and _type_ok(tuple(v), hints[k]): d[k] = tuple(v)  # the field takes a tuple
+    try: return cls(**d)
+    except (TypeError, ValueError) as e: raise type(e)(f"{path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+
+# %% ../nbs/00a_io.ipynb #b7e1a008
+def load_tensors(path,  # a .safetensors file or a torch.save file (state dict, tensor, dict of tensors)
+                 what: str = "weights",  # what the file should hold, for the messages
+                ):
+    "The content of a tensor file, loaded safely: safetensors, or torch.load(weights_only=True); one-line errors."
+    import pickle
+    import torch
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no {what} file at {str(path)!r}.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try: return load_file(str(path))
+        except (SafetensorError, ValueError, OSError) as e:
+            raise ValueError(f"{path}: not a readable .safetensors file ({' '.join(str(e).split())[:120]}); "
+                             "truncated? Copy or save it again.") from None
+    try: return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused by the weights-only loader: the pickle holds Python objects or code, not only tensors "
+                         f"({' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:80]}). Load it only from a source "
+                         "you trust and re-save the tensors (torch.save(state_dict) or safetensors).") from None
+    except Exception as e:  # truncated zip, foreign bytes, ...: any failure to parse is reported the same way
+        raise ValueError(f"{path}: not a readable weights-only torch file ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                         f"truncated? Copy or save the {what} again.") from None

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from .cameras import Cameras, check_cameras
 from .checkpoints import sha256_file
 from .data import ImageTransform
-from .io import write_text_atomic
+from .framing import cut_out, frame_face
+from .io import make_temp_dir, write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts
 from .models.gslrm import GSLRM
 from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline, _resolve_folder
@@ -36,29 +37,47 @@ _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout",
          "MVDiffusionOutput", "Gaussians"]
 
 # %% auto #0
-__all__ = ['logger', 'MIN_INPUT_SIZE', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'load_input',
-           'frame_subject', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views', 'FaceLiftPipeline',
-           'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM',
-           'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'FILL_HELP', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE',
+           'load_input', 'frame_subject', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views',
+           'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts',
+           'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
 
 # %% ../nbs/07_pipeline.ipynb #0796e7e6
 MIN_INPUT_SIZE = 64
 
+def _open_image(p: Path, what: str):
+    "The decoded PIL image of the file `p`; broken files and decompression bombs raise one line."
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > ~89 M pixels: refuse, do not allocate
+            with Image.open(p) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{what}: the image is too large to decode safely ({' '.join(str(e).split())[:90]}); "
+                         "resize it (a few megapixels are plenty) and try again.") from None
+    except Exception as e:  # PIL raises many types on foreign or truncated bytes
+        raise ValueError(f"{what}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())[:100]}).") from None
+
 def _read_image(image, what: str = "`image`") -> torch.Tensor:
     "Any image input → float [C, H, W] in [0, 1] with C in (1, 3, 4)."
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     if isinstance(image, (str, Path)):
         p = Path(image)
         if not p.is_file(): raise FileNotFoundError(f"{what}: no file {str(p)!r}.")
-        try:
-            with Image.open(p) as im: im.load(); image = im.copy()
-        except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{what}: {p} is not a readable image ({e}).") from None
+        what = f"{what} {str(p)!r}"
+        image = _open_image(p, what)
     if isinstance(image, Image.Image):
         if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "I;16", "I"):
-            raise ValueError(f"{what}: unsupported image mode {image.mode!r}; convert it to RGB or RGBA.")
+            raise ValueError(f"{what}: unsupported image mode {image.mode!r}; convert it to RGB or RGBA (e.g. a CMYK JPEG).")
         if image.mode in ("P", "LA"): image = image.convert("RGBA")
-        elif image.mode in ("I;16", "I"): image = image.convert("L")
-        image = torch.from_numpy(np.asarray(image).copy())
+        if image.mode in ("I;16", "I"):  # 16-bit grey: keep its range instead of clipping it to 8 bits
+            a = np.asarray(image).astype(np.float32)
+            if a.min() < 0 or a.max() > 65535: raise ValueError(f"{what}: 32-bit integer pixels outside 0..65535; save it as 8 or 16 bit.")
+            image = torch.from_numpy(a / 65535.)
+        else: image = torch.from_numpy(np.asarray(image).copy())
+        if image.ndim == 3: image = image.permute(2, 0, 1)  # PIL is [H, W, C]: say so, tiny images are ambiguous
     elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
     if not isinstance(image, torch.Tensor): raise TypeError(f"{what} must be a path, PIL image, numpy array or tensor; got {type(image).__name__}.")
     x = image.detach().cpu()
@@ -81,38 +100,57 @@ def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch
         alpha = m[3] if m.shape[0] == 4 else m.mean(0)
         if alpha.shape != rgb.shape[1:]: raise ValueError(f"`mask` is {tuple(alpha.shape)} but the image is {tuple(rgb.shape[1:])}.")
     elif alpha is None and remove_background:
-        try: from rembg import remove
-        except ImportError as e: raise ImportError("remove_background=True needs the optional package rembg (pip install rembg); "
-                                                   "or pass an RGBA image or a mask=.") from e
-        from PIL import Image
-        out = np.asarray(remove(Image.fromarray((rgb.permute(1, 2, 0) * 255).round().byte().numpy())))
-        alpha = torch.from_numpy(out[..., 3].copy()).float() / 255
+        alpha = cut_out(rgb)  # the optional rembg (its model is a download); the error says how to pass a mask instead
     if alpha is not None and (alpha > 0.5).sum() < 16:
         raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the mask.")
     return rgb, alpha
 
-def _check_fill(fill) -> None:
-    "A framing `fill` is a fraction in (0, 1] or None (keep the input's framing)."
-    if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1):
-        raise ValueError(f"`fill` must be a fraction in (0, 1] (the subject's share of the side) or None (keep the input's framing); got {fill!r}.")
+# %% ../nbs/07_pipeline.ipynb #f7a3c1e2
+FILL_HELP = ('a fraction in (0, 1] (frame by the subject mask: its share of the side), "face" (the published '
+             "FaceLift face-box framing) or None (keep the input's own framing)")
 
-def frame_subject(rgb: torch.Tensor, alpha: torch.Tensor | None, size: int, fill: float | None = 0.85,
-                  bg=(1., 1., 1.)) -> tuple[torch.Tensor, ImageTransform]:
-    """Centre the subject in a square so it fills `fill` of the side, composite over `bg`, resize to `size`: ([3, size, size], ImageTransform).
-    `fill=None` keeps the input's own framing (a square image, composited and resized only): for models trained on images framed
-    another way, such as the built-in default model."""
+def _check_fill(fill) -> None:
+    "A framing `fill` is a fraction in (0, 1], \"face\" or None."
+    if fill is None or (isinstance(fill, str) and fill == "face"): return
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 < fill <= 1:
+        raise ValueError(f"`fill` must be {FILL_HELP}; got {fill!r}.")
+
+def frame_subject(rgb: torch.Tensor,  # [3, H, W] in [0, 1]
+                  alpha: torch.Tensor | None,  # [H, W] subject mask in [0, 1], or None
+                  size: int,  # output side
+                  fill: float | str | None = 0.85,  # see FILL_HELP; 0.85 is a generic mask framing, not FaceLift's
+                  bg=(1., 1., 1.),  # background colour
+                  detector=None,  # fill="face" only: the face detector (see `facelift_nb.framing.detect_face`)
+                  ) -> tuple[torch.Tensor, ImageTransform]:
+    """Frame the input for a multi-view model, composite over `bg`, resize: ([3, size, size], ImageTransform).
+    "face": the published FaceLift framing (`framing.frame_face`; no alpha/mask: the optional rembg cuts it out);
+    a fraction: centre the mask's box so it fills that share of the side (any subject); None: keep a square
+    input's own framing."""
     H, W = rgb.shape[1:]
     _check_fill(fill)
+    if fill == "face":
+        f = frame_face(rgb, alpha, size, bg, detector)
+        return f.image, f.transform
     if alpha is None or fill is None:
         if H != W:
             why = "an image without alpha or mask" if alpha is None else "with fill=None (keep the framing) the image"
             raise ValueError(f"{why} must already be square and framed; got {W}x{H}. "
-                             + ("Pass an RGBA image or a mask= so the subject can be framed." if alpha is None else "Crop it square, or pass fill=0.85 to recentre it."))
+                             + ("Pass an RGBA image or a mask= so the subject can be framed." if alpha is None else
+                                'Crop it square, or pass fill=0.85 (mask framing) or fill="face" to reframe it.'))
         T = ImageTransform.identity((H, W)).resize((size, size))
     else:
         T = ImageTransform.recenter(alpha, size, fill)
     img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
     return T.image(img, fill=bg).clamp(0, 1), T
+
+def _frame_record(rgb, alpha, size: int, fill, bg) -> tuple[torch.Tensor, ImageTransform, dict]:
+    "`frame_subject` plus the manifest record of the framing used (with the face box for \"face\")."
+    if fill == "face":
+        f = frame_face(rgb, alpha, size, bg)
+        return f.image, f.transform, dict(f.transform.to_dict(), method="face", **f.record())
+    framed, T = frame_subject(rgb, alpha, size, fill, bg)
+    return framed, T, dict(T.to_dict(), method="keep" if fill is None or alpha is None else "mask", fill=fill,
+                           mask="alpha/mask" if alpha is not None else "none")
 
 # %% ../nbs/07_pipeline.ipynb #8d9de57a
 def weights_manifest(path) -> dict:
@@ -140,7 +178,7 @@ class FaceLiftOutput:
         folder = Path(folder)
         if folder.exists() and not overwrite: raise FileExistsError(f"{folder} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp = make_temp_dir(folder.parent, f".{folder.name}.")
         files = {}
         V = len(self.cameras)
         if self.input is not None: files["input"] = save_image(self.input.permute(1, 2, 0), tmp / "input.png").name
@@ -208,24 +246,28 @@ def _on_cpu(r: RenderOutput) -> RenderOutput:
 
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
-    def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None, fill: float | None = 0.85):
+    def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None,
+                 fill: float | str | None = 0.85):
         if not isinstance(mvdiffusion, MVDiffusionPipeline): raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
         if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
         _check_fill(fill)
-        # the input framing the MVDiffusion model was trained on: 0.85 of the side (FaceLift's preprocessing), None = as given
+        # the input framing the MVDiffusion model was trained on (see frame_subject): "face" for the published
+        # FaceLift weights (from_pretrained's default), None for the built-in model; 0.85: a generic mask framing
         self.mvdiffusion, self.gslrm, self.weights, self.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
 
     @classmethod
     def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None, mv_subfolder: str | None = None,
-                        layout=None, device=None, dtype=torch.float32, gslrm_config: dict | None = None) -> FaceLiftPipeline:
-        "Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM)."
+                        layout=None, device=None, dtype=torch.float32, gslrm_config: dict | None = None,
+                        fill: float | str | None = "face") -> FaceLiftPipeline:
+        """Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM).
+        `fill`: the framing the weights were trained on ("face": the published FaceLift weights; `frame_subject`)."""
         sub = mv_subfolder if mv_subfolder is not None else (PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None)
         mv_dir = _resolve_folder(mvdiffusion, sub, "MVDiffusion pipeline")
         mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
         model, gman = load_gslrm(gslrm, dtype, gslrm_config)
         weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": gman}
         if prompt_embeds is not None and isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
-        pipe = cls(mv, model, weights)
+        pipe = cls(mv, model, weights, fill=fill)
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
@@ -236,12 +278,12 @@ class FaceLiftPipeline:
             raise FileNotFoundError(f"the built-in default weights are missing from {WEIGHTS_DIR} (package data not installed?). "
                                     "Reinstall facelift_nb, rebuild them with `python recipes/default_model.py all`, or load other weights "
                                     "with FaceLiftPipeline.from_pretrained(...).")
-        pipe = cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device, dtype=dtype)
         framing = default_card(WEIGHTS_DIR).get("input_framing")
         if not isinstance(framing, dict) or "fill" not in framing:
             raise ValueError(f"{WEIGHTS_DIR / 'card.json'} does not say how inputs are framed (`input_framing.fill`); re-export the weights.")
-        pipe.fill = framing["fill"]  # None: the synthetic renders' own framing (a mouse fills ~45% of the side, a head ~77%)
-        return pipe
+        # None: the synthetic renders' own framing (a mouse fills ~45% of the side, a head ~77%)
+        return cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device,
+                                   dtype=dtype, fill=framing["fill"])
 
     @classmethod
     def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
@@ -250,8 +292,8 @@ class FaceLiftPipeline:
                       "Use FaceLiftPipeline.default() (the trained built-in model) or from_pretrained(...).", UserWarning, stacklevel=2)
         mv = MVDiffusionPipeline.tiny(seed=seed)
         torch.manual_seed(seed)
-        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": {"path": f"tiny random init (seed {seed})", "files": {}},
-                                                     "gslrm": {"path": f"tiny random init (seed {seed})", "files": {}}})
+        init = {"path": f"tiny random init (seed {seed})", "files": {}}
+        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": init, "gslrm": dict(init)}, fill=0.85)
 
     @property
     def device(self) -> torch.device: return next(self.gslrm.parameters()).device
@@ -270,16 +312,18 @@ class FaceLiftPipeline:
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
                  filters: str | None = "facelift", turntable_frames: int = 150, mask=None, remove_background: bool = False,
                  fill: float | None | str = "model", bg=(1., 1., 1.), progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
-        """Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`). `fill="model"` frames the
-        subject the way the loaded model was trained (`self.fill`); a fraction recentres it to that share of the side; None keeps it."""
-        if isinstance(fill, str):
-            if fill != "model": raise ValueError(f'`fill` must be "model", a fraction in (0, 1] or None; got {fill!r}.')
+        """Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`).
+        `fill="model"` frames it the way the loaded model was trained (`self.fill`); "face": the published FaceLift
+        face-box framing (any model); a fraction: by the subject mask, to that share of the side; None keeps it."""
+        if isinstance(fill, str) and fill == "model":
             fill = self.fill
+        elif isinstance(fill, str) and fill != "face":
+            raise ValueError(f'`fill` must be "model" (the model\'s framing) or {FILL_HELP}; got {fill!r}.')
         times, t0 = {}, time.perf_counter()
         mv = self.mvdiffusion
         mv.set_progress_bar_config(disable=not progress)
         rgb, alpha = load_input(image, mask, remove_background)
-        framed, framing = frame_subject(rgb, alpha, mv.resolution, fill, bg)
+        framed, framing, framing_record = _frame_record(rgb, alpha, mv.resolution, fill, bg)
         times["input"] = time.perf_counter() - t0
         t = time.perf_counter()
         views = mv(framed, layout=layout, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed, bg=bg)
@@ -306,7 +350,7 @@ class FaceLiftPipeline:
                                                             guidance_scale=guidance_scale, seed=seed, filters=filters,
                                                             turntable_frames=turntable_frames, render_size=R, fill=fill, bg=list(bg),
                                                             device=str(self.device), dtype=str(next(self.gslrm.parameters()).dtype)),
-                        framing=dict(framing.to_dict(), mask="alpha/mask" if alpha is not None else "none"),
+                        framing=framing_record,
                         timings_s={k: round(v, 4) for k, v in times.items()},
                         versions=dict(facelift_nb=facelift_nb.__version__, torch=torch.__version__, python=platform.python_version()))
         return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)

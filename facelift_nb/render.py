@@ -78,7 +78,7 @@ def project(g: Gaussians,  # one set [N]
             K: torch.Tensor,  # [3, 3] pixel intrinsics
             w2c: torch.Tensor,  # [4, 4] world-to-camera (OpenCV)
             hw: tuple[int, int]) -> Projected:
-    "EWA projection of one set of Gaussians into one camera (reference 3DGS rules, FACTS.md §4)."
+    "EWA projection of one set of Gaussians into one camera (reference 3DGS rules)."
     H, W = hw
     R, t = w2c[:3, :3], w2c[:3, 3]
     p = g.means @ R.T + t

@@ -190,34 +190,46 @@ def save_ply(path, gaussians: Gaussians) -> Path:
     return Path(path)
 
 # %% ../nbs/02_splats.ipynb #27e374d1
-def load_ply(path, dtype=torch.float32) -> Gaussians:
-    "Read a 3DGS PLY file (FaceLift / reference layout) into `Gaussians`."
-    from plyfile import PlyData
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no PLY file at {str(path)!r}.")
-    ply = PlyData.read(str(path))
-    if "vertex" not in ply: raise ValueError(f"{path}: no 'vertex' element; not a Gaussian splat PLY.")
-    v = ply["vertex"].data
+_PLY_NEED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+
+def _ply_gaussians(v) -> Gaussians:
+    "`Gaussians` (float64) from the vertex records `v` of a 3DGS PLY."
     names = set(v.dtype.names)
-    need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    missing = [p for p in need if p not in names]
-    if missing: raise ValueError(f"{path}: missing vertex properties {missing}; a 3DGS PLY needs {need} (+ optional f_rest_*).")
+    missing = [p for p in _PLY_NEED if p not in names]
+    if missing: raise ValueError(f"missing vertex properties {missing}; a 3DGS PLY needs {_PLY_NEED} (+ optional f_rest_*).")
     n_rest = sum(1 for p in names if p.startswith("f_rest_"))
-    if n_rest % 3: raise ValueError(f"{path}: {n_rest} f_rest properties is not 3·(K−1).")
+    if n_rest % 3 or {p for p in names if p.startswith("f_rest_")} != {f"f_rest_{i}" for i in range(n_rest)}:
+        raise ValueError(f"the f_rest properties must be f_rest_0 .. f_rest_{{3·(K−1)−1}}; got {n_rest} of them.")
+    if len(v) == 0: raise ValueError("the PLY has no vertices (an empty splat); nothing to load.")
     per = n_rest // 3
-    col = lambda p: np.asarray(v[p], dtype=np.float64)
+    def col(p):
+        if v.dtype[p].kind not in "iuf": raise TypeError(f"vertex property {p!r} must be a number; got {v.dtype[p]} (a list property?).")
+        return np.asarray(v[p], dtype=np.float64)
     sh = np.zeros((len(v), per + 1, 3))
     for c in range(3):
         sh[:, 0, c] = col(f"f_dc_{c}")
         for k in range(per): sh[:, k + 1, c] = col(f"f_rest_{c * per + k}")
     degree = sh_degree_of(per + 1)
     while degree > 0 and not sh[:, degree ** 2:(degree + 1) ** 2].any(): degree -= 1  # drop all-zero bands
-    sh = sh[:, :(degree + 1) ** 2]
     t = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)
     q = t(np.stack([col(f"rot_{i}") for i in range(4)], -1))
-    if (q.norm(dim=-1) == 0).any(): raise ValueError(f"{path}: some rot_0..3 quaternions are all zero.")
-    g = Gaussians.from_raw(t(np.stack([col(c) for c in "xyz"], -1)), q, t(np.stack([col(f"scale_{i}") for i in range(3)], -1)),
-                           t(col("opacity")), t(sh))
+    if (q.norm(dim=-1) == 0).any(): raise ValueError("some rot_0..3 quaternions are all zero.")
+    return Gaussians.from_raw(t(np.stack([col(c) for c in "xyz"], -1)), q, t(np.stack([col(f"scale_{i}") for i in range(3)], -1)),
+                              t(col("opacity")), t(sh[:, :(degree + 1) ** 2]))
+
+def load_ply(path, dtype=torch.float32) -> Gaussians:
+    "Read a 3DGS PLY file (FaceLift / reference layout) into `Gaussians`; a broken file raises one line naming it."
+    import struct
+    from plyfile import PlyData, PlyParseError
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no PLY file at {str(path)!r}.")
+    try: ply = PlyData.read(str(path))
+    except (PlyParseError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError, MemoryError, struct.error) as e:
+        raise ValueError(f"{path}: not a readable PLY file ({' '.join(str(e).split())[:160]}); "
+                         "write it again (save_ply) or export a standard 3DGS PLY.") from None
+    if "vertex" not in ply: raise ValueError(f"{path}: no 'vertex' element; not a Gaussian splat PLY.")
+    try: g = _ply_gaussians(ply["vertex"].data)
+    except (ValueError, TypeError) as e: raise type(e)(f"{path}: {str(e).splitlines()[0]}") from None
     return g.to(dtype=dtype)
 
 # %% ../nbs/02_splats.ipynb #134e30e8

@@ -1,4 +1,4 @@
-"""Fixtures for tests and examples: where the reference data lives, and small seeded scenes.
+"""Fixtures for tests and examples: the optional reference data, synthetic samples at the published rigs, small seeded scenes.
 
 Docs: https://facelift-nb.github.io/facelift_nb/testing.html.md"""
 
@@ -13,26 +13,81 @@ from pathlib import Path
 import torch
 
 import facelift_nb
+from .cameras import Cameras, published_cameras_path
+from .layouts import FACELIFT6_JSON_FRAMES
 from .splats import SH_C0, Gaussians
+from .synthetic import make_subject, render_views, save_rgba
 
 # %% auto #0
-__all__ = ['reference_path', 'shell_scene', 'head_scene']
+__all__ = ['REFERENCE_ENV', 'has_reference', 'reference_path', 'write_mv_sample', 'write_gslrm_sample', 'random_prompt_embeds',
+           'shell_scene', 'head_scene']
 
 # %% ../nbs/14_testing.ipynb #bddc4ba2
+REFERENCE_ENV = "FACELIFT_NB_REFERENCE"  # when set, the only place the reference data is looked for
+
 def _reference_roots() -> list[Path]:
-    "Candidate reference folders, in the order they are tried."
-    roots = [Path(os.environ["FACELIFT_NB_REFERENCE"])] if os.environ.get("FACELIFT_NB_REFERENCE") else []
+    "Candidate reference folders, in the order they are tried: only $FACELIFT_NB_REFERENCE when it is set."
+    if os.environ.get(REFERENCE_ENV): return [Path(os.environ[REFERENCE_ENV])]
+    roots = []
     for start in (Path.cwd().resolve(), Path(facelift_nb.__file__).resolve().parent):
         for d in (start, *start.parents): roots += [d / "shared" / "reference"]
     return list(dict.fromkeys(roots))
 
-def reference_path(*parts: str) -> Path:
-    "Path of a file or folder inside the shared reference data, e.g. `reference_path('facelift_inference_cameras.json')`."
-    roots = _reference_roots()
-    for root in roots:
+def _find_reference(parts: tuple[str, ...]) -> Path | None:
+    for root in _reference_roots():
         if (root / Path(*parts)).exists(): return root / Path(*parts)
-    raise FileNotFoundError(f"reference data {'/'.join(parts)!r} not found; looked in {[str(r) for r in roots[:4]]}... "
-                            "Set FACELIFT_NB_REFERENCE to the shared/reference folder.")
+    return None
+
+def has_reference(*parts: str) -> bool:
+    "Whether the optional reference data (or the file or folder `parts` inside it) is available."
+    return _find_reference(parts) is not None
+
+def reference_path(*parts: str) -> Path:
+    "Path of a file or folder inside the optional reference data, e.g. `reference_path('facelift_prompt_embeds_6view')`."
+    found = _find_reference(parts)
+    if found is not None: return found
+    env = os.environ.get(REFERENCE_ENV)
+    where = f"${REFERENCE_ENV} = {env!r}" if env else f"{[str(r) for r in _reference_roots()[:3]]}... (shared/reference above here)"
+    raise FileNotFoundError(f"reference data {'/'.join(parts) or 'folder'!r} not found in {where}. The reference folder is optional "
+                            f"(real upstream sample files, used only by tests marked `reference`); to use it, set {REFERENCE_ENV} "
+                            "to the folder that holds it.")
+
+# %% ../nbs/14_testing.ipynb #7e3b2a02
+def _new_folder(folder) -> Path:
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()): raise FileExistsError(f"{folder} exists and is not empty; pass a new folder.")
+    return folder
+
+def write_mv_sample(folder,  # new sample folder, gets cam_000.png ... cam_005.png
+                    size: int = 128,  # views are size² (the published samples are 512²)
+                    seed: int = 0,  # the `make_subject` seed
+                    kind: str = "head",  # "head" or "mouse"
+                    ) -> Path:
+    "An MVDiffusion sample: one procedural subject rendered at the published inference rig, slot order, RGBA."
+    folder = _new_folder(folder)
+    cams = Cameras.from_facelift_json(published_cameras_path())[list(FACELIFT6_JSON_FRAMES)].resize((size, size))
+    for j, im in enumerate(render_views(make_subject(seed, kind), cams)): save_rgba(im, folder / f"cam_{j:03d}.png")
+    return folder
+
+def write_gslrm_sample(folder,  # new sample folder, gets images/cam_000.png ... cam_031.png and opencv_cameras.json
+                       size: int = 128,  # views are size² (the published sample is 512²)
+                       seed: int = 0,  # the `make_subject` seed
+                       kind: str = "head",  # "head" or "mouse"
+                       ) -> Path:
+    "A GS-LRM sample: one procedural subject rendered at the 32 cameras of the published training sample."
+    folder = _new_folder(folder)
+    cams = Cameras.from_facelift_json(published_cameras_path("gslrm_sample")).resize((size, size))
+    for im, m in zip(render_views(make_subject(seed, kind), cams), cams.meta): save_rgba(im, folder / m["file_path"])
+    cams.to_facelift_json(folder / "opencv_cameras.json")
+    return folder
+
+def random_prompt_embeds(num_views: int = 6,  # V
+                         dim: int = 1024,  # D: 1024 as published (SD 2.x CLIP text), 32 for the tiny models
+                         seed: int = 0,
+                         dtype=torch.float16,  # float16 as published
+                         ) -> torch.Tensor:  # [V, 77, D]
+    "Random per-view prompt embeddings, by default of the published file's shape and dtype."
+    return torch.randn(num_views, 77, dim, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 # %% ../nbs/14_testing.ipynb #3c00c9c4
 def _rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:  # [..., 1, 3]

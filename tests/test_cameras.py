@@ -9,7 +9,7 @@ import torch
 from hypothesis import assume, given, settings, strategies as st
 
 from facelift_nb.cameras import (Cameras, check_cameras, from_blender, from_colmap, intrinsics_from_fov, look_at,
-                                 orbit, plucker_inputs, ray_bundle, to_blender, to_colmap)
+                                 orbit, plucker_inputs, published_cameras_path, ray_bundle, to_blender, to_colmap)
 from facelift_nb.layouts import FACELIFT6_JSON_FRAMES
 
 finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
@@ -23,10 +23,26 @@ def random_rig(n=5, seed=0, hw=(48, 64)):
     return orbit(az, el, radius=1 + torch.rand(n, generator=g) * 3, fov_deg=40., hw=hw)
 
 
-# ---------------------------------------------------------------- reference rig
+# ---------------------------------------------------------------- the published rigs (shipped with the package)
 
-def test_reference_rig_geometry(ref_json):
-    cams = Cameras.from_facelift_json(ref_json)
+@pytest.fixture
+def published_json():
+    return published_cameras_path()
+
+
+UPSTREAM = {"inference": ("facelift_inference_cameras.json",),
+            "gslrm_sample": ("facelift_data_sample", "gslrm", "sample_000", "opencv_cameras.json")}
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("rig", sorted(UPSTREAM))
+def test_shipped_camera_files_are_the_published_ones(rig):
+    from facelift_nb.testing import reference_path
+    assert published_cameras_path(rig).read_bytes() == reference_path(*UPSTREAM[rig]).read_bytes()
+
+
+def test_published_rig_geometry(published_json):
+    cams = Cameras.from_facelift_json(published_json)
     slot = cams[list(FACELIFT6_JSON_FRAMES)]
     expected = torch.tensor([[0, -2.7, 0], [-1.909188, -1.909188, 0], [-2.7, 0, 0], [0, 2.7, 0], [2.7, 0, 0],
                              [1.909188, -1.909188, 0]])
@@ -42,8 +58,8 @@ def test_reference_rig_geometry(ref_json):
 
 # ---------------------------------------------------------------- json round trips
 
-def test_json_round_trip_float32_lossless(ref_json, tmp_path):
-    a = Cameras.from_facelift_json(ref_json)
+def test_json_round_trip_float32_lossless(published_json, tmp_path):
+    a = Cameras.from_facelift_json(published_json)
     b = Cameras.from_facelift_json(a.to_facelift_json(tmp_path / "a.json"))
     c = Cameras.from_facelift_json(b.to_facelift_json(tmp_path / "b.json"))
     for x in (b, c):
@@ -52,18 +68,17 @@ def test_json_round_trip_float32_lossless(ref_json, tmp_path):
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
 
 
-def test_json_round_trip_float64_reproduces_file_values(ref_json, tmp_path):
-    a = Cameras.from_facelift_json(ref_json, dtype=torch.float64)
+def test_json_round_trip_float64_reproduces_file_values(published_json, tmp_path):
+    a = Cameras.from_facelift_json(published_json, dtype=torch.float64)
     out = json.loads(a.to_facelift_json(tmp_path / "a.json").read_text())
-    src = json.loads(ref_json.read_text())
+    src = json.loads(published_json.read_text())
     assert out["id"] == src["id"]
     for fo, fs in zip(out["frames"], src["frames"]):
         assert fo == fs  # every key and every number, exactly
 
 
 def test_json_keeps_file_order_and_file_paths():
-    from facelift_nb.testing import reference_path
-    cams = Cameras.from_facelift_json(reference_path("facelift_data_sample", "gslrm", "sample_000", "opencv_cameras.json"))
+    cams = Cameras.from_facelift_json(published_cameras_path("gslrm_sample"))
     assert len(cams) == 32
     assert [m["file_path"] for m in cams.meta] == [f"images/cam_{i:03d}.png" for i in range(32)]
     assert check_cameras(cams, radius=2.7).ok
@@ -331,8 +346,8 @@ def test_transform_preserves_projection():
 
 # ---------------------------------------------------------------- check_cameras
 
-def test_check_cameras_flags(ref_json):
-    ref = Cameras.from_facelift_json(ref_json)
+def test_check_cameras_flags(published_json):
+    ref = Cameras.from_facelift_json(published_json)
     assert check_cameras(ref, radius=2.7).ok
     w2c = ref.w2c.clone()
     scaled = w2c.clone(); scaled[3, :3, :3] *= 1.5  # a scaled rotation never becomes a Cameras

@@ -142,9 +142,24 @@ def test_subject_outside_the_volume_and_off_centre_are_reported(tmp_path):
     cams = get_layout("facelift6").cameras(hw=(64, 64))
     samples = [PreparedSample(n, v[..., :3].permute(0, 3, 1, 2), v[..., 3], cams) for n, v in
                (("big", render_views(big, cams)), ("off", render_views(off, cams)))]
+    moved = make_subject(9, "head", density=0.5)
+    moved = type(moved)(moved.means + torch.tensor([0.8, 0., 0.]), moved.quats, moved.scales, moved.opacities,
+                        moved.sh)  # 0.8 along x: out of the box
+    v = render_views(moved, cams)
+    samples.append(PreparedSample("moved", v[..., :3].permute(0, 3, 1, 2), v[..., 3], cams))
     r = check_dataset(write_mv_dataset(tmp_path / "mv", samples, "facelift6", size=64))
     assert "outside GS-LRM's working volume" in _problems(r, "big")
     assert "subject not centred" in _problems(r, "off")
+    assert "outside GS-LRM's working volume" in _problems(r, "moved")
+    hb = next(s for s in r.samples if s.name == "moved").hull_bounds
+    assert hb[0][1] > 1.0 and abs(hb[1][0] + hb[1][1]) < 0.3  # the hull moved along x only
+
+
+def test_gslrm_depth_range_is_the_models():
+    import inspect
+    from facelift_nb.data import GSLRM_DEPTH_RANGE
+    from facelift_nb.models.gslrm import GSLRM
+    assert GSLRM_DEPTH_RANGE == inspect.signature(GSLRM.__init__).parameters["depth_range"].default
 
 
 def test_missing_or_trivial_alpha_is_reported(prepared, tmp_path):
@@ -188,3 +203,54 @@ def _bare_mv(cams):
     d.mkdir()
     Image.new("RGBA", (16, 16)).save(d / "cam_000.png")
     return d
+
+
+@pytest.mark.reference
+def test_published_samples_pass_and_broken_copies_fail(tmp_path):
+    "The published samples pass unchanged (Python and CLI); copies with one classic mistake each fail, naming it."
+    from facelift_nb.testing import reference_path
+    gs = reference_path("facelift_data_sample", "gslrm", "sample_000")
+    mv = reference_path("facelift_data_sample", "mvdiffusion", "sample_000")
+    r = check_dataset(gs)
+    assert r.ok, str(r)
+    s = r.samples[0]
+    assert s.outside_fraction == 0 and s.agreement > 0.99
+    assert s.center[2] > -0.3  # the hull's centre is near the head's, not 0.45 below the origin like the mask centroids
+    assert check_dataset(mv, layout="facelift6").ok
+    for args in ([str(gs)], [str(mv), "--layout", "facelift6"]):
+        cli = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", *args], capture_output=True, text=True,
+                             timeout=300)
+        assert cli.returncode == 0 and "1/1 samples pass" in cli.stdout, cli.stdout + cli.stderr
+
+    def broken(name, src=gs):
+        return shutil.copytree(src, tmp_path / name)
+
+    def edit_cameras(d, fn):
+        js = json.loads((d / "opencv_cameras.json").read_text())
+        fn(js["frames"])
+        (d / "opencv_cameras.json").write_text(json.dumps(js))
+
+    d = broken("mirrored")
+    edit_cameras(d, lambda fr: fr[7].__setitem__("w2c", [[-v for v in fr[7]["w2c"][0]]] + fr[7]["w2c"][1:]))
+    assert "mirrored" in _problems(check_dataset(d), "mirrored")
+    d = broken("order")
+    a, b = d / "images" / "cam_000.png", d / "images" / "cam_008.png"
+    tmp = a.read_bytes(); a.write_bytes(b.read_bytes()); b.write_bytes(tmp)  # two views a quarter turn apart swapped
+    p = _problems(check_dataset(d), "order")
+    assert "disagree with the others" in p and "[0," in p and "8" in p
+    d = broken("stale")
+    for f in (d / "images").glob("*.png"):
+        with Image.open(f) as im: im.resize((256, 256)).save(f)  # images resized, cameras left at 512²
+    assert "images are 256x256 but the cameras say 512x512" in _problems(check_dataset(d), "stale")
+    d = broken("noalpha")
+    with Image.open(d / "images" / "cam_004.png") as im: im.convert("RGB").save(d / "images" / "cam_004.png")
+    assert "cam_004.png: no alpha channel" in _problems(check_dataset(d), "noalpha")
+    d = broken("moved")  # the subject 0.8 off along x: every camera (and so the world) shifted the other way
+    def shift(frames):
+        for f in frames:
+            for k in range(3): f["w2c"][k][3] += 0.8 * f["w2c"][k][0]
+    edit_cameras(d, shift)
+    assert "outside GS-LRM's working volume" in _problems(check_dataset(d), "moved")
+    d = broken("mv_noalpha", mv)
+    with Image.open(d / "cam_002.png") as im: im.convert("RGB").save(d / "cam_002.png")
+    assert "cam_002.png: no alpha channel" in _problems(check_dataset(d, layout="facelift6"), "mv_noalpha")

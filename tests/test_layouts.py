@@ -5,13 +5,13 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from facelift_nb.cameras import Cameras, orbit
+from facelift_nb.cameras import Cameras, orbit, published_cameras_path
 from facelift_nb.layouts import (FACELIFT6_JSON_FRAMES, ViewLayout, get_layout, layout_stats, list_layouts, match_layout,
                                  register_layout, uniform_layout, view_prompts)
 
 
-def test_facelift6_equals_published_json(ref_json):
-    ref = Cameras.from_facelift_json(ref_json)
+def test_facelift6_equals_published_json():
+    ref = Cameras.from_facelift_json(published_cameras_path())
     mine = get_layout("facelift6").cameras()
     idx = list(FACELIFT6_JSON_FRAMES)
     assert (mine.w2c - ref.w2c[idx]).abs().max() < 1e-5
@@ -69,9 +69,8 @@ def test_match_tolerates_jitter_and_scale(daz, del_, radius):
     assert max(m.residuals_deg) < 6.
 
 
-def test_match_picks_slots_from_a_larger_rig(ref_json):
-    from facelift_nb.testing import reference_path
-    rig = Cameras.from_facelift_json(reference_path("facelift_data_sample", "gslrm", "sample_000", "opencv_cameras.json"))
+def test_match_picks_slots_from_a_larger_rig():
+    rig = Cameras.from_facelift_json(published_cameras_path("gslrm_sample"))
     m = match_layout(rig, "uniform4", max_residual_deg=60.)
     assert len(set(m.indices)) == 4
 

@@ -1,4 +1,4 @@
-"""Multi-view attention semantics (FACTS.md §5) and strict loading of the published MV UNet folder."""
+"""Multi-view attention semantics (the published rule) and strict loading of the published MV UNet folder."""
 import json
 
 import pytest
@@ -93,7 +93,7 @@ from PIL import Image
 from facelift_nb.layouts import get_layout, view_prompts
 from facelift_nb.models.mvdiffusion import (MVDiffusionOutput, MVDiffusionPipeline, encode_view_prompts, load_prompt_embeds,
                                             save_prompt_embeds, tiny_text_components)
-from facelift_nb.testing import reference_path
+from facelift_nb.testing import random_prompt_embeds, reference_path
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +104,20 @@ def tiny_pipe():
 
 
 @pytest.fixture(scope="module")
-def front():
-    return Image.open(reference_path("facelift_data_sample/mvdiffusion/sample_000/cam_000.png"))
+def front(front_png):
+    return Image.open(front_png)  # a procedural head seen by the published front camera, RGBA 512²
 
 
-def test_published_prompt_file_loads_and_is_checked(tmp_path):
-    path = reference_path("facelift_prompt_embeds_6view/clr_embeds.pt")
+@pytest.fixture
+def published_like_embeds(tmp_path):
+    "A prompt-embeddings file in the published format: a plain [6, 77, 1024] float16 tensor, no sidecar (random)."
+    path = tmp_path / "embeds" / "clr_embeds.pt"
+    path.parent.mkdir()
+    torch.save(random_prompt_embeds(), path)
+    return path
+
+
+def _check_published_prompt_file(path, tmp_path):
     e = load_prompt_embeds(path, layout="facelift6", cross_attention_dim=1024)
     assert e.shape == (6, 77, 1024) and e.dtype == torch.float32
     with pytest.raises(ValueError, match="cross_attention_dim is 768"):
@@ -118,6 +126,19 @@ def test_published_prompt_file_loads_and_is_checked(tmp_path):
         load_prompt_embeds(path, layout="uniform4")
     with pytest.raises(FileNotFoundError, match="clr_embeds.pt"):
         load_prompt_embeds(tmp_path / "nope.pt")
+
+
+def test_published_format_prompt_file_loads_and_is_checked(published_like_embeds, tmp_path):
+    _check_published_prompt_file(published_like_embeds, tmp_path)
+
+
+@pytest.mark.reference
+def test_published_prompt_file_loads_and_is_checked(tmp_path):
+    path = reference_path("facelift_prompt_embeds_6view/clr_embeds.pt")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert isinstance(raw, torch.Tensor) and raw.shape == (6, 77, 1024)
+    assert raw.dtype == torch.float16  # the stand-in file copies this shape and dtype
+    _check_published_prompt_file(path, tmp_path)
 
 
 def test_prompt_embeds_round_trip_and_slot_check(tmp_path):
@@ -213,7 +234,7 @@ def test_saved_folder_has_published_naming_and_reloads(tiny_pipe, front, tmp_pat
         tiny_pipe.save_pretrained(folder)
 
 
-def test_loader_never_substitutes(tiny_pipe, tmp_path):
+def test_loader_never_substitutes(tiny_pipe, published_like_embeds, tmp_path):
     folder = tiny_pipe.save_pretrained(tmp_path / "p")
     import shutil
     shutil.move(str(folder / "prompt_embeds"), str(tmp_path / "pe"))
@@ -224,7 +245,7 @@ def test_loader_never_substitutes(tiny_pipe, tmp_path):
     p = MVDiffusionPipeline.from_pretrained(folder, prompt_embeds=tmp_path / "pe" / "clr_embeds.pt")
     assert p.prompt_embeds.shape == (6, 77, 32)
     with pytest.raises(ValueError, match="cross_attention_dim is 32"):
-        MVDiffusionPipeline.from_pretrained(folder, prompt_embeds=reference_path("facelift_prompt_embeds_6view/clr_embeds.pt"))
+        MVDiffusionPipeline.from_pretrained(folder, prompt_embeds=published_like_embeds)
     shutil.move(str(folder / "vae"), str(tmp_path / "vae"))
     with pytest.raises(FileNotFoundError, match=r"missing \['vae'\]"):
         MVDiffusionPipeline.from_pretrained(folder, prompt_embeds=tmp_path / "pe" / "clr_embeds.pt")

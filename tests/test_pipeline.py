@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from facelift_nb.cameras import published_cameras_path
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
 from facelift_nb.checkpoints import sha256_file
 from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input
-from facelift_nb.testing import reference_path
 
-FRONT = reference_path("facelift_data_sample/mvdiffusion/sample_000/cam_000.png")
+# `front_png` (conftest): a procedural head seen by the published front camera, RGBA 512²
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,14 @@ def published_like(tmp_path_factory):
     return root
 
 
-def test_tiny_warns_loudly_and_runs(default_pipe):
+def test_tiny_warns_loudly_and_runs(front_png, default_pipe):
     with pytest.warns(UserWarning, match="RANDOM-INITIALISED"):
         FaceLiftPipeline.tiny()
-    out = default_pipe(FRONT, num_inference_steps=2, turntable_frames=3, progress=False, render_size=32)
+    out = default_pipe(front_png, num_inference_steps=2, turntable_frames=3, progress=False, render_size=32)
     assert out.layout.names == get_layout("facelift6").names and out.turntable.rgb.shape == (3, 32, 32, 3)
     assert out.manifest["settings"]["render_size"] == 32
     with pytest.raises(ValueError, match="render_size"):
-        default_pipe(FRONT, num_inference_steps=1, turntable_frames=0, progress=False, render_size=2)
+        default_pipe(front_png, num_inference_steps=1, turntable_frames=0, progress=False, render_size=2)
 
 
 def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
@@ -81,10 +81,12 @@ def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
         FaceLiftPipeline.default()  # never a random substitute
 
 
-def test_published_layout_folders_load_and_manifest_hashes(published_like, tmp_path):
+def test_published_layout_folders_load_and_manifest_hashes(front_png, published_like, tmp_path):
     pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=published_like / "pipeckpts", gslrm=published_like / "ckpt_0000000000021125.pt",
                                             prompt_embeds=published_like / "prompt" / "clr_embeds.pt", gslrm_config=GSLRM.tiny_config())
-    out = pipe(FRONT, num_inference_steps=2, turntable_frames=2, progress=False)
+    assert pipe.fill == "face"  # published-layout weights default to the published face-box framing
+    # the procedural head has no face a detector finds: frame it by its mask (face framing is tested in test_framing.py)
+    out = pipe(front_png, num_inference_steps=2, turntable_frames=2, progress=False, fill=0.85)
     folder = out.save(tmp_path / "res")
     man = json.loads((folder / "manifest.json").read_text())
     rec = man["weights"]["gslrm"]["files"]["ckpt_0000000000021125.pt"]
@@ -107,8 +109,8 @@ def test_offline_hub_ids_fail_clearly(tmp_path):
         FaceLiftPipeline.from_pretrained(mvdiffusion="nobody/facelift-nb-missing", gslrm="nobody/facelift-nb-missing")
 
 
-def test_save_refuses_then_backs_up(default_pipe, tmp_path):
-    out = default_pipe(FRONT, num_inference_steps=1, turntable_frames=0, progress=False)
+def test_save_refuses_then_backs_up(front_png, default_pipe, tmp_path):
+    out = default_pipe(front_png, num_inference_steps=1, turntable_frames=0, progress=False)
     out.save(tmp_path / "r")
     assert not (tmp_path / "r" / "turntable.mp4").exists()
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -117,7 +119,7 @@ def test_save_refuses_then_backs_up(default_pipe, tmp_path):
     assert len(list(tmp_path.glob("r.bak-*"))) == 1 and not list(tmp_path.glob(".r.*"))
 
 
-def test_input_errors(tmp_path):
+def test_input_errors(front_png, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="not a readable image"):
         load_input(tmp_path / "bad.png")
@@ -128,7 +130,7 @@ def test_input_errors(tmp_path):
         load_input(tmp_path / "cmyk.jpg")
     with pytest.raises(ValueError, match="at least 64 pixels"):
         load_input(np.zeros((40, 90, 3), np.uint8))
-    rgba = Image.open(FRONT)
+    rgba = Image.open(front_png)
     with pytest.raises(ValueError, match="pass one of them"):
         load_input(rgba, mask=np.ones((512, 512), np.uint8) * 255)
     with pytest.raises(ValueError, match="almost\\) empty"):
@@ -149,8 +151,8 @@ def test_input_errors(tmp_path):
             load_input(np.zeros((64, 64, 3), np.uint8), remove_background=True)
 
 
-def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics():
-    rgba = np.asarray(Image.open(FRONT))
+def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics(front_png):
+    rgba = np.asarray(Image.open(front_png))
     a_rgb, a_mask = load_input(rgba[..., :3], mask=rgba[..., 3])
     b_rgb, b_alpha = load_input(rgba)
     torch.testing.assert_close(a_rgb, b_rgb); torch.testing.assert_close(a_mask, b_alpha)
@@ -184,26 +186,26 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "facelift_nb", *map(str, args)], capture_output=True, text=True, timeout=900)
 
 
-def test_cli_run_reconstruct_render_checkpoints(tmp_path):
-    r = _cli("run", FRONT, "-o", tmp_path / "one", "--default", "--steps", "2", "--turntable", "3")
+def test_cli_run_reconstruct_render_checkpoints(gslrm_sample, front_png, tmp_path):
+    r = _cli("run", front_png, "-o", tmp_path / "one", "--default", "--steps", "2", "--turntable", "3")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(["input.png", "multiview.png", "gaussians.ply", "renders.png",
                                                                            "turntable.mp4", "cameras.json", "manifest.json"])
-    r = _cli("run", FRONT, "-o", tmp_path / "one", "--default")
+    r = _cli("run", front_png, "-o", tmp_path / "one", "--default")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("facelift-nb: error: output exists")
-    r = _cli("run", FRONT, "-o", tmp_path / "two", "--steps", "1")
+    r = _cli("run", front_png, "-o", tmp_path / "two", "--steps", "1")
     assert r.returncode == 2 and "--weights" in r.stderr
     imgs = tmp_path / "imgs"; imgs.mkdir()
-    for n in ("a", "b"): Image.open(FRONT).resize((128, 128)).save(imgs / f"{n}.png")
+    for n in ("a", "b"): Image.open(front_png).resize((128, 128)).save(imgs / f"{n}.png")
     r = _cli("run", imgs, "-o", tmp_path / "many", "--default", "--steps", "1", "--turntable", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a", "b"]
-    # reconstruct from the reference GS-LRM sample's own views and cameras
-    sample = reference_path("facelift_data_sample/gslrm/sample_000")
+    # reconstruct from a GS-LRM sample's own views and cameras (synthetic, at the published 32-camera rig)
+    sample = gslrm_sample
     r = _cli("reconstruct", sample, "--cameras", sample / "opencv_cameras.json", "-o", tmp_path / "rec", "--default", "--turntable", "2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert {"gaussians.ply", "renders.png", "cameras.json", "manifest.json", "turntable.mp4"} <= {p.name for p in (tmp_path / "rec").iterdir()}
-    r = _cli("reconstruct", sample, "--cameras", reference_path("facelift_inference_cameras.json"), "-o", tmp_path / "rec2", "--default")
+    r = _cli("reconstruct", sample, "--cameras", published_cameras_path(), "-o", tmp_path / "rec2", "--default")
     assert r.returncode == 2 and "facelift-nb: error:" in r.stderr
     r = _cli("render", tmp_path / "one" / "gaussians.ply", "-o", tmp_path / "tt", "--turntable", "8", "--size", "48")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -225,8 +227,9 @@ def test_cli_fill_argument():
     import argparse
     from facelift_nb.cli import _fill_arg, main
     assert _fill_arg("model") == "model" and _fill_arg("keep") is None and _fill_arg("0.7") == 0.7
+    assert _fill_arg("face") == "face"  # the published face-box framing
     for bad in ("0", "1.2", "auto"):
-        with pytest.raises(argparse.ArgumentTypeError, match="'model', 'keep' or a fraction"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'model', 'face', 'keep' or a fraction"):
             _fill_arg(bad)
     with pytest.raises(SystemExit) as e:
         main(["run", "x.png", "-o", "out", "--fill", "2"])

@@ -67,9 +67,13 @@ def test_pipeline_import():
 
 
 def test_cli_demo_runs_the_default_model(tmp_path):
+    "README's main job, run as after a plain `pip install .`: the dev-only packages cannot be imported."
+    from test_install import plain_install_env
     exe = shutil.which("facelift-nb")
     assert exe, "the facelift-nb console script is not installed: pip install -e ."
-    r = subprocess.run([exe, "demo", "--out", str(tmp_path / "out"), "--steps", "20", "--turntable", "12"], capture_output=True, text=True, timeout=600)
+    (tmp_path / "site").mkdir()
+    r = subprocess.run([exe, "demo", "-o", str(tmp_path / "out"), "--steps", "20", "--turntable", "12"], capture_output=True,
+                       text=True, timeout=600, env=plain_install_env(tmp_path / "site"))
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(["input.png", "multiview.png", "gaussians.ply", "renders.png", "turntable.mp4",
@@ -87,11 +91,13 @@ def test_cli_demo_runs_the_default_model(tmp_path):
     from facelift_nb.layouts import get_layout
     cams = Cameras.from_facelift_json(out / "cameras.json")
     assert (cams.w2c - get_layout("facelift6").cameras().w2c).abs().max() < 1e-6
-    r = subprocess.run([exe, "demo", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([exe, "demo", "--output", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--overwrite" in r.stderr  # never overwritten without asking
 
 
-def test_cli_check_cameras_exit_codes(tmp_path, ref_json):
+def test_cli_check_cameras_exit_codes(tmp_path):
+    from facelift_nb.cameras import published_cameras_path
+    ref_json = published_cameras_path()
     exe = shutil.which("facelift-nb")
     ok = subprocess.run([exe, "check-cameras", str(ref_json), "--radius", "2.7"], capture_output=True, text=True)
     assert ok.returncode == 0 and "OK" in ok.stdout

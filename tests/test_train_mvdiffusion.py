@@ -12,12 +12,11 @@ import torch
 from PIL import Image
 
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, _unet_weights, tiny_mv_unet_config
-from facelift_nb.testing import reference_path
 from facelift_nb.train.mvdiffusion import (STATE_FILE, MVDataset, MVTrainConfig, check_mv_sample, latest_mv_checkpoint,
                                            list_mv_checkpoints, min_snr_weights, mv_training_loss, train_mvdiffusion,
                                            widen_unet_input)
 
-REF = reference_path("facelift_data_sample", "mvdiffusion", "sample_000")
+# `mv_sample` (conftest): a synthetic head rendered at the published inference rig, slot order, 128² RGBA
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +24,26 @@ def tiny_folder(tmp_path_factory):
     return MVDiffusionPipeline.tiny().save_pretrained(tmp_path_factory.mktemp("p") / "tiny_pipeline")
 
 
-def _cfg(out, pretrained, **kw):
-    base = dict(data=str(REF), output_dir=str(out), pretrained=str(pretrained), max_steps=4, checkpoint_every=2, keep_last=2, lr=1e-3)
-    return MVTrainConfig(**(base | kw))
+@pytest.fixture
+def make_cfg(mv_sample):
+    "An `MVTrainConfig` factory on the synthetic sample; keywords override."
+    def make(out, pretrained, **kw):
+        base = dict(data=str(mv_sample), output_dir=str(out), pretrained=str(pretrained), max_steps=4, checkpoint_every=2,
+                    keep_last=2, lr=1e-3)
+        return MVTrainConfig(**(base | kw))
+    return make
 
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_dataset_checks(tmp_path):
-    ds = MVDataset(REF, "facelift6", image_size=24, input_view="back")
+def test_dataset_checks(mv_sample, tmp_path):
+    ds = MVDataset(mv_sample, "facelift6", image_size=24, input_view="back")
     it = ds[0]
     assert it["views"].shape == (6, 3, 24, 24) and torch.equal(it["input"], it["views"][3])
     assert ds.layout.names[3] == "back"
-    bad = tmp_path / "s"; shutil.copytree(REF, bad)
+    bad = tmp_path / "s"; shutil.copytree(mv_sample, bad)
     Image.open(bad / "cam_002.png").convert("RGB").save(bad / "cam_002.png")
     (bad / "cam_004.png").unlink()
     problems = check_mv_sample(bad, 6)
@@ -47,14 +51,14 @@ def test_dataset_checks(tmp_path):
     with pytest.raises(ValueError, match="no usable samples"):
         MVDataset(bad, "facelift6")
     with pytest.raises(ValueError, match="not a slot"):
-        MVDataset(REF, "facelift6", input_view="top")
+        MVDataset(mv_sample, "facelift6", input_view="top")
 
 
-def test_recipe_shares_timesteps_and_drops_conditions(tiny_folder, monkeypatch):
+def test_recipe_shares_timesteps_and_drops_conditions(mv_sample, tiny_folder, monkeypatch):
     pipe = MVDiffusionPipeline.from_pretrained(tiny_folder)
     from diffusers import DDPMScheduler
     ns = DDPMScheduler.from_config(pipe.scheduler.config)
-    ds = MVDataset(REF, "facelift6", image_size=16)
+    ds = MVDataset(mv_sample, "facelift6", image_size=16)
     batch = {k: torch.stack([ds[0][k], ds[0][k]]) for k in ("views", "input")}
     seen = []
     orig = pipe.unet.forward
@@ -78,9 +82,9 @@ def test_min_snr_weights():
     torch.testing.assert_close(min_snr_weights(ac, t, 5.0), torch.minimum(snr, torch.tensor(5.)) / (snr + 1))
 
 
-def test_checkpoint_paths_rotation_and_final_pipeline(tiny_folder, tmp_path, monkeypatch):
+def test_checkpoint_paths_rotation_and_final_pipeline(mv_sample, make_cfg, tiny_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative output_dir: the published hook doubled exactly this kind of path
-    res = train_mvdiffusion(_cfg("runs/exp1", tiny_folder, max_steps=6, keep_last=2))
+    res = train_mvdiffusion(make_cfg("runs/exp1", tiny_folder, max_steps=6, keep_last=2))
     root = tmp_path / "runs" / "exp1"
     assert [p.name for p in list_mv_checkpoints(root / "checkpoints")] == ["checkpoint-4", "checkpoint-6"]
     ck = root / "checkpoints" / "checkpoint-6"
@@ -102,15 +106,15 @@ def test_checkpoint_paths_rotation_and_final_pipeline(tiny_folder, tmp_path, mon
     assert pipe.layout.names[1] == "front_right"
     for k, v in _unet_weights(ck / "unet").items():
         assert torch.equal(v, pipe.unet.state_dict()[k])  # the final pipeline holds the last weights
-    assert pipe(Image.open(REF / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (6, 16, 16, 3)
+    assert pipe(Image.open(mv_sample / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (6, 16, 16, 3)
 
 
 @pytest.mark.parametrize("ema", [False, True])
-def test_resume_is_exact(tiny_folder, tmp_path, ema):
-    straight = train_mvdiffusion(_cfg(tmp_path / "a", tiny_folder, max_steps=4, ema=ema, ema_decay=0.9))
+def test_resume_is_exact(make_cfg, tiny_folder, tmp_path, ema):
+    straight = train_mvdiffusion(make_cfg(tmp_path / "a", tiny_folder, max_steps=4, ema=ema, ema_decay=0.9))
     # a run that stopped after its step-2 checkpoint, resumed: it must end bit-identical to the uninterrupted run
     shutil.copytree(tmp_path / "a" / "checkpoints" / "checkpoint-2", tmp_path / "b" / "checkpoints" / "checkpoint-2")
-    resumed = train_mvdiffusion(_cfg(tmp_path / "b", tiny_folder, max_steps=4, resume=True, ema=ema, ema_decay=0.9))
+    resumed = train_mvdiffusion(make_cfg(tmp_path / "b", tiny_folder, max_steps=4, resume=True, ema=ema, ema_decay=0.9))
     assert [r["step"] for r in resumed["history"]] == [3, 4]
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"][2:]]
     wa = _unet_weights(tmp_path / "a" / "pipeline" / "unet"); wb = _unet_weights(tmp_path / "b" / "pipeline" / "unet")
@@ -121,10 +125,10 @@ def test_resume_is_exact(tiny_folder, tmp_path, ema):
         assert any(not torch.equal(wb[k], last[k]) for k in wb)  # the final pipeline carries the EMA weights
 
 
-def test_resume_skips_broken_and_requires_a_checkpoint(tiny_folder, tmp_path, caplog):
+def test_resume_skips_broken_and_requires_a_checkpoint(make_cfg, tiny_folder, tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match="no valid checkpoint"):
-        train_mvdiffusion(_cfg(tmp_path / "none", tiny_folder, resume=True))
-    train_mvdiffusion(_cfg(tmp_path / "r", tiny_folder, max_steps=4))
+        train_mvdiffusion(make_cfg(tmp_path / "none", tiny_folder, resume=True))
+    train_mvdiffusion(make_cfg(tmp_path / "r", tiny_folder, max_steps=4))
     ckdir = tmp_path / "r" / "checkpoints"
     (ckdir / "checkpoint-4" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"truncated")
     with caplog.at_level(logging.WARNING):
@@ -132,21 +136,21 @@ def test_resume_skips_broken_and_requires_a_checkpoint(tiny_folder, tmp_path, ca
     assert "skipping" in caplog.text and "checkpoint-4" in caplog.text
 
 
-def test_other_layout_and_widened_base_unet(tiny_folder, tmp_path):
+def test_other_layout_and_widened_base_unet(mv_sample, make_cfg, tiny_folder, tmp_path):
     data = tmp_path / "four" / "s0"; data.mkdir(parents=True)
-    for j, src in enumerate([0, 2, 3, 4]):  # front, right, back, left of the reference sample = the uniform4 slots
-        shutil.copy(REF / f"cam_{src:03d}.png", data / f"cam_{j:03d}.png")
+    for j, src in enumerate([0, 2, 3, 4]):  # front, right, back, left of the sample = the uniform4 slots
+        shutil.copy(mv_sample / f"cam_{src:03d}.png", data / f"cam_{j:03d}.png")
     from diffusers import UNet2DConditionModel
     base_dir = tmp_path / "base_unet"
     base = UNet2DConditionModel(**(tiny_mv_unet_config() | dict(in_channels=4)))
     base.save_pretrained(base_dir)
-    res = train_mvdiffusion(_cfg(tmp_path / "run4", tiny_folder, data=str(tmp_path / "four"), layout="uniform4", unet_from=str(base_dir),
-                                 max_steps=2))
+    res = train_mvdiffusion(make_cfg(tmp_path / "run4", tiny_folder, data=str(tmp_path / "four"), layout="uniform4",
+                                     unet_from=str(base_dir), max_steps=2))
     pipe = MVDiffusionPipeline.from_pretrained(res["pipeline"]); pipe.set_progress_bar_config(disable=True)
     assert pipe.layout.names == ("front", "right", "back", "left") and pipe.unet.config.in_channels == 8 and pipe.unet.mv_num_views == 4
-    assert pipe(Image.open(REF / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (4, 16, 16, 3)
+    assert pipe(Image.open(mv_sample / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (4, 16, 16, 3)
     with pytest.raises(ValueError, match="no usable samples"):  # 6-view samples are refused for a 4-view layout
-        train_mvdiffusion(_cfg(tmp_path / "bad", tiny_folder, layout="uniform4", max_steps=1))
+        train_mvdiffusion(make_cfg(tmp_path / "bad", tiny_folder, layout="uniform4", max_steps=1))
 
 
 def test_widened_unet_keeps_base_outputs():
@@ -162,11 +166,11 @@ def test_widened_unet_keeps_base_outputs():
     assert wide.config.in_channels == 8
 
 
-def test_config_validation_and_cli(tiny_folder, tmp_path):
+def test_config_validation_and_cli(mv_sample, make_cfg, tiny_folder, tmp_path):
     with pytest.raises(ValueError, match="sum to at most 1"):
-        _cfg(tmp_path, tiny_folder, drop_clip=0.6, drop_both=0.6)
+        make_cfg(tmp_path, tiny_folder, drop_clip=0.6, drop_both=0.6)
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"data: {REF}\noutput_dir: {tmp_path / 'cli'}\npretrained: {tiny_folder}\nmax_steps: 1\ncheckpoint_every: 1\n")
+    cfg.write_text(f"data: {mv_sample}\noutput_dir: {tmp_path / 'cli'}\npretrained: {tiny_folder}\nmax_steps: 1\ncheckpoint_every: 1\n")
     r = subprocess.run([sys.executable, "-m", "facelift_nb", "train-mvdiffusion", str(cfg)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained to step 1" in r.stdout and (tmp_path / "cli" / "checkpoints" / "checkpoint-1" / "unet").is_dir()
@@ -175,9 +179,22 @@ def test_config_validation_and_cli(tiny_folder, tmp_path):
         MVTrainConfig.from_yaml(tmp_path / "bad.yaml")
 
 
-def test_gradient_checkpointing_gives_the_same_step(tiny_folder, tmp_path):
-    a = train_mvdiffusion(_cfg(tmp_path / "a", tiny_folder, max_steps=1, checkpoint_every=1))
-    b = train_mvdiffusion(_cfg(tmp_path / "b", tiny_folder, max_steps=1, checkpoint_every=1, gradient_checkpointing=True))
+def test_gradient_checkpointing_gives_the_same_step(make_cfg, tiny_folder, tmp_path):
+    a = train_mvdiffusion(make_cfg(tmp_path / "a", tiny_folder, max_steps=1, checkpoint_every=1))
+    b = train_mvdiffusion(make_cfg(tmp_path / "b", tiny_folder, max_steps=1, checkpoint_every=1, gradient_checkpointing=True))
     assert abs(a["history"][0]["loss"] - b["history"][0]["loss"]) < 1e-6
     wa, wb = _unet_weights(tmp_path / "a" / "pipeline" / "unet"), _unet_weights(tmp_path / "b" / "pipeline" / "unet")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+@pytest.mark.reference
+def test_published_sample_reads_and_trains(tiny_folder, tmp_path):
+    "The real published MV training sample passes the checks, gives its six slots and trains a step."
+    from facelift_nb.testing import reference_path
+    ref = reference_path("facelift_data_sample", "mvdiffusion", "sample_000")
+    assert check_mv_sample(ref, 6) == []
+    it = MVDataset(ref, "facelift6", image_size=32)[0]
+    assert it["views"].shape == (6, 3, 32, 32) and torch.equal(it["input"], it["views"][0])
+    res = train_mvdiffusion(MVTrainConfig(data=str(ref), output_dir=str(tmp_path / "run"), pretrained=str(tiny_folder),
+                                          max_steps=1, checkpoint_every=1))
+    assert len(res["history"]) == 1 and torch.isfinite(torch.tensor(res["history"][0]["loss"]))

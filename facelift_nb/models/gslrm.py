@@ -110,7 +110,7 @@ class GSLRM(ModelMixin, ConfigMixin):
 
     @staticmethod
     def tiny_config() -> dict:
-        "The test configuration of FACTS.md §7 (32², width 64, 2 layers: about 0.2 M parameters)."
+        "The tiny test configuration (32², width 64, 2 layers: about 0.2 M parameters)."
         return dict(image_size=32, patch_size=8, width=64, head_dim=16, num_layers=2, num_global_gaussians=2, sh_degree=0)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, render_inputs: bool = False, bg=(1., 1., 1.),
@@ -187,14 +187,13 @@ def _read_state_dict(path) -> tuple[dict, dict]:
     "The model state dict of a published-format checkpoint, and its training metadata (step counters)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}; the published GS-LRM file is gslrm/ckpt_0000000000021125.pt.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path)), {}
-    try: obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e}).") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # the published layout (+ our optional "model_config")
+    from facelift_nb.io import load_tensors
+    obj = load_tensors(path, "GS-LRM checkpoint")  # safetensors, or torch.load(weights_only=True)
+    if path.suffix == ".safetensors": return obj, {}
+    tensors = lambda d: isinstance(d, dict) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+    if isinstance(obj, dict) and tensors(obj.get("model")):  # the published layout (+ our optional "model_config")
         return obj["model"], {k: obj[k] for k in ("fwdbwd_pass_step", "param_update_step", "model_config") if k in obj}
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()): return obj, {}
+    if tensors(obj): return obj, {}
     raise ValueError(f"{path}: expected {{'model': state_dict, ...}} or a bare state dict; got {type(obj).__name__} "
                      f"with keys {list(obj)[:8] if isinstance(obj, dict) else '-'}.")
 
@@ -203,12 +202,16 @@ def _check_state_dict(sd: dict, expected: dict, path) -> None:
     missing = sorted(set(expected) - set(sd)); unexpected = sorted(set(sd) - set(expected))
     shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}" for k in set(sd) & set(expected)
                     if tuple(sd[k].shape) != tuple(expected[k].shape))
+    dtypes = sorted(k for k in set(sd) & set(expected) if not sd[k].is_floating_point())
+    if dtypes: raise ValueError(f"{path}: tensors {dtypes[:5]} are {sd[dtypes[0]].dtype}, not floating point; not GS-LRM weights.")
+    bad = sorted(k for k in set(sd) & set(expected) if not torch.isfinite(sd[k]).all())
+    if bad: raise ValueError(f"{path}: tensors {bad[:5]} hold NaN or inf; the checkpoint is corrupt (a diverged run?).")
     if missing or unexpected or shapes:
         lines = ([f"missing ({len(missing)}): {missing[:10]}{' ...' if len(missing) > 10 else ''}"] if missing else []) + \
                 ([f"unexpected ({len(unexpected)}): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"] if unexpected else []) + \
                 ([f"shape mismatch ({len(shapes)}): {shapes[:6]}{' ...' if len(shapes) > 6 else ''}"] if shapes else [])
-        raise ValueError(f"{path}: the checkpoint does not fit the GS-LRM configuration; nothing was loaded.\n  " + "\n  ".join(lines) +
-                         "\nA smaller or different model? Pass its architecture with config={...} (e.g. width, num_layers).")
+        raise ValueError(f"{path}: the checkpoint does not fit the GS-LRM configuration; nothing was loaded: " + "; ".join(lines) +
+                         ". A smaller or different model? Pass its architecture with config={...} (e.g. width, num_layers).")
 
 def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch.float32) -> GSLRM:
     "Read, check and load a published-format checkpoint into a model built from `config` (published defaults)."
@@ -219,7 +222,8 @@ def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch
     dropped = [k for k in sd if k.startswith("loss_calculator.")]
     if dropped: logger.info(f"dropping {len(dropped)} training-only loss_calculator.* tensors (VGG perceptual loss)")
     sd = {k: v for k, v in sd.items() if not k.startswith("loss_calculator.")}
-    saved = meta.pop("model_config", None) or {}  # written by train_gslrm; the published file has none (= published architecture)
+    saved = meta.pop("model_config", None) or {}
+    if not isinstance(saved, dict): raise ValueError(f"{path}: its 'model_config' must be a dict; got {type(saved).__name__}.")  # written by train_gslrm; the published file has none (= published architecture)
     with torch.device("meta"): model = cls(**(saved | (config or {})))
     _check_state_dict(sd, model.state_dict(), path)
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)

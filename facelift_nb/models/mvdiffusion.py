@@ -129,7 +129,7 @@ def tiny_mv_unet_config() -> dict:
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #6c7ea36b
-from ..io import atomic_path, write_text_atomic
+from ..io import atomic_path, load_tensors, make_temp_dir, write_text_atomic
 from ..layouts import FACELIFT_PROMPT_TEMPLATE, ViewLayout, get_layout, view_prompts
 
 def encode_view_prompts(layout, text_encoder, tokenizer, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
@@ -154,6 +154,7 @@ def save_prompt_embeds(path, embeds: torch.Tensor, layout, template: str = FACEL
 
 def _check_embeds(embeds, num_views: int | None = None, cross_attention_dim: int | None = None, where: str = "prompt embeddings"):
     if not isinstance(embeds, torch.Tensor): raise TypeError(f"{where} must be a torch.Tensor [V, 77, D]; got {type(embeds).__name__}.")
+    if not embeds.is_floating_point(): raise TypeError(f"{where} must be floating point; got {embeds.dtype}.")
     if embeds.ndim != 3 or embeds.shape[1] != 77:
         raise ValueError(f"{where} must have shape [V, 77, D]; got {tuple(embeds.shape)}.")
     if num_views is not None and embeds.shape[0] != num_views:
@@ -168,12 +169,13 @@ def load_prompt_embeds(path, layout=None, cross_attention_dim: int | None = None
     "Read prompt embeddings `[V,77,D]` (float32) and check them against `layout` (V, and the sidecar's slot names) and the UNet's dim."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no prompt embeddings at {str(path)!r} (the published 6-view file is clr_embeds.pt).")
-    embeds = torch.load(path, map_location="cpu", weights_only=True)
+    embeds = load_tensors(path, "prompt embeddings")  # torch.load(weights_only=True): a pickle with code is refused
     layout = get_layout(layout) if layout is not None else None
     _check_embeds(embeds, len(layout) if layout is not None else None, cross_attention_dim, where=f"the prompt embeddings in {path.name}")
     side = _sidecar(path)
     if layout is not None and side.is_file():
-        names = json.loads(side.read_text())["layout"]["names"]
+        try: names = json.loads(side.read_text(encoding="utf-8"))["layout"]["names"]
+        except (ValueError, KeyError, TypeError) as e: raise ValueError(f"{side}: not a prompt-embeddings sidecar ({e!r}).") from None
         if tuple(names) != tuple(layout.names):
             raise ValueError(f"{path.name} was encoded for slots {names}, not {list(layout.names)}; views would get the wrong prompts.")
     return embeds.float()
@@ -435,7 +437,7 @@ def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_temp_dir(path.parent, f".{path.name}.")
     for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
         m = getattr(self, name)
         if m is not None: m.save_pretrained(tmp / name)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'psnr', 'ssim', 'VGGPerceptual',
            'gslrm_loss', 'GSLRMTrainConfig', 'list_gslrm_checkpoints', 'latest_gslrm_checkpoint', 'gslrm_hooks',
-           'export_published_checkpoint', 'train_gslrm']
+           'export_published_checkpoint', 'make_accelerator', 'train_gslrm']
 
 # %% ../../nbs/08_train.gslrm.ipynb #4ac340ff
 def sample_dirs(source) -> list[Path]:
@@ -226,14 +226,9 @@ class GSLRMTrainConfig:
 
     @classmethod
     def from_yaml(cls, path) -> GSLRMTrainConfig:
-        "Read a YAML file whose keys are this dataclass's fields (unknown keys raise)."
-        import yaml
-        d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(cls)]}.")
-        for k in ("betas", "random_crop", "input_views"):
-            if d.get(k) is not None: d[k] = tuple(d[k])
-        return cls(**d)
+        "Read a YAML mapping of this dataclass's fields (unknown keys, wrong types: one-line errors naming the file)."
+        from facelift_nb.io import read_yaml_config
+        return read_yaml_config(cls, path)
 
 # %% ../../nbs/08_train.gslrm.ipynb #7fa4528d
 MODEL_SUBFOLDER = "gslrm"
@@ -312,14 +307,28 @@ def _load_weights(model: GSLRM, path) -> None:
     src = GSLRM.from_pretrained(p) if p.is_dir() else GSLRM.from_facelift_checkpoint(p, config=dict(model.config))
     model.load_state_dict(src.state_dict(), strict=True)
 
+# %% ../../nbs/08_train.gslrm.ipynb #b5e1a7c2
+def make_accelerator(mixed_precision: str = "no",  # "no", "bf16" or "fp16"
+                     ):
+    "The training `Accelerator`: the LR schedule counts optimizer steps; processes that did not join are an error."
+    from accelerate import Accelerator
+    # step_scheduler_with_optimizer=False: Accelerate would otherwise step the schedule once per process at every step
+    acc = Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and acc.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes (WORLD_SIZE) but Accelerate joined {acc.num_processes}: "
+                           "each would train alone and overwrite the others' checkpoints. Without CUDA, processes "
+                           "join only on CPU: set ACCELERATE_USE_CPU=1 "
+                           "(`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`).")
+    return acc
+
 # %% ../../nbs/08_train.gslrm.ipynb #e5714ef5
 def train_gslrm(config: GSLRMTrainConfig) -> dict:
-    "Fine-tune GS-LRM as `config` says; returns the loss history and the checkpoints written."
-    from accelerate import Accelerator
+    "Fine-tune GS-LRM as `config` says; returns the loss history, the checkpoints written and the trained model."
     from accelerate.utils import set_seed
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from facelift_nb.render import render
-    acc = Accelerator(mixed_precision=config.mixed_precision)
+    acc = make_accelerator(config.mixed_precision)
     set_seed(config.seed)
     out = Path(config.output_dir); ck = out / "checkpoints"
     if acc.is_main_process: ck.mkdir(parents=True, exist_ok=True)
@@ -367,7 +376,9 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
         if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step(); sched.step(); opt.zero_grad()
         state["step"] = step + 1
-        rec = {"step": step + 1, "loss": loss.item(), "psnr": psnr(pr.detach().clamp(0, 1), tg).mean().item(), "lr": sched.get_last_lr()[0]}
+        logged = torch.stack([loss.detach().float(), psnr(pr.detach().clamp(0, 1), tg).mean()])
+        logged = acc.reduce(logged, "mean")  # the mean over all processes: the global batch's loss and PSNR
+        rec = {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(), "lr": sched.get_last_lr()[0]}
         history.append(rec)
         if acc.is_main_process:
             with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
@@ -381,4 +392,5 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
             dest = out / "published" / f"ckpt_{config.max_steps:016d}.pt"
             if dest.exists(): move_to_trash(dest, out / "trash")
             published = export_published_checkpoint(saved[-1], dest)
-    return {"history": history, "checkpoints": saved, "published": published}
+    acc.wait_for_everyone()  # every process returns once final/ and published/ exist
+    return {"history": history, "checkpoints": saved, "published": published, "model": acc.unwrap_model(model)}

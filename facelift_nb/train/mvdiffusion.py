@@ -25,6 +25,7 @@ from ..io import atomic_path, write_text_atomic
 from ..layouts import ViewLayout, get_layout
 from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, _same_views, install_mv_attention, save_prompt_embeds,
                                             stock_unet_config)
+from .gslrm import make_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -136,33 +137,39 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
     snr = ac / (1 - ac)
     return snr.clamp(max=gamma) / (snr + 1)
 
-def _conditioning(pipe: MVDiffusionPipeline, inputs: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _conditioning(pipe: MVDiffusionPipeline, inputs: torch.Tensor, gens: list) -> tuple[torch.Tensor, torch.Tensor]:
     "Class labels [B, 2D] and condition latents [B, 4, h, w] of B input images, as the pipeline computes them."
-    cls = torch.cat([pipe._image_embeds(x.cpu().clamp(0, 1), generator) for x in inputs])
+    cls = torch.cat([pipe._image_embeds(x.cpu().clamp(0, 1), g) for x, g in zip(inputs, gens)])
     lat = torch.cat([pipe._image_latent(x.cpu().clamp(0, 1)) for x in inputs])
     return cls, lat
 
 def mv_training_loss(pipe: MVDiffusionPipeline, unet, batch: dict, prompt_embeds: torch.Tensor, noise_scheduler,
-                     generator: torch.Generator, snr_gamma: float = 5.0, drop=(0.05, 0.05, 0.05)) -> torch.Tensor:
+                     generator,  # a torch.Generator, or a list of B, one per object (draws then ignore the batch split)
+                     snr_gamma: float = 5.0, drop=(0.05, 0.05, 0.05)) -> torch.Tensor:
     "The published MV diffusion loss of one batch (`views [B,V,3,S,S]`, `input [B,3,S,S]`)."
     views, inputs = batch["views"], batch["input"]
     B, V = views.shape[:2]
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * B
+    if len(gens) != B:
+        raise ValueError(f"`generator` must be one torch.Generator or a list of B = {B}; got a list of {len(gens)}.")
+    per_object = lambda draw: torch.cat([draw(g) for g in gens])  # each object's draws come from its own generator
     dev, dt = pipe.device, pipe.dtype
     with torch.no_grad():
         R = pipe.resolution
         x = F.interpolate(views.flatten(0, 1), size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
         post = pipe.vae.encode((x * 2 - 1).to(dev, pipe.vae.dtype)).latent_dist
-        lat = post.mean + post.std * torch.randn(post.mean.shape, generator=generator).to(dev, post.mean.dtype)
+        eps = per_object(lambda g: torch.randn((V, *post.mean.shape[1:]), generator=g))
+        lat = post.mean + post.std * eps.to(dev, post.mean.dtype)
         lat = (lat * pipe.vae.config.scaling_factor).to(dt)
-        cls, cond = _conditioning(pipe, inputs, generator)
-        r = torch.rand(B, generator=generator)
+        cls, cond = _conditioning(pipe, inputs, gens)
+        r = per_object(lambda g: torch.rand(1, generator=g))
         drop_clip = (r < drop[0] + drop[1]).to(dev)  # CLIP only, or both
         drop_lat = ((r >= drop[0]) & (r < drop[0] + drop[1] + drop[2])).to(dev)  # both, or latent only
         cls = torch.where(drop_clip[:, None], torch.zeros_like(cls), cls.to(dev)).to(dt)
         cond = torch.where(drop_lat[:, None, None, None], torch.zeros_like(cond), cond.to(dev)).to(dt)
     T = noise_scheduler.config.num_train_timesteps
-    t = torch.randint(0, T, (B,), generator=generator).to(dev).repeat_interleave(V)  # one timestep per object
-    noise = torch.randn(lat.shape, generator=generator).to(dev, dt)
+    t = per_object(lambda g: torch.randint(0, T, (1,), generator=g)).to(dev).repeat_interleave(V)  # one per object
+    noise = per_object(lambda g: torch.randn((V, *lat.shape[1:]), generator=g)).to(dev, dt)
     noisy = noise_scheduler.add_noise(lat, noise, t)
     target = noise_scheduler.get_velocity(lat, noise, t)
     inp = torch.cat([noisy, cond.repeat_interleave(V, 0)], 1)
@@ -247,12 +254,9 @@ class MVTrainConfig:
 
     @classmethod
     def from_yaml(cls, path) -> MVTrainConfig:
-        "Read a YAML file whose keys are this dataclass's fields (unknown keys raise)."
-        import yaml
-        d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(cls)]}.")
-        return cls(**d)
+        "Read a YAML mapping of this dataclass's fields (unknown keys, wrong types: one-line errors naming the file)."
+        from facelift_nb.io import read_yaml_config
+        return read_yaml_config(cls, path)
 
 def _mv_batch(ds: MVDataset, step: int, batch_size: int, rank: int, world: int, seed: int) -> dict:
     "The batch of `step` for process `rank`: a fixed function of the step (exact resumption)."
@@ -264,12 +268,11 @@ def _mv_batch(ds: MVDataset, step: int, batch_size: int, rank: int, world: int, 
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 def train_mvdiffusion(config: MVTrainConfig) -> dict:
-    "Fine-tune the MV UNet as `config` says; returns the loss history, the checkpoints written and the final pipeline folder."
-    from accelerate import Accelerator
+    "Fine-tune the MV UNet as `config` says; returns the loss history, checkpoints, final pipeline folder and UNet."
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
-    acc = Accelerator(mixed_precision=config.mixed_precision)
+    acc = make_accelerator(config.mixed_precision)
     torch.manual_seed(config.seed)
     out = Path(config.output_dir); ckdir = out / "checkpoints"
     if acc.is_main_process: ckdir.mkdir(parents=True, exist_ok=True)
@@ -312,16 +315,19 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
     start, history, saved = state["step"], [], []
     drop = (config.drop_clip, config.drop_both, config.drop_latent)
     for step in range(start, config.max_steps):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 31 + acc.process_index)
+        first = (step * acc.num_processes + acc.process_index) * config.batch_size  # global index of our 1st sample
+        gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + j)
+                for j in range(first, first + config.batch_size)]
         batch = _mv_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
         with acc.autocast():
-            loss = mv_training_loss(pipe, unet, batch, pipe.prompt_embeds, noise_scheduler, g, config.snr_gamma, drop)
+            loss = mv_training_loss(pipe, unet, batch, pipe.prompt_embeds, noise_scheduler, gens, config.snr_gamma,
+                                    drop)
         acc.backward(loss)
         if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(unet.parameters(), config.grad_clip)
         opt.step(); sched.step(); opt.zero_grad()
         if ema is not None: ema.step(acc.unwrap_model(unet).parameters())
         state["step"] = step + 1
-        rec = {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
+        rec = {"step": step + 1, "loss": acc.reduce(loss.detach().float(), "mean").item(), "lr": sched.get_last_lr()[0]}
         history.append(rec)
         if acc.is_main_process:
             with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
@@ -335,7 +341,8 @@ def train_mvdiffusion(config: MVTrainConfig) -> dict:
         pipe.unet = model.eval()
         final = pipe.save_pretrained(out / "pipeline", overwrite=True)
         if ema is not None: ema.restore(model.parameters())
-    return {"history": history, "checkpoints": saved, "pipeline": final}
+    acc.wait_for_everyone()  # every process returns once the final pipeline exists
+    return {"history": history, "checkpoints": saved, "pipeline": final, "unet": acc.unwrap_model(unet)}
 
 def _save_mv_checkpoint(acc, unet, ckdir: Path, step: int, keep_last: int, state: dict) -> Path:
     "save_state into an atomic folder, verify the UNet read back, write the manifest, rotate older ones to trash."
