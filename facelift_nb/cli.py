@@ -133,12 +133,16 @@ def _cmd_run(args) -> int:
     if not images: raise CLIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
     targets = [out / p.stem for p in images] if src.is_dir() else [out]
     for t in targets: _free_output(t, args.overwrite)
+    if args.mask is not None and src.is_dir():
+        raise CLIError("--mask goes with one image; for a folder, give RGBA images (the alpha is the mask)")
+    if args.mask is not None and not Path(args.mask).is_file(): raise CLIError(f"no mask image at {args.mask!r}")
     from facelift_nb.pipeline import _read_image
     for img in images: _read_image(img, "image")  # refuse broken images before loading the weights
     pipe = _pipeline(args)
     for img, target in zip(images, targets):
         res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                   filters=_filters(args), turntable_frames=args.turntable, render_size=args.render_size, fill=args.fill)
+                   filters=_filters(args), turntable_frames=args.turntable, render_size=args.render_size, fill=args.fill,
+                   mask=args.mask, remove_background=args.remove_background)
         res.save(target, overwrite=args.overwrite)
         print(f"{img.name}: {len(res.gaussians):,} Gaussians, {res.manifest['timings_s']['total']:.1f} s -> {target}")
     return 0
@@ -237,6 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--turntable", type=int, default=150, help="turntable frames (0: none)")
     r.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
     r.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    r.add_argument("--mask", default=None, help="subject mask image for an RGB input (white = subject)")
+    r.add_argument("--remove-background", action="store_true",
+                   help="cut an RGB input out with rembg (pip install 'facelift-nb[rembg]'; its model is a download)")
     r.add_argument("--fill", default="model", type=_fill_arg,
                    help="input framing: 'face' (the published FaceLift face-box framing; needs a frontal face), "
                         "a fraction (0-1] (frame by the subject mask: its share of the side), 'keep' (the input's "

@@ -234,3 +234,21 @@ def test_cli_fill_argument():
     with pytest.raises(SystemExit) as e:
         main(["run", "x.png", "-o", "out", "--fill", "2"])
     assert e.value.code == 2
+
+
+def test_cli_run_with_a_mask(tmp_path, capsys):
+    "An RGB photo and its mask image: `run --mask` frames by the mask; a mask with a folder input is refused."
+    from facelift_nb.cli import example_image, main
+    rgba = np.asarray(Image.open(example_image("mouse")).convert("RGBA"))
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "photo.png")
+    Image.fromarray(rgba[..., 3]).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"), "--default", "--fill", "0.5",
+                 "-o", str(out), "--steps", "2", "--turntable", "0"]) == 0
+    framing = json.loads((out / "manifest.json").read_text())["framing"]
+    assert framing["mask"] == "alpha/mask" and framing["method"] == "mask", framing
+    assert main(["run", str(tmp_path), "--mask", str(tmp_path / "mask.png"), "--default", "-o", str(tmp_path / "o2")]) == 2
+    assert "--mask goes with one image" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "nope.png"), "--default",
+                 "-o", str(tmp_path / "o3")]) == 2
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
