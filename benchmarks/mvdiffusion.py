@@ -1,7 +1,7 @@
 """Benchmark: MVDiffusion denoising steps on CPU, multi-view attention ("reference", "dense") against diffusers'
 default attention processor (SDPA, each view attending only to itself) on the same UNet weights.
 
-Cases: the tiny pipeline of FACTS.md §7 (6 views, 8² latents; a whole pipeline step: CFG batch of 12, scheduler
+Cases: the tiny test pipeline (6 views, 8² latents; a whole pipeline step: CFG batch of 12, scheduler
 step; the fixed cost of encoding and decoding is removed by differencing 1 and 1+k steps), and a mid-size UNet
 (block channels 128/256/512, 6 views, 32² latents, CFG batch of 12; one UNet forward = one step).
 Times are interleaved in one process (median of repeats); the peak memory of one step is measured in a fresh

@@ -135,10 +135,13 @@ def detect_face(image,  # RGB [3, H, W] float in [0, 1] or [H, W, 3] uint8 (the 
     img = _to_u8(image) if isinstance(image, torch.Tensor) else np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"`image` must be [3, H, W] float or [H, W, 3] uint8 RGB; got {img.shape} {img.dtype}.")
-    if detector is None: detector, calibration = haar_face_boxes, calibration or HAAR_CALIBRATION
+    detector = haar_face_boxes if detector is None else detector
     haar = detector is haar_face_boxes
+    if calibration is None: calibration = HAAR_CALIBRATION if haar else BoxCalibration()
     name = "opencv-haar:" + HAAR_CASCADE if haar else getattr(detector, "__name__", type(detector).__name__)
-    boxes = np.asarray(detector(img), np.float64).reshape(-1, 4)
+    try: boxes = np.asarray(detector(img), np.float64).reshape(-1, 4)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the face detector {name} must return boxes [N, 4] as (x1, y1, x2, y2); {e}") from e
     if len(boxes) == 0:
         raise ValueError(f"no face found in the {img.shape[1]}x{img.shape[0]} image ({name}); face framing "
                          "(fill='face') needs a frontal face. For other subjects pass a mask (or an RGBA image) and "
@@ -146,7 +149,7 @@ def detect_face(image,  # RGB [3, H, W] float in [0, 1] or [H, W, 3] uint8 (the 
                          "the face and try again.")
     b = boxes[int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax())]
     det_box = tuple(float(v) for v in b)
-    return FaceBox(det_box, (calibration or BoxCalibration())(det_box), name, len(boxes))
+    return FaceBox(det_box, calibration(det_box), name, len(boxes))
 
 # %% ../nbs/06b_framing.ipynb #9db0297b
 def cut_out(rgb: torch.Tensor,  # [3, H, W] in [0, 1]

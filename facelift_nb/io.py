@@ -8,6 +8,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/io.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import types
@@ -71,6 +72,11 @@ def write_text_atomic(path, text: str) -> Path:
     return Path(path)
 
 # %% ../nbs/00a_io.ipynb #b7e1a005
+def _float_text(v) -> bool:
+    "YAML 1.1 reads `1e-4` (no dot) as a string: such a string is a number for a float field."
+    try: return isinstance(v, str) and math.isfinite(float(v))
+    except ValueError: return False
+
 def _type_ok(v, hint) -> bool:
     "Does the YAML value `v` fit the annotation `hint` (int, float, bool, str, dict, list, tuple, unions, None)?"
     if hint is typing.Any: return True
@@ -80,7 +86,7 @@ def _type_ok(v, hint) -> bool:
     base = origin or hint
     if base is bool: return isinstance(v, bool)
     if base is int: return isinstance(v, int) and not isinstance(v, bool)
-    if base is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if base is float: return (isinstance(v, (int, float)) and not isinstance(v, bool)) or _float_text(v)
     if base is tuple: return isinstance(v, (list, tuple))
     return isinstance(v, base) if isinstance(base, type) else True
 
@@ -105,6 +111,7 @@ def read_yaml_config(cls,  # a dataclass whose fields are the config keys
         if not _type_ok(v, hints[k]):
             raise TypeError(f"{path}: `{k}` must be {hints[k]}; got {v!r} ({type(v).__name__}). Quote strings such as 'no'.")
         if isinstance(v, list) and _type_ok(tuple(v), hints[k]): d[k] = tuple(v)  # the field takes a tuple
+        if _float_text(v) and not _type_ok("not a number", hints[k]): d[k] = float(v)  # `lr: 1e-4` in a float field
     try: return cls(**d)
     except (TypeError, ValueError) as e: raise type(e)(f"{path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
 

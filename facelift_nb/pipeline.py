@@ -287,7 +287,7 @@ class FaceLiftPipeline:
 
     @classmethod
     def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
-        "Tiny random-initialised stages (FACTS.md §7) for testing plumbing; warns loudly: the outputs are not meaningful."
+        "Tiny random-initialised stages (32², a few layers) for testing plumbing; warns loudly: the outputs are not meaningful."
         warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT meaningful. "
                       "Use FaceLiftPipeline.default() (the trained built-in model) or from_pretrained(...).", UserWarning, stacklevel=2)
         mv = MVDiffusionPipeline.tiny(seed=seed)
@@ -323,6 +323,10 @@ class FaceLiftPipeline:
         mv = self.mvdiffusion
         mv.set_progress_bar_config(disable=not progress)
         rgb, alpha = load_input(image, mask, remove_background)
+        if fill == "face" and alpha is None:
+            raise ValueError('fill="face" composites the subject over the background, so it needs the subject\'s mask: pass '
+                             "mask=, an RGBA image whose alpha is the mask, or remove_background=True (the optional rembg; "
+                             "CLI: --mask or --remove-background).")
         framed, framing, framing_record = _frame_record(rgb, alpha, mv.resolution, fill, bg)
         times["input"] = time.perf_counter() - t0
         t = time.perf_counter()

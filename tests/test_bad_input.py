@@ -536,3 +536,14 @@ def test_demo_takes_output_like_every_verb():
     assert p.parse_args(["demo", "-o", "x"]).output == "x" and p.parse_args(["demo", "--output", "y"]).output == "y"
     assert p.parse_args(["demo", "--out", "z"]).output == "z"  # the old spelling still works
     assert "--out " not in p._subparsers._group_actions[0].choices["demo"].format_help()
+
+
+def test_yaml_float_without_a_dot(tmp_path):
+    "YAML 1.1 reads `lr: 1e-4` as a string; a float field takes it as the number."
+    from facelift_nb.io import read_yaml_config
+    from facelift_nb.train.gslrm import GSLRMTrainConfig
+    (tmp_path / "c.yaml").write_text("data: x\noutput_dir: y\nlr: 1e-4\n")
+    assert read_yaml_config(GSLRMTrainConfig, tmp_path / "c.yaml").lr == 1e-4
+    (tmp_path / "c.yaml").write_text("data: x\noutput_dir: y\nlr: fast\n")
+    with pytest.raises(TypeError, match="`lr` must be"):
+        read_yaml_config(GSLRMTrainConfig, tmp_path / "c.yaml")

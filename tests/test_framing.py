@@ -147,3 +147,26 @@ def test_published_front_view_comes_back_from_a_smaller_copy():
     b = (fr.image.permute(1, 2, 0).numpy() < 0.96).any(-1)
     (sa, ca), (sb, cb) = _mask_stats(a), _mask_stats(b)
     assert abs(sb / sa - 1) < 0.04 and np.abs(cb - ca).max() < 8, (sb / sa, ca, cb)
+
+
+def test_explicit_haar_detector_keeps_its_calibration_and_bad_detectors_are_named():
+    from facelift_nb.framing import HAAR_CALIBRATION, detect_face, haar_face_boxes
+    img = np.full((64, 64, 3), 255, np.uint8)
+    box = (10., 12., 40., 42.)
+    assert detect_face(img, lambda im: [box]).box == box  # another detector: no calibration unless given
+    with pytest.raises(ValueError, match="must return boxes"):
+        detect_face(img, lambda im: [1, 2, 3])
+    fake_haar = lambda im: [box]
+    assert detect_face(img, fake_haar, HAAR_CALIBRATION).box == HAAR_CALIBRATION(box)
+    with pytest.raises(ValueError, match="no face found"):
+        detect_face(img, haar_face_boxes)  # a blank image: the bundled cascade finds nothing
+
+
+def test_pipeline_face_framing_needs_a_mask_unless_asked_to_cut_out():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = FaceLiftPipeline.tiny()
+    rgb = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="needs the subject's mask"):
+        pipe(rgb, fill="face", num_inference_steps=1, turntable_frames=0, progress=False)

@@ -1,4 +1,4 @@
-"""GS-LRM: a published-format checkpoint against a forward computed by hand from FACTS.md, loading errors, options."""
+"""GS-LRM: a published-format checkpoint against a forward computed by hand from the published architecture, loading errors, options."""
 import math
 
 import pytest
@@ -13,7 +13,7 @@ W, HD, P, G = 32, 16, 8, 2  # width, head dim, patch, global Gaussians (a 1-laye
 
 
 def published_state_dict(num_layers=1, seed=0):
-    "A state dict with the published key names and shapes (FACTS.md §3), random values."
+    "A state dict with the published key names and shapes, random values."
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g) * 0.2
     sd = {"gaussian_position_embeddings": r(G, W), "patch_embedder.1.weight": r(W, 9 * P * P), "input_layer_norm.weight": 1 + r(W),
@@ -30,7 +30,7 @@ CONFIG = dict(image_size=16, patch_size=P, width=W, head_dim=HD, num_layers=1, n
 
 
 def hand_forward(sd, images, cams):
-    "FACTS.md §3 written out with loops and explicit formulas, float64, independent of the library's model code."
+    "The published GS-LRM written out with loops and explicit formulas, float64, independent of the library's model code."
     images, K, c2w = images.double(), cams.K.double(), torch.linalg.inv(cams.w2c.double())
     B, V, _, H, Wd = images.shape
     ln = lambda x, w: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5) * w.double()

@@ -1,4 +1,4 @@
-"""Gaussian container, PLY round trips (incl. the published layout), filters against FACTS.md, transforms."""
+"""Gaussian container, PLY round trips (incl. the published layout), filters against the published filter rules, transforms."""
 import numpy as np
 import pytest
 import torch
@@ -107,7 +107,7 @@ def test_extreme_opacities_stay_finite(tmp_path):
     torch.testing.assert_close(back.opacities, g.opacities, atol=1e-7, rtol=0)
 
 
-# ---------------------------------------------------------------- filters against the FACTS.md definitions
+# ---------------------------------------------------------------- filters against the published rules definitions
 
 def _facts_filters(m, s, o, scale_thr=0.1, floater=0.6):
     keep = o > 0.04

@@ -209,5 +209,5 @@ def test_lost_processes_are_an_error(monkeypatch):
     "`accelerate launch --multi_gpu` without CUDA starts processes that do not join: stop instead of racing."
     from facelift_nb.train.gslrm import make_accelerator
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="ACCELERATE_USE_CPU=1"):
+    with pytest.raises(ValueError, match="ACCELERATE_USE_CPU=1"):
         make_accelerator()

@@ -122,7 +122,7 @@ def load_mv_unet(path,  # a `unet/` folder (config.json + weights), published MV
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #b54b5687
 def tiny_mv_unet_config() -> dict:
-    "The tiny test UNet of FACTS.md §7 (stock names)."
+    "The tiny test UNet (8² latents, two blocks; stock names)."
     return dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                 attention_head_dim=(2, 4), cross_attention_dim=32, class_embed_type="projection",
                 projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=32, upcast_attention=True,
@@ -259,7 +259,7 @@ def _resolve_folder(path, subfolder: str | None, what: str) -> Path:
     raise FileNotFoundError(f"{what}: no folder {str(p)!r}.")
 
 class MVDiffusionPipeline:
-    "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling, FACTS.md §5)."
+    "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling)."
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, image_encoder: CLIPVisionModelWithProjection,
                  feature_extractor: CLIPImageProcessor, image_normalizer: StableUnCLIPImageNormalizer,
                  image_noising_scheduler: DDPMScheduler, scheduler: DDIMScheduler,

@@ -316,7 +316,7 @@ def make_accelerator(mixed_precision: str = "no",  # "no", "bf16" or "fp16"
     acc = Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and acc.num_processes != world:
-        raise RuntimeError(f"launched as {world} processes (WORLD_SIZE) but Accelerate joined {acc.num_processes}: "
+        raise ValueError(f"launched as {world} processes (WORLD_SIZE) but Accelerate joined {acc.num_processes}: "
                            "each would train alone and overwrite the others' checkpoints. Without CUDA, processes "
                            "join only on CPU: set ACCELERATE_USE_CPU=1 "
                            "(`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`).")
