@@ -598,7 +598,7 @@ def check_dataset(root,  # dataset folder (with train.txt or sample folders), a 
     if layout is None and meta and meta.get("layout"):
         l = meta["layout"]; layout = ViewLayout(tuple(l["names"]), tuple(l["azimuths_deg"]), tuple(l["elevations_deg"]), l.get("label"))
     if kind == "mvdiffusion":
-        if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'): the view order is never guessed.")
+        if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'; CLI: --layout facelift6, the published 6-view order): the view order is never guessed.")
         layout = get_layout(layout)
     samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol, min_agreement, max_outside) if d.is_dir()
                else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
