@@ -275,18 +275,21 @@ def test_the_pickle_with_code_is_refused_not_run(tmp_path):
     p = tmp_path / "evil.pt"
     p.write_bytes(pickle.dumps({"model": Evil()}))
     assert_clear(lambda: _load(p), p)
-    with pytest.raises(Exception): torch.load(p, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError): torch.load(p, weights_only=True)  # what the library turns into its error
     assert not marker.exists()
 
 
 def test_nothing_loads_with_weights_only_false():
-    "Every torch.load in the library passes weights_only=True; nothing passes False or relies on the default."
+    "Every torch.load call in the library passes weights_only=True (read from the syntax tree, so split calls count)."
+    import ast
+    calls = 0
     for f in LIB.rglob("*.py"):
-        src = f.read_text()
-        assert "weights_only=False" not in src, f
-        for m in re.finditer(r"torch\.load\(", src):
-            call = src[m.start(): src.find("\n", m.start())]
-            assert "weights_only=True" in call, f"{f.name}: {call}"
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                calls += 1
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                assert kw.get("weights_only") == "True", f"{f.name}:{node.lineno}: {ast.unparse(node)}"
+    assert calls > 0  # the check saw the library's loads
 
 
 @FUZZ
