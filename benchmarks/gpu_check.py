@@ -137,6 +137,7 @@ def _published_mv(dev: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
     from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, install_mv_attention
     layout = get_layout("facelift6")
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ import numpy as np
 import facelift_nb
 from .cameras import Cameras, check_cameras, from_colmap
 from .io import make_temp_dir
-from .layouts import get_layout, layout_stats, list_layouts
+from .layouts import layout_stats, list_layouts
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
@@ -38,6 +38,7 @@ def example_image(name: str = "head") -> Path:
 def overview_figure(result, n_turntable: int = 8):
     "One figure of a `FaceLiftOutput`: input, generated views, renders of the same cameras, turntable frames."
     import matplotlib.pyplot as plt
+
     from facelift_nb.render import image_grid
     V = len(result.cameras)
     rows = [("generated views: " + ", ".join(result.layout.names), image_grid(result.views.images, ncols=V)),
@@ -64,6 +65,7 @@ def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, u
     import matplotlib
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
+
     from facelift_nb.pipeline import FaceLiftPipeline
     from facelift_nb.viz import save_figure
     src = example_image(str(image)) if str(image) in EXAMPLES else Path(image)
@@ -159,6 +161,7 @@ def _fill_arg(v: str):
 
 def _cmd_reconstruct(args) -> int:
     import torch
+
     from facelift_nb.pipeline import FaceLiftOutput, _read_image, load_gslrm, reconstruct_views
     from facelift_nb.render import render, render_turntable
     out = _free_output(args.output, args.overwrite)
@@ -194,8 +197,8 @@ def _cmd_reconstruct(args) -> int:
     return 0
 
 def _cmd_render(args) -> int:
-    from facelift_nb.splats import load_ply
     from facelift_nb.render import image_grid, render_turntable, save_image, save_video
+    from facelift_nb.splats import load_ply
     out = _free_output(args.output, args.overwrite)
     g = load_ply(args.ply)
     frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation, hw=(args.size, args.size))

@@ -323,10 +323,13 @@ def _resized(s: PreparedSample, size: int) -> tuple[torch.Tensor, Cameras]:
     return rgba.clamp(0, 1).permute(0, 2, 3, 1), s.cameras.resize((size, size))
 
 def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
-    import json, os, tempfile, time
-    from facelift_nb.synthetic import save_rgba
-    from facelift_nb.io import make_temp_dir, write_text_atomic
+    import json
+    import os
+    import time
+
     import facelift_nb
+    from facelift_nb.io import make_temp_dir, write_text_atomic
+    from facelift_nb.synthetic import save_rgba
     root = Path(root)
     if root.exists(): raise FileExistsError(f"{root} exists; write the dataset to a new folder (nothing is overwritten).")
     samples = list(samples)
@@ -499,6 +502,7 @@ def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float,
                   min_agreement: float, max_outside: float) -> SampleCheck:
     import numpy as np
     from PIL import Image
+
     from facelift_nb.cameras import check_cameras
     from facelift_nb.layouts import match_layout
     problems = []
@@ -586,6 +590,7 @@ def check_dataset(root,  # dataset folder (with train.txt or sample folders), a 
                   ) -> DatasetReport:
     "Check every sample of a FaceLift training set (MV or GS-LRM layout) and report per sample."
     import json
+
     from facelift_nb.layouts import ViewLayout, get_layout
     root = Path(root)
     if not root.exists(): raise FileNotFoundError(f"no dataset at {str(root)!r}.")

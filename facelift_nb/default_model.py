@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -107,6 +106,7 @@ def build_mv_pipeline(vae, layout=DEFAULT_LAYOUT, seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
     from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, install_mv_attention, tiny_text_components
     layout = get_layout(layout)
     vae = AutoencoderKL.from_pretrained(vae) if isinstance(vae, (str, Path)) else vae

@@ -8,17 +8,21 @@ Docs: https://facelift-nb.github.io/facelift_nb/io.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import tempfile
+import time
 import types
 import typing
 from contextlib import contextmanager
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path', 'write_text_atomic', 'read_yaml_config',
-           'load_tensors']
+__all__ = ['logger', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path', 'write_text_atomic',
+           'fsync_tree', 'move_aside', 'atomic_folder', 'read_yaml_config', 'load_tensors']
 
 # %% ../nbs/00a_io.ipynb #b7e1a002
 def current_umask() -> int:
@@ -71,6 +75,51 @@ def write_text_atomic(path, text: str) -> Path:
     with atomic_path(path) as tmp: Path(tmp).write_text(text, encoding="utf-8")
     return Path(path)
 
+# %% ../nbs/00a_io.ipynb #42e2232c
+def fsync_tree(folder) -> None:
+    "Flush every file and folder under `folder` to disk (where the filesystem allows fsync of folders)."
+    for q in [Path(folder), *Path(folder).rglob("*")]:
+        try:
+            fd = os.open(q, os.O_RDONLY)
+            try: os.fsync(fd)
+            finally: os.close(fd)
+        except OSError: pass  # some filesystems cannot fsync folders
+
+def move_aside(path,  # the existing file or folder to keep
+               backup_dir=None,  # where the backup goes (default: beside `path`)
+              ) -> Path:
+    "Rename `path` to a new, unique `<name>.bak-<time>-<random>` (atomic; nothing is deleted) and return it."
+    path = Path(path)
+    dest_dir = Path(backup_dir) if backup_dir is not None else path.parent
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    slot = Path(tempfile.mkdtemp(prefix=f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}-", dir=dest_dir))
+    if path.is_dir(): os.replace(path, slot)  # rename(2) onto an empty folder: atomic, and the name is ours alone
+    else:
+        slot.rmdir()
+        os.replace(path, slot)
+    return slot
+
+@contextmanager
+def atomic_folder(final,  # the folder to write
+                  overwrite: bool = False,  # replace an existing `final` (it is moved aside, see `move_aside`)
+                  backup_dir=None,  # where an old `final` goes (default: beside it)
+                 ):
+    "Write a folder atomically: yields a temporary sibling that is renamed onto `final` when the block succeeds."
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(final.parent, f".{final.name}.tmp-")
+    try: yield tmp
+    except BaseException:
+        logger.warning("atomic_folder: the write of %s failed; its partial files stay in %s", final, tmp)
+        raise
+    fsync_tree(tmp)
+    if final.exists():
+        backup = move_aside(final, backup_dir)
+        logger.warning("atomic_folder: the previous %s was moved to %s", final, backup)
+    os.replace(tmp, final)
+
 # %% ../nbs/00a_io.ipynb #b7e1a005
 def _float_text(v) -> bool:
     "YAML 1.1 reads `1e-4` (no dot) as a string: such a string is a number for a float field."
@@ -121,6 +170,7 @@ def load_tensors(path,  # a .safetensors file or a torch.save file (state dict, 
                 ):
     "The content of a tensor file, loaded safely: safetensors, or torch.load(weights_only=True); one-line errors."
     import pickle
+
     import torch
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {what} file at {str(path)!r}.")

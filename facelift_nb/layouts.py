@@ -18,9 +18,9 @@ from scipy.optimize import linear_sum_assignment
 from .cameras import Cameras, orbit, orbit_directions
 
 # %% auto #0
-__all__ = ['FACELIFT6_JSON_FRAMES', 'FACELIFT6', 'FACELIFT_PROMPT_TEMPLATE', 'azimuth_name', 'ViewLayout', 'uniform_layout',
-           'register_layout', 'list_layouts', 'get_layout', 'LayoutStats', 'fibonacci_sphere', 'layout_stats',
-           'LayoutMatch', 'match_layout', 'view_prompts']
+__all__ = ['FACELIFT6_JSON_FRAMES', 'LAYOUT_KEYS', 'FACELIFT6', 'FACELIFT_PROMPT_TEMPLATE', 'azimuth_name', 'ViewLayout',
+           'uniform_layout', 'register_layout', 'list_layouts', 'get_layout', 'LayoutStats', 'fibonacci_sphere',
+           'layout_stats', 'LayoutMatch', 'match_layout', 'view_prompts']
 
 # %% ../nbs/01_layouts.ipynb #2072f0e1
 FACELIFT6_JSON_FRAMES = (2, 1, 0, 5, 4, 3)  # slot i of facelift6 is frame FACELIFT6_JSON_FRAMES[i] of the published json
@@ -35,6 +35,8 @@ def azimuth_name(azimuth_deg: float) -> str:
     return f"az{r:03d}" if abs(a - r) < 1e-6 else f"az{a:05.1f}"
 
 # %% ../nbs/01_layouts.ipynb #7bf49f5b
+LAYOUT_KEYS = frozenset({"label", "names", "azimuths_deg", "elevations_deg"})  # what ViewLayout.to_dict writes
+
 @dataclass(frozen=True)
 class ViewLayout:
     "An ordered list of named views around a subject (relative azimuth, elevation)."
@@ -61,6 +63,23 @@ class ViewLayout:
         object.__setattr__(self, "elevations_deg", el)
 
     def __len__(self) -> int: return len(self.names)
+
+    def to_dict(self) -> dict:
+        "The layout as plain JSON values: `label`, `names`, `azimuths_deg`, `elevations_deg` (see `from_dict`)."
+        return dict(label=self.label, names=list(self.names), azimuths_deg=list(self.azimuths_deg),
+                    elevations_deg=list(self.elevations_deg))
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str = "`layout`") -> ViewLayout:
+        "The layout `to_dict` wrote (a missing `label` is None); other keys or a missing one raise."
+        if not isinstance(d, dict): raise TypeError(f"{what} must be a dict with {sorted(LAYOUT_KEYS)}; got {type(d).__name__}.")
+        missing, extra = LAYOUT_KEYS - {"label"} - set(d), set(d) - LAYOUT_KEYS
+        if missing or extra:
+            raise ValueError(f"{what} must have the keys names, azimuths_deg, elevations_deg (and optionally label); "
+                             f"missing {sorted(missing)}, unexpected {sorted(extra)}.")
+        if not all(isinstance(d[k], (list, tuple)) for k in ("names", "azimuths_deg", "elevations_deg")):
+            raise TypeError(f"{what}: names, azimuths_deg and elevations_deg must be lists, one entry per view.")
+        return cls(tuple(d["names"]), tuple(d["azimuths_deg"]), tuple(d["elevations_deg"]), d.get("label"))
 
     @classmethod
     def from_azimuths(cls, azimuths_deg, elevations_deg=0., names=None, label: str | None = None) -> ViewLayout:

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras, check_cameras
+from .cameras import Cameras, check_cameras  # noqa: F401 (re-exported, see `_all_`)
 from .checkpoints import sha256_file
 from .data import ImageTransform
 from .framing import cut_out, frame_face
 from .io import make_temp_dir, write_text_atomic
-from .layouts import ViewLayout, get_layout, match_layout, view_prompts
+from .layouts import ViewLayout, get_layout, match_layout, view_prompts  # noqa: F401 (re-exported)
 from .models.gslrm import GSLRM
 from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline, _resolve_folder
 from .render import RenderOutput, image_grid, render, render_turntable, save_image, save_video

@@ -220,6 +220,7 @@ def _ply_gaussians(v) -> Gaussians:
 def load_ply(path, dtype=torch.float32) -> Gaussians:
     "Read a 3DGS PLY file (FaceLift / reference layout) into `Gaussians`; a broken file raises one line naming it."
     import struct
+
     from plyfile import PlyData, PlyParseError
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no PLY file at {str(path)!r}.")

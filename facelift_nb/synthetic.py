@@ -13,13 +13,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from .cameras import Cameras, orbit
 from .io import write_text_atomic
-from .layouts import ViewLayout, get_layout
+from .layouts import get_layout
 from .render import render
 from .splats import Gaussians
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from .cameras import Cameras
+from .data import WORKING_VOLUME
 from .layouts import get_layout, layout_stats, match_layout
 from .splats import Gaussians
-from .data import WORKING_VOLUME
 from .viz import frustum_lines
 
 # %% auto #0
@@ -134,6 +134,7 @@ class _Logged:
 def _png(image) -> bytes:
     "PNG bytes of one `[H, W, 3]` image (float in [0, 1] or uint8)."
     from PIL import Image
+
     from facelift_nb.render import to_uint8
     buf = io.BytesIO(); Image.fromarray(to_uint8(image)).save(buf, format="PNG"); return buf.getvalue()
 
@@ -315,8 +316,9 @@ class RigInspector(_Logged):
         with self.plot: display(self.fig)  # a plain plotly figure in an Output (re-drawn on each update)
         if self.images is not None:
             W = _widgets()
-            from facelift_nb.render import to_uint8
             from PIL import Image
+
+            from facelift_nb.render import to_uint8
             tiles = []
             slot_of = {c: f"{j}:{lay.names[j]}" for j, c in enumerate(m.indices)}
             for i, im in enumerate(self.images):

@@ -14,9 +14,7 @@ Every step writes into WORK (default ./default_model_work) and refuses to overwr
 `--threads 1`). The exact configurations are the dicts below; the run logs (train_log.jsonl) stay in WORK.
 """
 import argparse
-import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 

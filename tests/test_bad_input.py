@@ -8,7 +8,6 @@ import io
 import json
 import os
 import pickle
-import re
 import struct
 import subprocess
 import sys

@@ -6,10 +6,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from facelift_nb.cameras import (Cameras, check_cameras, from_blender, from_colmap, intrinsics_from_fov, look_at,
-                                 orbit, plucker_inputs, published_cameras_path, ray_bundle, to_blender, to_colmap)
+from facelift_nb.cameras import (
+    Cameras,
+    check_cameras,
+    from_blender,
+    from_colmap,
+    intrinsics_from_fov,
+    look_at,
+    orbit,
+    plucker_inputs,
+    published_cameras_path,
+    ray_bundle,
+    to_blender,
+    to_colmap,
+)
 from facelift_nb.layouts import FACELIFT6_JSON_FRAMES
 
 finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)

@@ -10,10 +10,26 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from facelift_nb.checkpoints import (atomic_folder, check_disk_space, checkpoint_paths, forecast_disk_usage, format_checkpoint_table,
-                                     inspect_checkpoint, is_pinned, latest_valid_checkpoint, list_checkpoints, model_save_hooks,
-                                     move_to_trash, pin_checkpoint, restore_checkpoint, rotate_checkpoints, safetensors_problems,
-                                     unpin_checkpoint, verify_manifest, write_manifest)
+from facelift_nb.checkpoints import (
+    atomic_folder,
+    check_disk_space,
+    checkpoint_paths,
+    forecast_disk_usage,
+    format_checkpoint_table,
+    inspect_checkpoint,
+    is_pinned,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    model_save_hooks,
+    move_to_trash,
+    pin_checkpoint,
+    restore_checkpoint,
+    rotate_checkpoints,
+    safetensors_problems,
+    unpin_checkpoint,
+    verify_manifest,
+    write_manifest,
+)
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, tiny_mv_unet_config
 

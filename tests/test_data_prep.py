@@ -10,9 +10,16 @@ import torch
 from PIL import Image
 
 from facelift_nb.cameras import Cameras, look_at, orbit_directions
-from facelift_nb.data import (PreparedSample, check_dataset, normalize_rig, reproject_to_layout, warp_to_camera, write_gslrm_dataset,
-                              write_mv_dataset)
-from facelift_nb.layouts import get_layout, match_layout
+from facelift_nb.data import (
+    PreparedSample,
+    check_dataset,
+    normalize_rig,
+    reproject_to_layout,
+    warp_to_camera,
+    write_gslrm_dataset,
+    write_mv_dataset,
+)
+from facelift_nb.layouts import get_layout
 from facelift_nb.synthetic import make_subject, render_views
 
 PERM = [4, 1, 5, 0, 3, 2]  # rig order: the cameras are not in slot order
@@ -157,6 +164,7 @@ def test_subject_outside_the_volume_and_off_centre_are_reported(tmp_path):
 
 def test_gslrm_depth_range_is_the_models():
     import inspect
+
     from facelift_nb.data import GSLRM_DEPTH_RANGE
     from facelift_nb.models.gslrm import GSLRM
     assert GSLRM_DEPTH_RANGE == inspect.signature(GSLRM.__init__).parameters["depth_range"].default

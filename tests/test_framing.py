@@ -8,8 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from facelift_nb.framing import (FACE_CANVAS, FACE_CENTER, FACE_SIZE, HAAR_CALIBRATION, BoxCalibration, cut_out,
-                                 detect_face, frame_face, place_face)
+from facelift_nb.framing import (
+    FACE_CANVAS,
+    FACE_CENTER,
+    FACE_SIZE,
+    HAAR_CALIBRATION,
+    BoxCalibration,
+    cut_out,
+    detect_face,
+    frame_face,
+    place_face,
+)
 from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input
 from facelift_nb.testing import reference_path
 

@@ -66,6 +66,7 @@ def test_no_notebook_depends_on_the_reference_data():
 def test_shipped_camera_files_are_package_data():
     import fnmatch
     import tomllib
+
     from facelift_nb.cameras import PUBLISHED_CAMERA_FILES, published_cameras_path
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["facelift_nb"]
     pkg = ROOT / "facelift_nb"

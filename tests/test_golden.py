@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from golden_cases import CASES, GOLDEN, compute
+from safetensors.torch import load_file
 
 
 @pytest.mark.parametrize("name", list(CASES))

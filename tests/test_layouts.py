@@ -3,11 +3,21 @@ import itertools
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from facelift_nb.cameras import Cameras, orbit, published_cameras_path
-from facelift_nb.layouts import (FACELIFT6_JSON_FRAMES, ViewLayout, get_layout, layout_stats, list_layouts, match_layout,
-                                 register_layout, uniform_layout, view_prompts)
+from facelift_nb.layouts import (
+    FACELIFT6_JSON_FRAMES,
+    ViewLayout,
+    get_layout,
+    layout_stats,
+    list_layouts,
+    match_layout,
+    register_layout,
+    uniform_layout,
+    view_prompts,
+)
 
 
 def test_facelift6_equals_published_json():

@@ -91,8 +91,14 @@ import json as _json
 from PIL import Image
 
 from facelift_nb.layouts import get_layout, view_prompts
-from facelift_nb.models.mvdiffusion import (MVDiffusionOutput, MVDiffusionPipeline, encode_view_prompts, load_prompt_embeds,
-                                            save_prompt_embeds, tiny_text_components)
+from facelift_nb.models.mvdiffusion import (
+    MVDiffusionOutput,
+    MVDiffusionPipeline,
+    encode_view_prompts,
+    load_prompt_embeds,
+    save_prompt_embeds,
+    tiny_text_components,
+)
 from facelift_nb.testing import random_prompt_embeds, reference_path
 
 

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from facelift_nb.cameras import published_cameras_path
+from facelift_nb.checkpoints import sha256_file
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
-from facelift_nb.checkpoints import sha256_file
 from facelift_nb.pipeline import FaceLiftPipeline, frame_subject, load_input
 
 # `front_png` (conftest): a procedural head seen by the published front camera, RGBA 512²
@@ -225,6 +225,7 @@ def test_cli_run_reconstruct_render_checkpoints(gslrm_sample, front_png, tmp_pat
 
 def test_cli_fill_argument():
     import argparse
+
     from facelift_nb.cli import _fill_arg, main
     assert _fill_arg("model") == "model" and _fill_arg("keep") is None and _fill_arg("0.7") == 0.7
     assert _fill_arg("face") == "face"  # the published face-box framing

@@ -1,6 +1,6 @@
 """Project-level checks: set-up files agree, README in step, the public entry points and the CLI work."""
-import re
 import json
+import re
 import shutil
 import subprocess
 import sys

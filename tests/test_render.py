@@ -8,8 +8,16 @@ import torch
 
 from facelift_nb.cameras import Cameras, orbit
 from facelift_nb.layouts import get_layout
-from facelift_nb.render import (image_grid, project, render, render_turntable, save_image, save_video, sh_to_rgb,
-                                turntable_cameras)
+from facelift_nb.render import (
+    image_grid,
+    project,
+    render,
+    render_turntable,
+    save_image,
+    save_video,
+    sh_to_rgb,
+    turntable_cameras,
+)
 from facelift_nb.splats import Gaussians
 from facelift_nb.testing import head_scene, shell_scene
 

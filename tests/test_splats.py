@@ -2,11 +2,25 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plyfile import PlyData, PlyElement
 
-from facelift_nb.splats import (PLY_PROPERTIES, SH_C0, Gaussians, crop_box, facelift_filters, filter_floaters, filter_opacity,
-                                filter_scale, load_ply, quat_multiply, quat_to_rotation, rotation_to_quat, save_ply)
+from facelift_nb.splats import (
+    PLY_PROPERTIES,
+    SH_C0,
+    Gaussians,
+    crop_box,
+    facelift_filters,
+    filter_floaters,
+    filter_opacity,
+    filter_scale,
+    load_ply,
+    quat_multiply,
+    quat_to_rotation,
+    rotation_to_quat,
+    save_ply,
+)
 from facelift_nb.testing import head_scene, shell_scene
 
 

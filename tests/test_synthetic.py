@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from facelift_nb.layouts import get_layout
-from facelift_nb.synthetic import SUBJECT_KINDS, gslrm_rig, load_spec, make_dataset, make_subject, render_views, subject_seed
+from facelift_nb.synthetic import (
+    SUBJECT_KINDS,
+    gslrm_rig,
+    load_spec,
+    make_dataset,
+    make_subject,
+    render_views,
+    subject_seed,
+)
 
 
 def test_subjects_are_deterministic_and_distinct():

@@ -12,8 +12,16 @@ import torch
 from PIL import Image
 
 from facelift_nb.models.gslrm import GSLRM
-from facelift_nb.train.gslrm import (GSLRMDataset, GSLRMTrainConfig, check_sample, export_published_checkpoint,
-                                     latest_gslrm_checkpoint, list_gslrm_checkpoints, sample_dirs, train_gslrm)
+from facelift_nb.train.gslrm import (
+    GSLRMDataset,
+    GSLRMTrainConfig,
+    check_sample,
+    export_published_checkpoint,
+    latest_gslrm_checkpoint,
+    list_gslrm_checkpoints,
+    sample_dirs,
+    train_gslrm,
+)
 
 # `gslrm_sample` (conftest): a synthetic head rendered at the 32 cameras of the published training sample, 128² RGBA
 

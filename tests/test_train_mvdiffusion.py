@@ -12,9 +12,18 @@ import torch
 from PIL import Image
 
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, _unet_weights, tiny_mv_unet_config
-from facelift_nb.train.mvdiffusion import (STATE_FILE, MVDataset, MVTrainConfig, check_mv_sample, latest_mv_checkpoint,
-                                           list_mv_checkpoints, min_snr_weights, mv_training_loss, train_mvdiffusion,
-                                           widen_unet_input)
+from facelift_nb.train.mvdiffusion import (
+    STATE_FILE,
+    MVDataset,
+    MVTrainConfig,
+    check_mv_sample,
+    latest_mv_checkpoint,
+    list_mv_checkpoints,
+    min_snr_weights,
+    mv_training_loss,
+    train_mvdiffusion,
+    widen_unet_input,
+)
 
 # `mv_sample` (conftest): a synthetic head rendered at the published inference rig, slot order, 128² RGBA
 

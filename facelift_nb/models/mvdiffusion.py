@@ -132,6 +132,7 @@ def tiny_mv_unet_config() -> dict:
 from ..io import atomic_path, load_tensors, make_temp_dir, write_text_atomic
 from ..layouts import FACELIFT_PROMPT_TEMPLATE, ViewLayout, get_layout, view_prompts
 
+
 def encode_view_prompts(layout, text_encoder, tokenizer, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
     "CLIP text embeddings `[V, 77, D]` of one prompt per slot of `layout` (slot order), padded to 77 tokens."
     prompts = list(view_prompts(layout, template))
@@ -188,6 +189,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 from transformers import CLIPVisionModelWithProjection
+
 try: from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # the PIL path of the published preprocessing, no torchvision
 except ImportError: from transformers import CLIPImageProcessor
 
@@ -315,8 +317,8 @@ class MVDiffusionPipeline:
         return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def _image_embeds(self, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
-        from PIL import Image
         from diffusers.utils.torch_utils import randn_tensor
+        from PIL import Image
         pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
         pix = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
         enc = self.image_encoder
@@ -433,7 +435,9 @@ def _load_components(path, subfolder: str | None, prompt_embeds, layout, num_vie
 
 def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
     "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
-    import diffusers, time as _time
+    import time as _time
+
+    import diffusers
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
     path.parent.mkdir(parents=True, exist_ok=True)

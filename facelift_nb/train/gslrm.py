@@ -21,10 +21,20 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cameras import Cameras
-from ..models.gslrm import GSLRM, _read_state_dict
-from ..checkpoints import (STATE_FILE, atomic_folder, check_disk_space, checkpoint_paths, latest_resumable, model_save_hooks,
-                                     move_to_trash, resume_problems, rotate_checkpoints, write_manifest)
+from facelift_nb.checkpoints import (
+    STATE_FILE,
+    atomic_folder,
+    check_disk_space,
+    checkpoint_paths,
+    latest_resumable,
+    model_save_hooks,
+    move_to_trash,
+    resume_problems,
+    rotate_checkpoints,
+    write_manifest,
+)
 from ..io import atomic_path, write_text_atomic
+from ..models.gslrm import GSLRM, _read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -327,6 +337,7 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
     "Fine-tune GS-LRM as `config` says; returns the loss history, the checkpoints written and the trained model."
     from accelerate.utils import set_seed
     from diffusers.optimization import get_cosine_schedule_with_warmup
+
     from facelift_nb.render import render
     acc = make_accelerator(config.mixed_precision)
     set_seed(config.seed)

@@ -19,12 +19,26 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..checkpoints import (STATE_FILE, atomic_folder, checkpoint_paths, check_disk_space, latest_resumable,
-                                     model_save_hooks, rotate_checkpoints, write_manifest)
+from facelift_nb.checkpoints import (
+    STATE_FILE,
+    atomic_folder,
+    check_disk_space,
+    checkpoint_paths,
+    latest_resumable,
+    model_save_hooks,
+    rotate_checkpoints,
+    write_manifest,
+)
 from ..io import atomic_path, write_text_atomic
 from ..layouts import ViewLayout, get_layout
-from ..models.mvdiffusion import (MVDiffusionPipeline, _check_embeds, _same_views, install_mv_attention, save_prompt_embeds,
-                                            stock_unet_config)
+from facelift_nb.models.mvdiffusion import (
+    MVDiffusionPipeline,
+    _check_embeds,
+    _same_views,
+    install_mv_attention,
+    save_prompt_embeds,
+    stock_unet_config,
+)
 from .gslrm import make_accelerator
 
 logger = logging.getLogger(__name__)
@@ -120,6 +134,7 @@ def widen_unet_input(unet, in_channels: int = 8):
 def load_start_unet(path, num_views: int, mode: str, class_dim: int):
     "A UNet folder (published MV names or stock), widened to 8 input channels, checked against the pipeline's conditioning."
     from diffusers import UNet2DConditionModel
+
     from facelift_nb.models.mvdiffusion import _unet_weights
     folder = Path(path)
     cfg, _ = stock_unet_config(json.loads((folder / "config.json").read_text()))
