@@ -19,7 +19,8 @@ def reference_plucker(images: torch.Tensor, cameras: Cameras) -> torch.Tensor:
     V, _, H, W = images.shape
     out = []
     for v in range(V):
-        ys, xs = torch.meshgrid(torch.arange(H, dtype=images.dtype) + 0.5, torch.arange(W, dtype=images.dtype) + 0.5, indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(H, dtype=images.dtype) + 0.5, torch.arange(W, dtype=images.dtype) + 0.5,
+                                indexing="ij")
         pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # [HW, 3]
         d = pix @ torch.linalg.inv(cameras.K[v]).T
         d = d / d.norm(dim=-1, keepdim=True)
@@ -39,8 +40,12 @@ def main(repeats: int = 7, hw: tuple[int, int] = (512, 512)):
     imgs = torch.rand(len(cams), 3, *hw)
     fast, ref = [], []
     for _ in range(repeats):  # interleaved so both see the same machine state
-        t = time.perf_counter(); a = plucker_inputs(imgs, cams); fast.append(time.perf_counter() - t)
-        t = time.perf_counter(); b = reference_plucker(imgs, cams); ref.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        a = plucker_inputs(imgs, cams)
+        fast.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b = reference_plucker(imgs, cams)
+        ref.append(time.perf_counter() - t)
     err = (a - b).abs().max().item()
     f, r = statistics.median(fast), statistics.median(ref)
     print(f"plucker_inputs, 6 views at {hw[0]}x{hw[1]}, {torch.get_num_threads()} threads, median of {repeats}")

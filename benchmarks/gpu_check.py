@@ -93,8 +93,8 @@ def _reset_peak(dev: str):
 
 def check_gpu_tests(s: Sizes) -> Row:
     "The gpu-marked tests (on the CPU they all skip: the dry run checks they are collected and skip cleanly)."
-    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", str(ROOT / "tests")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", str(ROOT / "tests")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     last = (r.stdout.strip().splitlines() or ["no output"])[-1]
     return Row("gpu-marked tests", "ok" if r.returncode == 0 else "FAIL", last)
 
@@ -111,13 +111,12 @@ def check_renderer(s: Sizes) -> Row:
     t_cpu = _timed(lambda: render(g, cams[:1], backend="cpu"), "cpu", 1, warmup=0)
     ok = diff < 5e-3
     return Row(f"renderer {s.fast_backend} vs cpu", "ok" if ok else "FAIL",
-               f"{s.n_gaussians:,} Gaussians {s.image}²: mean |diff| {diff:.1e}; {s.fast_backend} {1 / t_fast:.1f} frames/s, "
-               f"cpu {1 / t_cpu:.2f} frames/s")
+               f"{s.n_gaussians:,} Gaussians {s.image}²: mean |diff| {diff:.1e}; "
+               f"{s.fast_backend} {1 / t_fast:.1f} frames/s, cpu {1 / t_cpu:.2f} frames/s")
 
 
-def check_gslrm(s: Sizes) -> Row:
-    "One GS-LRM forward on 6 views with random weights, in the check's dtype."
-    _reset_peak(s.device)
+def _time_gslrm(s: Sizes) -> tuple[float, int, int]:
+    "Median seconds of one forward, the Gaussians it makes and the parameter count (the model is freed on return)."
     torch.manual_seed(0)
     with torch.device(s.device): model = GSLRM(**s.gslrm).to(s.gslrm_dtype).eval()
     cams = Cameras.stack([get_layout("facelift6").cameras(hw=(s.image, s.image))]).to(s.device)
@@ -125,8 +124,13 @@ def check_gslrm(s: Sizes) -> Row:
     with torch.no_grad():
         t = _timed(lambda: model(x, cams), s.device, s.repeats)
         n = model(x, cams).gaussians.means.shape[1]
-    n_params = sum(p.numel() for p in model.parameters())
-    del model
+    return t, n, sum(p.numel() for p in model.parameters())
+
+
+def check_gslrm(s: Sizes) -> Row:
+    "One GS-LRM forward on 6 views with random weights, in the check's dtype."
+    _reset_peak(s.device)
+    t, n, n_params = _time_gslrm(s)
     ok = n == 2 + 6 * (s.image ** 2)
     return Row(f"GS-LRM {n_params / 1e6:.1f} M params, {str(s.gslrm_dtype)[6:]}", "ok" if ok else "FAIL",
                f"6x{s.image}² -> {n:,} Gaussians in {t:.3f} s, {_peak(s.device)}")
@@ -143,22 +147,26 @@ def _published_mv(dev: str, dtype: torch.dtype):
     torch.manual_seed(0)
     with torch.device(dev):
         unet = UNet2DConditionModel(
-            sample_size=64, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-            attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True, upcast_attention=True,
+            sample_size=64, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2, attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024,
+            use_linear_projection=True, upcast_attention=True,
             class_embed_type="projection", projection_class_embeddings_input_dim=2048,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
-        enc = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                                                             num_attention_heads=16, patch_size=14, image_size=224,
-                                                             projection_dim=1024, hidden_act="gelu"))
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                            sample_size=512)
+        enc_config = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                      num_attention_heads=16, patch_size=14, image_size=224, projection_dim=1024,
+                                      hidden_act="gelu")
+        enc = CLIPVisionModelWithProjection(enc_config)
         norm = StableUnCLIPImageNormalizer(embedding_dim=1024)
     install_mv_attention(unet.eval(), len(layout), "reference")
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
-                          set_alpha_to_one=False, steps_offset=1, clip_sample=False)
-    pipe = MVDiffusionPipeline(unet=unet, vae=vae.eval(), image_encoder=enc.eval(), feature_extractor=CLIPImageProcessor(),
-                               image_normalizer=norm.eval(), image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1, clip_sample=False)
+    pipe = MVDiffusionPipeline(unet=unet, vae=vae.eval(), image_encoder=enc.eval(),
+                               feature_extractor=CLIPImageProcessor(), image_normalizer=norm.eval(),
+                               image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
                                scheduler=sched, layout=layout, prompt_embeds=torch.randn(len(layout), 77, 1024) * 0.5)
     return pipe.to(dev, dtype)
 
@@ -177,7 +185,8 @@ def check_mv_unet(s: Sizes) -> Row:
     g = torch.Generator(s.device).manual_seed(0)
     x = torch.randn(2 * V, u.config.in_channels, S, S, generator=g, device=s.device, dtype=s.mv_dtype)
     emb = torch.randn(2 * V, 77, u.config.cross_attention_dim, generator=g, device=s.device, dtype=s.mv_dtype)
-    cls = torch.randn(2 * V, u.config.projection_class_embeddings_input_dim, generator=g, device=s.device, dtype=s.mv_dtype)
+    cls = torch.randn(2 * V, u.config.projection_class_embeddings_input_dim, generator=g, device=s.device,
+                      dtype=s.mv_dtype)
     with torch.no_grad():
         step = lambda: u(x, torch.tensor(500, device=s.device), encoder_hidden_states=emb, class_labels=cls).sample
         t = _timed(step, s.device, s.repeats)
@@ -194,18 +203,21 @@ def check_pipeline(s: Sizes) -> tuple[Row, object]:
     mv = _mv_pipeline(s)
     torch.manual_seed(0)
     with torch.device(s.device): gs = GSLRM(**s.gslrm).to(s.gslrm_dtype).eval()
-    pipe = FaceLiftPipeline(mv, gs, {"mvdiffusion": {"path": "random init", "files": {}}, "gslrm": {"path": "random init", "files": {}}})
+    random_init = {"path": "random init", "files": {}}
+    pipe = FaceLiftPipeline(mv, gs, {"mvdiffusion": random_init, "gslrm": dict(random_init)})
     _reset_peak(s.device)
     _sync(s.device)
     t = time.perf_counter()
-    out = pipe(example_image("head"), num_inference_steps=s.steps, turntable_frames=0, progress=False, render_size=s.image)
+    out = pipe(example_image("head"), num_inference_steps=s.steps, turntable_frames=0, progress=False,
+               render_size=s.image)
     _sync(s.device)
     t = time.perf_counter() - t
     tm = out.manifest["timings_s"]
     ok = out.renders.rgb.shape == (6, s.image, s.image, 3) and bool(torch.isfinite(out.renders.rgb).all())
     row = Row("pipeline end to end", "ok" if ok else "FAIL",
-              f"{s.steps} steps: {t:.1f} s (views {tm['mvdiffusion']:.1f} s, GS-LRM {tm['gslrm']:.2f} s, renders {tm['render']:.2f} s), "
-              f"{len(out.gaussians):,} Gaussians on {out.gaussians.means.device.type}, {_peak(s.device)}")
+              f"{s.steps} steps: {t:.1f} s (views {tm['mvdiffusion']:.1f} s, GS-LRM {tm['gslrm']:.2f} s, "
+              f"renders {tm['render']:.2f} s), {len(out.gaussians):,} Gaussians on {out.gaussians.means.device.type}, "
+              f"{_peak(s.device)}")
     return row, out.gaussians
 
 
@@ -225,7 +237,8 @@ def check_turntable(s: Sizes, gaussians) -> Row:
 def run_checks(dry_run: bool = False) -> list[Row]:
     "Every check in turn; a failing check is reported in its row and the others still run."
     s = sizes(dry_run)
-    diffusers_logging.set_verbosity_error()  # random-weight models cast with .to(dtype): diffusers' advice does not apply
+    # random-weight models cast with .to(dtype): diffusers' advice does not apply
+    diffusers_logging.set_verbosity_error()
     rows, gaussians = [], None
     def attempt(name, fn, *args):
         try: return fn(*args)

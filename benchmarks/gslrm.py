@@ -20,7 +20,8 @@ from facelift_nb.cameras import Cameras
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 
-CONFIGS = {"tiny": (GSLRM.tiny_config(), 32), "mid": (dict(image_size=256, patch_size=8, width=256, head_dim=64, num_layers=4), 256)}
+CONFIGS = {"tiny": (GSLRM.tiny_config(), 32),
+           "mid": (dict(image_size=256, patch_size=8, width=256, head_dim=64, num_layers=4), 256)}
 
 
 def build(name: str, attention: str):
@@ -37,7 +38,8 @@ def peak_mib(name: str, attention: str) -> float:
             f"m, x, c = b.build({name!r}, {attention!r}); r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "with torch.no_grad(): m(x, c)\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
 
 
 def main(repeats: int = 5, configs=("tiny", "mid"), memory: bool = True):
@@ -49,12 +51,18 @@ def main(repeats: int = 5, configs=("tiny", "mid"), memory: bool = True):
         me.load_state_dict(ms.state_dict())
         ts, te = [], []
         with torch.no_grad():
-            ms(x, c); me(x, c)  # warm-up
+            ms(x, c)  # warm-up
+            me(x, c)
             for _ in range(repeats):  # interleaved
-                t = time.perf_counter(); a = ms(x, c).gaussians.means; ts.append(time.perf_counter() - t)
-                t = time.perf_counter(); b = me(x, c).gaussians.means; te.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                a = ms(x, c).gaussians.means
+                ts.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                b = me(x, c).gaussians.means
+                te.append(time.perf_counter() - t)
         s, e = statistics.median(ts), statistics.median(te)
-        mem = f" | peak RSS growth sdpa {mems[name, 'sdpa']:.0f} MiB, eager {mems[name, 'eager']:.0f} MiB" if memory else ""
+        mem = (f" | peak RSS growth sdpa {mems[name, 'sdpa']:.0f} MiB, eager {mems[name, 'eager']:.0f} MiB"
+               if memory else "")
         print(f"  {name:>4}: sdpa {s * 1e3:8.1f} ms, eager {e * 1e3:8.1f} ms, eager/sdpa {e / s:5.2f}x, "
               f"max |diff| {(a - b).abs().max().item():.1e}{mem}", flush=True)
 
@@ -62,9 +70,11 @@ def main(repeats: int = 5, configs=("tiny", "mid"), memory: bool = True):
 def main_gpu(repeats: int = 10):
     "The published config at 6x512² on CUDA under bf16 autocast: SDPA against eager, seconds and peak memory."
     if not torch.cuda.is_available():
-        print("GPU: no CUDA device here; skipped"); return
+        print("GPU: no CUDA device here; skipped")
+        return
     dev = torch.device("cuda")
-    print(f"GS-LRM forward on {torch.cuda.get_device_name(dev)}, published config, 6x512², bf16 autocast, median of {repeats}")
+    print(f"GS-LRM forward on {torch.cuda.get_device_name(dev)}, published config, 6x512², bf16 autocast, "
+          f"median of {repeats}")
     cams = Cameras.stack([get_layout("facelift6").cameras(hw=(512, 512))]).to(dev)
     x = torch.rand(1, 6, 3, 512, 512, device=dev)
     res = {}
@@ -75,14 +85,17 @@ def main_gpu(repeats: int = 10):
         ts = []
         with torch.no_grad():
             for r in range(repeats + 2):
-                torch.cuda.synchronize(); t = time.perf_counter()
+                torch.cuda.synchronize()
+                t = time.perf_counter()
                 m(x, cams, autocast_dtype=torch.bfloat16)
                 torch.cuda.synchronize()
                 if r >= 2: ts.append(time.perf_counter() - t)  # two warm-ups
         res[attention] = (statistics.median(ts), torch.cuda.max_memory_allocated(dev) / 2**30)
-        del m; torch.cuda.empty_cache()
+        del m
+        torch.cuda.empty_cache()
     (s, ms), (e, me) = res["sdpa"], res["eager"]
-    print(f"  published: sdpa {s:.3f} s ({ms:.1f} GiB peak), eager {e:.3f} s ({me:.1f} GiB peak), eager/sdpa {e / s:.2f}x")
+    print(f"  published: sdpa {s:.3f} s ({ms:.1f} GiB peak), eager {e:.3f} s ({me:.1f} GiB peak), "
+          f"eager/sdpa {e / s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ V = 6
 
 
 def mid_unet_config() -> dict:
-    "A mid-size MV UNet: block channels 128/256/512, head dim 64, the published conditioning sizes (1024 text, 2048 class)."
+    "A mid-size MV UNet: block channels 128/256/512, head dim 64, the published conditioning sizes (1024, 2048)."
     return dict(sample_size=32, in_channels=8, out_channels=4, block_out_channels=(128, 256, 512), layers_per_block=2,
                 attention_head_dim=(2, 4, 8), cross_attention_dim=1024, class_embed_type="projection",
                 projection_class_embeddings_input_dim=2048, use_linear_projection=True,
@@ -35,7 +35,9 @@ def mid_unet_config() -> dict:
 
 
 def set_attention(unet: UNet2DConditionModel, attention: str) -> UNet2DConditionModel:
-    if attention == "default": unet.set_attn_processor(AttnProcessor2_0()); unet.mv_num_views, unet.mv_mode = V, "none"
+    if attention == "default":
+        unet.set_attn_processor(AttnProcessor2_0())
+        unet.mv_num_views, unet.mv_mode = V, "none"
     else: install_mv_attention(unet, V, attention)
     return unet
 
@@ -45,7 +47,9 @@ def mid_step(attention: str, seed: int = 0):
     torch.manual_seed(seed)
     unet = set_attention(UNet2DConditionModel(**mid_unet_config()).eval(), attention)
     g = torch.Generator().manual_seed(1)
-    x, emb, cls = torch.randn(2 * V, 8, 32, 32, generator=g), torch.randn(2 * V, 77, 1024, generator=g), torch.randn(2 * V, 2048, generator=g)
+    x = torch.randn(2 * V, 8, 32, 32, generator=g)
+    emb = torch.randn(2 * V, 77, 1024, generator=g)
+    cls = torch.randn(2 * V, 2048, generator=g)
     t = torch.tensor(500)
     return (lambda: unet(x, t, encoder_hidden_states=emb, class_labels=cls).sample), unet
 
@@ -53,15 +57,21 @@ def mid_step(attention: str, seed: int = 0):
 def tiny_pipe(attention: str):
     pipe = MVDiffusionPipeline.tiny()
     pipe.set_progress_bar_config(disable=True)
-    if attention == "default": set_attention(pipe.unet, "default"); pipe.unet.mv_num_views = V
+    if attention == "default":
+        set_attention(pipe.unet, "default")
+        pipe.unet.mv_num_views = V
     else: install_mv_attention(pipe.unet, V, attention)
     return pipe
 
 
 def tiny_step_seconds(pipe, image, k: int = 10) -> float:
     "Seconds per denoising step of the whole tiny pipeline: (t(1 + k steps) - t(1 step)) / k."
-    t = time.perf_counter(); pipe(image, num_inference_steps=1, generator=0); t1 = time.perf_counter() - t
-    t = time.perf_counter(); pipe(image, num_inference_steps=1 + k, generator=0); tk = time.perf_counter() - t
+    t = time.perf_counter()
+    pipe(image, num_inference_steps=1, generator=0)
+    t1 = time.perf_counter() - t
+    t = time.perf_counter()
+    pipe(image, num_inference_steps=1 + k, generator=0)
+    tk = time.perf_counter() - t
     return max(tk - t1, 1e-9) / k
 
 
@@ -69,16 +79,20 @@ def peak_mib(case: str, attention: str) -> float:
     "Peak-RSS growth of one step, measured in a fresh process."
     here = str(__file__.rsplit('/', 1)[0])
     body = ("f, _ = b.mid_step(a)\n" if case == "mid" else
-            "p = b.tiny_pipe(a); import torch; img = torch.rand(3, 16, 16); f = lambda: p(img, num_inference_steps=1, generator=0)\n")
-    code = (f"import resource, sys, torch; sys.path.insert(0, {here!r}); import mvdiffusion as b; a = {attention!r}\n{body}"
+            "p = b.tiny_pipe(a); import torch; img = torch.rand(3, 16, 16)\n"
+            "f = lambda: p(img, num_inference_steps=1, generator=0)\n")
+    code = (f"import resource, sys, torch; sys.path.insert(0, {here!r}); import mvdiffusion as b; a = {attention!r}\n"
+            f"{body}"
             "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "with torch.no_grad(): f()\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
 
 
 def main(repeats: int = 5, cases=("tiny", "mid"), memory: bool = True):
-    print(f"MVDiffusion denoising step on CPU, {torch.get_num_threads()} threads, {V} views, CFG batch {2 * V}, median of {repeats}")
+    print(f"MVDiffusion denoising step on CPU, {torch.get_num_threads()} threads, {V} views, CFG batch {2 * V}, "
+          f"median of {repeats}")
     mems = {(c, a): peak_mib(c, a) for c in cases for a in ATTENTION} if memory else {}
     for case in cases:
         times = {a: [] for a in ATTENTION}
@@ -94,10 +108,12 @@ def main(repeats: int = 5, cases=("tiny", "mid"), memory: bool = True):
                 for a in ATTENTION: steps[a]()  # warm-up
                 for _ in range(repeats):
                     for a in ATTENTION:
-                        t = time.perf_counter(); steps[a](); times[a].append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        steps[a]()
+                        times[a].append(time.perf_counter() - t)
         med = {a: statistics.median(times[a]) for a in ATTENTION}
-        parts = [f"{a} {med[a] * 1e3:8.1f} ms ({med[a] / med['default']:.2f}x default)" + (f", {mems[case, a]:.0f} MiB" if memory else "")
-                 for a in ATTENTION]
+        parts = [f"{a} {med[a] * 1e3:8.1f} ms ({med[a] / med['default']:.2f}x default)"
+                 + (f", {mems[case, a]:.0f} MiB" if memory else "") for a in ATTENTION]
         print(f"  {case:>4}: " + " | ".join(parts), flush=True)
 
 

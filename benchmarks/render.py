@@ -3,7 +3,8 @@
 Scenes: Gaussians on a sphere shell of radius 0.5, scales 0.002-0.01, camera at distance 2.7,
 FOV 30 deg. (a) 4,096 Gaussians at 256², (b) 200k at 512², (c) 1,572,866 (GS-LRM's output size) at 512².
 Both are measured in this run, interleaved; the script prints seconds per frame, the ratio, the fast path's
-stage breakdown (project / bin / sort+blend), the numba-blend fallback's time and the peak RSS. It never passes or fails on times.
+stage breakdown (project / bin / sort+blend), the numba-blend fallback's time and the peak RSS.
+It never passes or fails on times.
 """
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def fast_stages(g, cam):
 
 
 def _timed(fn):
-    t = time.perf_counter(); fn(); return time.perf_counter() - t
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def case(name, n, hw, repeats, anchor_repeats):
@@ -65,9 +68,13 @@ def case(name, n, hw, repeats, anchor_repeats):
     fast, anchor = [], []
     for r in range(max(repeats, anchor_repeats)):  # interleaved
         if r < repeats:
-            t = time.perf_counter(); out = render(g, cam, backend="cpu"); fast.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            out = render(g, cam, backend="cpu")
+            fast.append(time.perf_counter() - t)
         if r < anchor_repeats:
-            t = time.perf_counter(); ref = anchor_render(g, cam); anchor.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            ref = anchor_render(g, cam)
+            anchor.append(time.perf_counter() - t)
     stages = [fast_stages(g, cam) for _ in range(repeats)]
     os.environ["FACELIFT_NB_BLEND"] = "numba"  # the fallback used where no C compiler exists
     render(g, cam, backend="cpu")
@@ -78,7 +85,8 @@ def case(name, n, hw, repeats, anchor_repeats):
     diff = (out.rgb[0] - ref).abs().max().item()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"({name}) {n:>9,} Gaussians at {hw[0]}x{hw[1]}: fast {f:7.3f} s/frame, anchor {a:8.3f} s/frame, "
-          f"anchor/fast {a / f:6.1f}x | numba-blend fallback {nb:.3f} s ({nb / f:.1f}x) | stages project {p:.3f} bin {b:.3f} sort+blend {bl:.3f} s | "
+          f"anchor/fast {a / f:6.1f}x | numba-blend fallback {nb:.3f} s ({nb / f:.1f}x) | "
+          f"stages project {p:.3f} bin {b:.3f} sort+blend {bl:.3f} s | "
           f"max |fast - anchor| {diff:.1e} | peak RSS so far {rss:,.0f} MiB", flush=True)
 
 

@@ -22,10 +22,10 @@ import facelift_nb
 from .io import write_text_atomic
 
 # %% auto #0
-__all__ = ['PUBLISHED_CAMERA_FILES', 'intrinsics_from_fov', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle',
-           'ray_bundle', 'plucker_inputs', 'published_cameras_path', 'CameraReport', 'nearest_point_to_axes',
-           'nearest_point_to_rays', 'check_cameras', 'BlenderCamera', 'from_blender', 'to_blender', 'from_colmap',
-           'to_colmap']
+__all__ = ['PUBLISHED_CAMERA_FILES', 'intrinsics_from_fov', 'similarity_parts', 'Cameras', 'look_at', 'orbit_directions', 'orbit',
+           'RayBundle', 'ray_bundle', 'plucker_inputs', 'published_cameras_path', 'CameraReport',
+           'nearest_point_to_axes', 'nearest_point_to_rays', 'check_cameras', 'BlenderCamera', 'from_blender',
+           'to_blender', 'quat_to_rotation', 'to_colmap', 'from_colmap']
 
 # %% ../nbs/00_cameras.ipynb #283f0285
 def _shape(t) -> tuple: return tuple(t.shape)
@@ -69,8 +69,8 @@ def intrinsics_from_fov(fov_deg,  # field of view in degrees, scalar or [...]
     return K.to(dtype)
 
 # %% ../nbs/00_cameras.ipynb #bf0abdd2
-def _validated(K, w2c, hw, names, meta) -> dict:
-    "Check and normalise the fields of `Cameras`; every error names the argument and the fix."
+def _checked_poses(K, w2c) -> tuple[torch.Tensor, torch.Tensor]:
+    "`K [..., V, 3, 3]` and `w2c [..., V, 4, 4]` as floating tensors of one batch shape, dtype and device, or raise."
     K, w2c = _as_float_tensor(K, "K"), _as_float_tensor(w2c, "w2c")
     if w2c.ndim < 3 or _shape(w2c)[-2:] != (4, 4):
         raise ValueError(f"`w2c` must be [..., V, 4, 4] world-to-camera (OpenCV); got {_shape(w2c)}. "
@@ -82,19 +82,26 @@ def _validated(K, w2c, hw, names, meta) -> dict:
         raise ValueError(f"`K` and `w2c` must share the batch shape [..., V]; got K {_shape(K)} and w2c {_shape(w2c)}. "
                          "Broadcast K first, e.g. `K.expand(*w2c.shape[:-2], 3, 3)`.")
     if K.dtype != w2c.dtype or K.device != w2c.device:
-        raise ValueError(f"`K` and `w2c` must share dtype and device; got {K.dtype}/{K.device} and {w2c.dtype}/{w2c.device}.")
+        raise ValueError(f"`K` and `w2c` must share dtype and device; got {K.dtype}/{K.device} and "
+                         f"{w2c.dtype}/{w2c.device}.")
     if not (torch.isfinite(K).all() and torch.isfinite(w2c).all()):
         raise ValueError("`K` and `w2c` must be finite; found NaN or inf.")
     if (w2c[..., 3, :] - w2c.new_tensor([0, 0, 0, 1])).abs().max() > 1e-6:
         raise ValueError("`w2c` rows [3] must be [0, 0, 0, 1] (a rigid 4x4 world-to-camera); got another last row. "
                          "A 3x4 [R|t]? Append [0, 0, 0, 1]. A projection matrix? Split it into K and w2c first.")
+    return K, w2c
+
+def _check_rigid_pinhole(K: torch.Tensor, w2c: torch.Tensor) -> None:
+    "Raise unless every `w2c` is rigid (orthonormal rotation) and every `K` a skew-free pinhole with positive focals."
     R = w2c[..., :3, :3].double()
-    errs = (R @ R.transpose(-1, -2) - torch.eye(3, dtype=torch.float64, device=R.device)).abs().amax((-1, -2)).reshape(-1)
+    eye = torch.eye(3, dtype=torch.float64, device=R.device)
+    errs = (R @ R.transpose(-1, -2) - eye).abs().amax((-1, -2)).reshape(-1)
     if errs.numel() and errs.max() > 1e-3:
         i = int(errs.argmax())
         sc = torch.linalg.det(R.reshape(-1, 3, 3)[i]).abs().pow(1 / 3).item()
-        raise ValueError(f"`w2c` rotations must be orthonormal (rigid cameras); camera {i} has |RRᵀ−I| = {errs[i].item():.3g} (its rotation is scaled by "
-                         f"about {sc:.4g}). A unit change or world scale applied to the matrices? Keep cameras rigid and map worlds with "
+        raise ValueError(f"`w2c` rotations must be orthonormal (rigid cameras); camera {i} has |RRᵀ−I| = "
+                         f"{errs[i].item():.3g} (its rotation is scaled by about {sc:.4g}). A unit change or world "
+                         "scale applied to the matrices? Keep cameras rigid and map worlds with "
                          "Cameras.transform(similarity), which scales the camera positions only.")
     off = torch.stack([K[..., 0, 1], K[..., 1, 0], K[..., 2, 0], K[..., 2, 1], K[..., 2, 2] - 1])
     if off.abs().max() > 1e-6:
@@ -103,16 +110,24 @@ def _validated(K, w2c, hw, names, meta) -> dict:
     if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
         raise ValueError("`K` focal lengths fx, fy must be positive; a negative focal length mirrors the image. "
                          "Flip the camera axis in w2c instead (see the Conventions section).")
+
+# %% ../nbs/00_cameras.ipynb #8e1e2c46
+def _per_view(values, name: str, V: int, kind: type, what: str) -> tuple | None:
+    "`values` as a tuple of one `kind` per view (or None), or raise naming `name`."
+    if values is None: return None
+    values = tuple(values)
+    if len(values) != V: raise ValueError(f"`{name}` must have one entry per view (V = {V}); got {len(values)}.")
+    if not all(isinstance(v, kind) for v in values):
+        raise TypeError(f"`{name}` must be {what}; got {[type(v).__name__ for v in values]}.")
+    return values
+
+def _validated(K, w2c, hw, names, meta) -> dict:
+    "Check and normalise the fields of `Cameras`; every error names the argument and the fix."
+    K, w2c = _checked_poses(K, w2c)
+    _check_rigid_pinhole(K, w2c)
     V = _shape(w2c)[-3]
-    if names is not None:
-        names = tuple(names)
-        if len(names) != V: raise ValueError(f"`names` must have one entry per view (V = {V}); got {len(names)}.")
-        if not all(isinstance(n, str) for n in names): raise TypeError(f"`names` must be strings; got {[type(n).__name__ for n in names]}.")
-    if meta is not None:
-        meta = tuple(meta)
-        if len(meta) != V: raise ValueError(f"`meta` must have one entry per view (V = {V}); got {len(meta)}.")
-        if not all(isinstance(m, Mapping) for m in meta): raise TypeError(f"`meta` must be dicts; got {[type(m).__name__ for m in meta]}.")
-        meta = tuple(dict(m) for m in meta)
+    names, meta = _per_view(names, "names", V, str, "strings"), _per_view(meta, "meta", V, Mapping, "dicts")
+    meta = None if meta is None else tuple(dict(m) for m in meta)
     return dict(K=K, w2c=w2c, hw=_check_hw(hw), names=names, meta=meta)
 
 # %% ../nbs/00_cameras.ipynb #5f136cde
@@ -143,22 +158,73 @@ def _crop_box(box) -> tuple[int, int, int, int]:
     if x1 <= x0 or y1 <= y0: raise ValueError(f"`box` must have x1 > x0 and y1 > y0; got {box!r}.")
     return x0, y0, x1, y1
 
-def _similarity_parts(world_T) -> tuple[float, torch.Tensor, torch.Tensor]:
-    "Split a 4x4 similarity transform into scale s, rotation R and translation t (float64), or raise."
+# %% ../nbs/00_cameras.ipynb #110c6b08
+def similarity_parts(world_T,  # [4, 4] similarity transform x' = s·R·x + t
+                    ) -> tuple[float, torch.Tensor, torch.Tensor]:  # s, R [3, 3] and t [3], float64
+    "Split a similarity transform into its scale, rotation and translation; reflections, shear and bad shapes raise."
     T = _as_float_tensor(world_T, "world_T", dtype=torch.float64)
     if _shape(T) != (4, 4): raise ValueError(f"`world_T` must be a 4x4 similarity transform; got {_shape(T)}.")
     if (T[3] - T.new_tensor([0, 0, 0, 1])).abs().max() > 1e-9:
         raise ValueError(f"`world_T` last row must be [0, 0, 0, 1]; got {T[3].tolist()}.")
     det = torch.linalg.det(T[:3, :3])
     if det <= 0:
-        raise ValueError(f"`world_T` must preserve handedness (det > 0); got det = {det.item():.4g}. A reflection mirrors every "
-                         "camera: change axis conventions with a proper rotation, or a named converter (from_opengl, from_blender).")
+        raise ValueError(f"`world_T` must preserve handedness (det > 0); got det = {det.item():.4g}. A reflection "
+                         "mirrors every camera: change axis conventions with a proper rotation, or a named converter "
+                         "(from_opengl, from_blender).")
     s = det.item() ** (1 / 3)
     R = T[:3, :3] / s
     err = (R @ R.T - torch.eye(3, dtype=torch.float64)).abs().max().item()
     if err > 1e-5:
-        raise ValueError(f"`world_T` must be a similarity s·R (uniform scale, no shear); its rotation part is off by {err:.3g}.")
+        raise ValueError("`world_T` must be a similarity s·R (uniform scale, no shear); its rotation part is off by "
+                         f"{err:.3g}.")
     return s, R, T[:3, 3]
+
+# %% ../nbs/00_cameras.ipynb #80b5b7d1
+def _fov_deg(K: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # [..., 2]
+    "Field of view (x, y) in degrees of intrinsics `K [..., 3, 3]` for images of size `hw`."
+    H, W = hw
+    return torch.rad2deg(2 * torch.atan(torch.stack([W / (2 * K[..., 0, 0]), H / (2 * K[..., 1, 1])], -1)))
+
+def _resized_K(K: torch.Tensor, hw: tuple[int, int], new_hw) -> torch.Tensor:
+    "Intrinsics of images resized from `hw` to `new_hw`: fx, cx scale with the width, fy, cy with the height."
+    (H2, W2), (H, W) = _check_hw(new_hw), hw
+    return K * K.new_tensor([[W2 / W], [H2 / H], [1.]])
+
+def _cropped_K(K: torch.Tensor, box) -> tuple[torch.Tensor, tuple[int, int]]:
+    "Intrinsics and size `(H, W)` of the crop `box = (x0, y0, x1, y1)`."
+    x0, y0, x1, y1 = _crop_box(box)
+    return K - K.new_tensor([[0, 0, x0], [0, 0, y0], [0, 0, 0]]), (y1 - y0, x1 - x0)
+
+def _transformed_c2w(c2w: torch.Tensor, world_T) -> torch.Tensor:  # [..., 4, 4] float64
+    "Camera-to-world matrices of a world mapped by the similarity `world_T`: centres move, rotations compose."
+    s, R, t = similarity_parts(world_T)
+    c2w = c2w.to(torch.float64)
+    centres = (s * (c2w[..., :3, 3] @ R.T) + t)[..., None]
+    return torch.cat([torch.cat([R @ c2w[..., :3, :3], centres], -1), c2w[..., 3:, :]], -2)
+
+# %% ../nbs/00_cameras.ipynb #e63975d3
+def _poses_from_c2w(c2w, K) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(K, w2c)` of OpenCV camera-to-world matrices `c2w [..., V, 4, 4]`; `K` broadcasts over the batch."
+    c2w = _as_float_tensor(c2w, "c2w")
+    if c2w.ndim < 3 or _shape(c2w)[-2:] != (4, 4):
+        raise ValueError(f"`c2w` must be [..., V, 4, 4] camera-to-world (OpenCV); got {_shape(c2w)}. "
+                         "A single camera needs a view axis: pass `c2w[None]`.")
+    K = _as_float_tensor(K, "K", dtype=c2w.dtype, device=c2w.device)
+    return K.expand(*_shape(c2w)[:-2], 3, 3).clone(), torch.linalg.inv(c2w)
+
+def _c2w_from_opengl(c2w) -> torch.Tensor:
+    "OpenCV camera-to-world matrices of camera-to-world matrices in OpenGL/Blender camera axes."
+    c2w = _as_float_tensor(c2w, "c2w")
+    return c2w @ _opencv_from_opengl().to(c2w)
+
+def _poses_from_fov(fov_deg, hw, c2w, w2c, fov_axis: str) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(K, w2c)` of square-pixel cameras with a field of view; the pose is exactly one of `c2w`/`w2c` (OpenCV)."
+    if (c2w is None) == (w2c is None):
+        raise ValueError("Give exactly one of `c2w` or `w2c` (OpenCV axes) to Cameras.from_fov.")
+    pose = _as_float_tensor(c2w if w2c is None else w2c, "c2w" if w2c is None else "w2c")
+    K = intrinsics_from_fov(fov_deg, hw, fov_axis, dtype=pose.dtype).to(pose.device)
+    if w2c is None: return _poses_from_c2w(pose, K)
+    return K.expand(*_shape(pose)[:-2], 3, 3).clone(), pose
 
 # %% ../nbs/00_cameras.ipynb #7c50d6a2
 @dataclass(frozen=True, eq=False)
@@ -178,75 +244,51 @@ class Cameras:
     num_views = property(lambda self: _shape(self.w2c)[-3], doc="V")
     device = property(lambda self: self.w2c.device)
     dtype = property(lambda self: self.w2c.dtype)
+    c2w = property(lambda self: torch.linalg.inv(self.w2c), doc="[..., V, 4, 4] camera-to-world (OpenCV axes)")
+    centers = property(lambda self: self.c2w[..., :3, 3], doc="[..., V, 3] camera centres in world coordinates")
+    fov_deg = property(lambda self: _fov_deg(self.K, self.hw), doc="[..., V, 2] field of view (x, y) in degrees")
     def __len__(self) -> int: return self.num_views
     def __repr__(self):
         names = f", names={list(self.names)}" if self.names else ""
         return f"Cameras(batch_shape={self.batch_shape}, hw={self.hw}, dtype={self.dtype}, device={self.device}{names})"
 
-    @property
-    def c2w(self) -> torch.Tensor:  # [..., V, 4, 4]
-        "Camera-to-world (OpenCV axes): columns are the camera's x, y, z axes and its centre."
-        return torch.linalg.inv(self.w2c)
-    @property
-    def centers(self) -> torch.Tensor:  # [..., V, 3]
-        "Camera centres in world coordinates."
-        return self.c2w[..., :3, 3]
-    @property
-    def fov_deg(self) -> torch.Tensor:  # [..., V, 2]
-        "Field of view (x, y) in degrees."
-        H, W = self.hw
-        return torch.rad2deg(2 * torch.atan(torch.stack([W / (2 * self.K[..., 0, 0]), H / (2 * self.K[..., 1, 1])], -1)))
-
     @classmethod
     def from_c2w(cls, c2w, K, hw, **kwargs) -> Cameras:
         "Cameras from OpenCV camera-to-world `c2w [..., V, 4, 4]`; `K` broadcasts over the batch."
-        c2w = _as_float_tensor(c2w, "c2w")
-        if c2w.ndim < 3 or _shape(c2w)[-2:] != (4, 4):
-            raise ValueError(f"`c2w` must be [..., V, 4, 4] camera-to-world (OpenCV); got {_shape(c2w)}. "
-                             "A single camera needs a view axis: pass `c2w[None]`.")
-        K = _as_float_tensor(K, "K", dtype=c2w.dtype, device=c2w.device)
-        return cls(K.expand(*_shape(c2w)[:-2], 3, 3).clone(), torch.linalg.inv(c2w), hw, **kwargs)
+        return cls(*_poses_from_c2w(c2w, K), hw, **kwargs)
     @classmethod
     def from_opengl(cls, c2w, K, hw, **kwargs) -> Cameras:
         "Cameras from camera-to-world matrices in OpenGL/Blender camera axes (x right, y up, looking down -z)."
-        c2w = _as_float_tensor(c2w, "c2w")
-        return cls.from_c2w(c2w @ _opencv_from_opengl().to(c2w), K, hw, **kwargs)
+        return cls.from_c2w(_c2w_from_opengl(c2w), K, hw, **kwargs)
     def to_opengl(self) -> torch.Tensor:  # [..., V, 4, 4]
         "Camera-to-world matrices in OpenGL/Blender camera axes (inverse of `from_opengl`)."
         return self.c2w @ _opencv_from_opengl().to(self.w2c)
     @classmethod
     def from_fov(cls, fov_deg, hw, c2w=None, w2c=None, fov_axis: str = "x", **kwargs) -> Cameras:
         "Square pixels, centred principal point; the pose is exactly one of `c2w`/`w2c` (OpenCV)."
-        if (c2w is None) == (w2c is None): raise ValueError("Give exactly one of `c2w` or `w2c` (OpenCV axes) to Cameras.from_fov.")
-        pose = _as_float_tensor(c2w if w2c is None else w2c, "c2w" if w2c is None else "w2c")
-        K = intrinsics_from_fov(fov_deg, hw, fov_axis, dtype=pose.dtype).to(pose.device)
-        if w2c is None: return cls.from_c2w(pose, K, hw, **kwargs)
-        return cls(K.expand(*_shape(pose)[:-2], 3, 3).clone(), pose, hw, **kwargs)
+        return cls(*_poses_from_fov(fov_deg, hw, c2w, w2c, fov_axis), hw, **kwargs)
 
     def to(self, device=None, dtype=None) -> Cameras:
         "Move to `device` and/or cast to a floating `dtype`."
         if dtype is not None and not dtype.is_floating_point: raise TypeError(f"`dtype` must be floating; got {dtype}.")
-        return dataclasses.replace(self, K=self.K.to(device=device, dtype=dtype), w2c=self.w2c.to(device=device, dtype=dtype))
+        K, w2c = (t.to(device=device, dtype=dtype) for t in (self.K, self.w2c))
+        return dataclasses.replace(self, K=K, w2c=w2c)
     def __getitem__(self, idx) -> Cameras:
-        "Select views (the V axis): an int keeps the axis (V = 1); slices, index lists and boolean masks select several."
+        "Select views (the V axis): an int keeps the axis (V = 1); slices, index lists and boolean masks pick several."
         sel = _view_indices(idx, self.num_views)
         i, pick = torch.tensor(sel, device=self.device), lambda v: None if v is None else tuple(v[j] for j in sel)
         return dataclasses.replace(self, K=self.K.index_select(-3, i), w2c=self.w2c.index_select(-3, i),
                                    names=pick(self.names), meta=pick(self.meta))
     def resize(self, hw: tuple[int, int]) -> Cameras:
         "Cameras of the images resized to `hw = (H, W)`: fx, cx scale with the width, fy, cy with the height."
-        (H2, W2), (H, W) = _check_hw(hw), self.hw
-        return dataclasses.replace(self, K=self.K * self.K.new_tensor([[W2 / W], [H2 / H], [1.]]), hw=(H2, W2))
+        return dataclasses.replace(self, K=_resized_K(self.K, self.hw, hw), hw=_check_hw(hw))
     def crop(self, box: tuple[int, int, int, int]) -> Cameras:
         "Cameras of the crop `box = (x0, y0, x1, y1)` in pixels (x1, y1 exclusive); a box past the border pads."
-        x0, y0, x1, y1 = _crop_box(box)
-        return dataclasses.replace(self, K=self.K - self.K.new_tensor([[0, 0, x0], [0, 0, y0], [0, 0, 0]]), hw=(y1 - y0, x1 - x0))
+        K, hw = _cropped_K(self.K, box)
+        return dataclasses.replace(self, K=K, hw=hw)
     def transform(self, world_T) -> Cameras:
         "The same images of a world mapped by the similarity `world_T` (4x4: x' = s·R·x + t); w2c stays rigid."
-        s, R, t = _similarity_parts(world_T)
-        c2w = self.c2w.to(torch.float64)
-        new = torch.cat([torch.cat([R @ c2w[..., :3, :3], (s * (c2w[..., :3, 3] @ R.T) + t)[..., None]], -1), c2w[..., 3:, :]], -2)
-        return dataclasses.replace(self, w2c=torch.linalg.inv(new).to(self.dtype))
+        return dataclasses.replace(self, w2c=torch.linalg.inv(_transformed_c2w(self.c2w, world_T)).to(self.dtype))
     @classmethod
     def stack(cls, rigs: Sequence[Cameras]) -> Cameras:
         "Stack rigs of equal batch shape and `hw` on a new leading axis (e.g. `[V]` rigs into `[B, V]`)."
@@ -263,7 +305,8 @@ class Cameras:
 def _stack_rigs(cls, rigs) -> Cameras:
     "Stack rigs; names/meta/rig_id are kept when all rigs agree."
     rigs = list(rigs)
-    if not rigs or not all(isinstance(r, Cameras) for r in rigs): raise TypeError("`rigs` must be a non-empty sequence of Cameras.")
+    if not rigs or not all(isinstance(r, Cameras) for r in rigs):
+        raise TypeError("`rigs` must be a non-empty sequence of Cameras.")
     if len({(r.batch_shape, r.hw) for r in rigs}) != 1:
         raise ValueError(f"rigs must share batch shape and hw to stack; got {[(r.batch_shape, r.hw) for r in rigs]}.")
     same = lambda f: getattr(rigs[0], f) if all(getattr(r, f) == getattr(rigs[0], f) for r in rigs) else None
@@ -276,7 +319,8 @@ def look_at(eye,  # [..., 3] camera centres
             up=(0., 0., 1.),  # [..., 3] world up direction (FaceLift: +Z)
             dtype=torch.float32) -> torch.Tensor:  # [..., 4, 4] c2w, OpenCV axes
     "OpenCV camera-to-world matrices of cameras at `eye` looking at `target` with `up` pointing up in the image."
-    eye, target, up = (_as_float_tensor(v, n, dtype=torch.float64) for v, n in ((eye, "eye"), (target, "target"), (up, "up")))
+    named = ((eye, "eye"), (target, "target"), (up, "up"))
+    eye, target, up = (_as_float_tensor(v, n, dtype=torch.float64) for v, n in named)
     for v, n in ((eye, "eye"), (target, "target"), (up, "up")):
         if v.ndim < 1 or _shape(v)[-1] != 3: raise ValueError(f"`{n}` must be [..., 3]; got {_shape(v)}.")
     eye, target, up = torch.broadcast_tensors(eye, target, up)
@@ -305,7 +349,8 @@ def _axis(spec, name: str) -> torch.Tensor:
     if isinstance(spec, str):
         s = spec.strip().lower()
         sign, key = (-1., s[1:]) if s.startswith("-") else (1., s.lstrip("+"))
-        if key not in _AXES: raise ValueError(f"`{name}` must be one of x, y, z, -x, -y, -z or a 3-vector; got {spec!r}.")
+        if key not in _AXES:
+            raise ValueError(f"`{name}` must be one of x, y, z, -x, -y, -z or a 3-vector; got {spec!r}.")
         return sign * torch.tensor(_AXES[key], dtype=torch.float64)
     v = _as_float_tensor(spec, name, dtype=torch.float64)
     if _shape(v) != (3,) or v.norm() < 1e-9: raise ValueError(f"`{name}` must be a non-zero 3-vector; got {spec!r}.")
@@ -323,12 +368,15 @@ def orbit_directions(azimuth_deg,  # [V] relative azimuths: 0 = front, positive 
     right = torch.linalg.cross(front, up)  # the subject faces `front`; its right hand is front × up
     az = torch.deg2rad(torch.as_tensor(azimuth_deg, dtype=torch.float64)).reshape(-1)
     el = torch.deg2rad(torch.as_tensor(elevation_deg, dtype=torch.float64)).reshape(-1)
-    if not (torch.isfinite(az).all() and torch.isfinite(el).all()): raise ValueError("`azimuth_deg` and `elevation_deg` must be finite.")
-    if (el.abs() >= math.pi / 2 - 1e-9).any(): raise ValueError(f"`elevation_deg` must be in (-90, 90); got {torch.rad2deg(el).tolist()}.")
+    if not (torch.isfinite(az).all() and torch.isfinite(el).all()):
+        raise ValueError("`azimuth_deg` and `elevation_deg` must be finite.")
+    if (el.abs() >= math.pi / 2 - 1e-9).any():
+        raise ValueError(f"`elevation_deg` must be in (-90, 90); got {torch.rad2deg(el).tolist()}.")
     az, el = torch.broadcast_tensors(az, el)
     return (torch.cos(el)[:, None] * (torch.cos(az)[:, None] * front + torch.sin(az)[:, None] * right)
             + torch.sin(el)[:, None] * up)
 
+# %% ../nbs/00_cameras.ipynb #10bdfd35
 def orbit(azimuth_deg,  # [V] relative azimuths: 0 = front, positive toward the subject's right
           elevation_deg=0.,  # [V] or scalar, positive above the subject
           radius=2.7,  # [V] or scalar distance to `target`
@@ -364,7 +412,8 @@ def _ray_directions_cf(cameras: Cameras) -> torch.Tensor:  # [..., V, 3, H, W]
     x = (torch.arange(W, device=dev, dtype=dt) + 0.5 - K[..., 0, 2, None]) / K[..., 0, 0, None]  # [..., V, W]
     y = (torch.arange(H, device=dev, dtype=dt) + 0.5 - K[..., 1, 2, None]) / K[..., 1, 1, None]  # [..., V, H]
     # R · (x, y, 1) as a sum of outer products: no [H, W, 3] camera-space grid, no batched matmul
-    d = R[..., :, 0, None, None] * x[..., None, None, :] + (R[..., :, 1, None, None] * y[..., None, :, None] + R[..., :, 2, None, None])
+    d = (R[..., :, 0, None, None] * x[..., None, None, :]
+         + (R[..., :, 1, None, None] * y[..., None, :, None] + R[..., :, 2, None, None]))
     return d * torch.rsqrt((d * d).sum(-3, keepdim=True))  # (linalg.vector_norm over dim -3 is ~50x slower on CPU)
 
 def ray_bundle(cameras: Cameras) -> RayBundle:
@@ -380,13 +429,14 @@ def plucker_inputs(images: torch.Tensor,  # [..., V, 3, H, W] RGB in [0, 1]
     "GS-LRM's 9-channel input: RGB·2−1, ray direction, and the ray point nearest the world origin."
     if not isinstance(images, torch.Tensor): raise TypeError(f"`images` must be a tensor; got {type(images).__name__}.")
     if images.ndim < 4 or _shape(images)[-3] != 3:
-        raise ValueError(f"`images` must be [..., V, 3, H, W] RGB; got {_shape(images)}. Channels-last? Use images.movedim(-1, -3).")
+        raise ValueError(f"`images` must be [..., V, 3, H, W] RGB; got {_shape(images)}. Channels-last? Use "
+                         "images.movedim(-1, -3).")
     if _shape(images)[:-3] != cameras.batch_shape or _shape(images)[-2:] != cameras.hw:
         raise ValueError(f"`images` {_shape(images)} must match the cameras' batch shape {cameras.batch_shape} "
                          f"and hw {cameras.hw}. Resized the images? Resize the cameras too: cameras.resize(hw).")
     if not images.is_floating_point() or images.min() < -1e-3 or images.max() > 1 + 1e-3:
-        raise ValueError("`images` must be floating point in [0, 1]; got "
-                         f"{images.dtype} in [{images.min().item():.3g}, {images.max().item():.3g}]. uint8? Divide by 255.")
+        raise ValueError(f"`images` must be floating point in [0, 1]; got {images.dtype} in "
+                         f"[{images.min().item():.3g}, {images.max().item():.3g}]. uint8? Divide by 255.")
     cameras = cameras.to(images.device, images.dtype)
     out = torch.empty(*_shape(images)[:-3], 9, *_shape(images)[-2:], dtype=images.dtype, device=images.device)
     torch.mul(images, 2, out=out[..., :3, :, :]).sub_(1)
@@ -402,28 +452,33 @@ _FRAME_KEYS = ("w", "h", "fx", "fy", "cx", "cy", "w2c")
 
 def _frame_value(frame: Mapping, i: int, key: str, where: str):
     "Read and validate one numeric key of frame `i`."
-    if key not in frame: raise ValueError(f"{where}: frame {i} is missing the key {key!r} (needs {', '.join(_FRAME_KEYS)}).")
+    if key not in frame:
+        raise ValueError(f"{where}: frame {i} is missing the key {key!r} (needs {', '.join(_FRAME_KEYS)}).")
     v = frame[key]
     if key == "w2c":
         try: a = np.asarray(v, dtype=np.float64)
-        except (TypeError, ValueError): raise ValueError(f"{where}: frame {i} key 'w2c' must be a 4x4 list of numbers.") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: frame {i} key 'w2c' must be a 4x4 list of numbers.") from None
         if a.shape != (4, 4): raise ValueError(f"{where}: frame {i} key 'w2c' must be 4x4; got shape {a.shape}.")
     elif key in ("w", "h"):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v != int(v) or v <= 0:
             raise ValueError(f"{where}: frame {i} key {key!r} must be a positive integer; got {v!r}.")
         return int(v)
     else:
-        if not isinstance(v, (int, float)) or isinstance(v, bool): raise ValueError(f"{where}: frame {i} key {key!r} must be a number; got {v!r}.")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ValueError(f"{where}: frame {i} key {key!r} must be a number; got {v!r}.")
         a = np.float64(v)
     if not np.isfinite(a).all(): raise ValueError(f"{where}: frame {i} key {key!r} must be finite; got {v!r}.")
     return a
 
+# %% ../nbs/00_cameras.ipynb #fe2999bb
 def _read_facelift_json(path, dtype=torch.float32) -> dict:
     "The `Cameras` fields of an `opencv_cameras.json` file, frames in file order."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no camera file at {str(path)!r}.")
     try: data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON (UTF-8 text expected; {e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON (UTF-8 text expected; {e}).") from None
     except RecursionError: raise ValueError(f"{path}: JSON nested too deeply to be a camera file.") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
         raise ValueError(f"{path}: expected an object with a non-empty 'frames' list (opencv_cameras.json schema).")
@@ -439,14 +494,17 @@ def _read_facelift_json(path, dtype=torch.float32) -> dict:
         w2cs.append(v["w2c"])
         meta.append({k: x for k, x in fr.items() if k not in _FRAME_KEYS})
     rig_id = data.get("id")
-    try: fields = _validated(torch.tensor(np.array(Ks), dtype=dtype), torch.tensor(np.array(w2cs), dtype=dtype), hw, None, meta)
+    K, w2c = torch.tensor(np.array(Ks), dtype=dtype), torch.tensor(np.array(w2cs), dtype=dtype)
+    try: fields = _validated(K, w2c, hw, None, meta)
     except ValueError as e: raise ValueError(f"{path}: {e}") from None
     return dict(fields, rig_id=None if rig_id is None else str(rig_id))
 
+# %% ../nbs/00_cameras.ipynb #1cacd133
 def _write_facelift_json(self: Cameras, path, rig_id: str | None = None) -> Path:
     "Write `[V]` cameras as an `opencv_cameras.json` file (atomically) and return its path."
     if len(self.batch_shape) != 1:
-        raise ValueError(f"to_facelift_json writes one rig [V]; got batch shape {self.batch_shape}. Index the batch first.")
+        raise ValueError(f"to_facelift_json writes one rig [V]; got batch shape {self.batch_shape}. Index the batch "
+                         "first.")
     H, W = self.hw
     K, w2c = self.K.detach().cpu().double(), self.w2c.detach().cpu().double()
     frames = []
@@ -456,11 +514,13 @@ def _write_facelift_json(self: Cameras, path, rig_id: str | None = None) -> Path
         fr.update(self.meta[i] if self.meta else {})
         frames.append(fr)
     rid = rig_id if rig_id is not None else self.rig_id
-    return write_text_atomic(path, json.dumps({"id": rid if rid is not None else "facelift_nb", "frames": frames}, indent=1))
+    doc = {"id": rid if rid is not None else "facelift_nb", "frames": frames}
+    return write_text_atomic(path, json.dumps(doc, indent=1))
 
 # %% ../nbs/00_cameras.ipynb #5e1c0a01
-PUBLISHED_CAMERA_FILES = {"inference": "facelift_inference_cameras.json",  # the 6-camera inference rig
-                          "gslrm_sample": "facelift_gslrm_sample_cameras.json"}  # the 32 cameras of a GS-LRM training sample
+# the 6-camera inference rig, and the 32 cameras of a GS-LRM training sample
+PUBLISHED_CAMERA_FILES = {"inference": "facelift_inference_cameras.json",
+                          "gslrm_sample": "facelift_gslrm_sample_cameras.json"}
 
 def published_cameras_path(rig: str = "inference",  # "inference" (6 frames) or "gslrm_sample" (32 frames)
                            ) -> Path:
@@ -478,7 +538,7 @@ class CameraReport:
     labels: tuple[str, ...]  # one per camera (name, or its index)
     det: tuple[float, ...]  # det of the w2c rotation (+1 proper, -1 mirrored)
     orthonormal_error: tuple[float, ...]  # max |R Rᵀ − I|
-    facing_angle_deg: tuple[float, ...]  # angle between the optical axis and the direction to the subject (nan: unknown)
+    facing_angle_deg: tuple[float, ...]  # angle between the optical axis and the way to the subject (nan: unknown)
     distance: tuple[float, ...]  # distance from the camera centre to the subject
     subject_center: tuple[float, float, float] | None  # the subject centre used (given or estimated)
     problems: tuple[str, ...]  # human-readable findings
@@ -499,17 +559,69 @@ def nearest_point_to_axes(cameras: Cameras) -> torch.Tensor:  # [3]
     "The point nearest to all optical axes (least squares), e.g. the subject a rig looks at."
     c2w = cameras.c2w.reshape(-1, 4, 4).double()
     try: return nearest_point_to_rays(c2w[:, :3, 3], c2w[:, :3, 2])
-    except ValueError: raise ValueError("the subject centre cannot be estimated: fewer than two non-parallel optical axes. Pass `subject_center`.") from None
+    except ValueError:
+        raise ValueError("the subject centre cannot be estimated: fewer than two non-parallel optical axes. Pass "
+                         "`subject_center`.") from None
 
 def nearest_point_to_rays(origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:  # [3] float64
     "The point nearest (least squares) to the lines `origins [N,3] + t·directions [N,3]`."
     o, d = origins.double(), torch.nn.functional.normalize(directions.double(), dim=-1)
     P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # projectors orthogonal to each line
     A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
-    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3: raise ValueError("fewer than two non-parallel rays: no nearest point.")
+    if len(o) < 2 or torch.linalg.matrix_rank(A) < 3:
+        raise ValueError("fewer than two non-parallel rays: no nearest point.")
     return torch.linalg.solve(A, b)
 
 # %% ../nbs/00_cameras.ipynb #05eeb5fa
+def _rotation_problems(labels, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    "Determinants, orthonormality errors and the problems they show, of rotations `R [n, 3, 3]` (float64)."
+    det = torch.linalg.det(R)
+    orth = (R @ R.transpose(1, 2) - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2))
+    problems = []
+    for i in range(len(R)):
+        if det[i] < 0: problems.append(f"camera {labels[i]}: improper rotation (det = {det[i]:.3f}), a mirrored "
+                                       "camera. An axis was flipped: convert OpenGL/Blender poses with "
+                                       "Cameras.from_opengl / from_blender.")
+        if orth[i] > 1e-4: problems.append(f"camera {labels[i]}: rotation not orthonormal (max |RRᵀ−I| = "
+                                           f"{orth[i]:.2e}); w2c must be rigid (a scaled or sheared matrix?).")
+    return det, orth, problems
+
+def _intrinsics_problems(labels, K: torch.Tensor, hw: tuple[int, int]) -> list[str]:
+    "Problems of intrinsics `K [n, 3, 3]` for images of size `hw`: principal point and aspect ratio."
+    H, W = hw
+    problems = []
+    for i in range(len(K)):
+        fx, fy, cx, cy = K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]
+        if not (0 < cx < W and 0 < cy < H):
+            problems.append(f"camera {labels[i]}: principal point ({cx:.1f}, {cy:.1f}) lies outside the {W}x{H} image: "
+                            "intrinsics of another image size? Use Cameras.resize / crop with the image.")
+        elif abs(cx - W / 2) > W / 4 or abs(cy - H / 2) > H / 4:
+            problems.append(f"camera {labels[i]}: principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the "
+                            f"{W}x{H} image: intrinsics stale after a crop or resize?")
+        if not 2 / 3 < fx / fy < 1.5:
+            problems.append(f"camera {labels[i]}: fx/fy = {fx / fy:.2f}: intrinsics scaled for another aspect ratio?")
+    return problems
+
+# %% ../nbs/00_cameras.ipynb #5f8d0d11
+def _subject_problems(labels, centers, fwd, center, radius, max_angle_deg, radius_rtol):
+    "Facing angles, distances and the problems they show, of cameras (centres, forward axes) around a subject centre."
+    to_subj = center - centers
+    dist = to_subj.norm(dim=-1)
+    angle = torch.rad2deg(torch.acos((torch.nn.functional.normalize(to_subj, dim=-1) * fwd).sum(-1).clamp(-1, 1)))
+    problems = []
+    for i in range(len(centers)):
+        if dist[i] < 1e-9: problems.append(f"camera {labels[i]}: sits at the subject centre.")
+        elif angle[i] > 90: problems.append(f"camera {labels[i]}: faces away from the subject ({angle[i]:.1f}° "
+                                            "off). A c2w passed as w2c, or an OpenGL camera (looks down −z) not "
+                                            "converted?")
+        elif angle[i] > max_angle_deg: problems.append(f"camera {labels[i]}: not facing the subject "
+                                                       f"({angle[i]:.1f}° > {max_angle_deg}°).")
+        if radius is not None and abs(dist[i] - radius) > radius_rtol * radius:
+            problems.append(f"camera {labels[i]}: distance {dist[i]:.3f} differs from the expected radius {radius} "
+                            f"by more than {radius_rtol:.0%} (other units, or not normalised?).")
+    return angle, dist, problems
+
+# %% ../nbs/00_cameras.ipynb #9db81ccd
 def check_cameras(cameras: Cameras,
                   subject_center=None,  # [3] where the subject is; None: the point nearest all optical axes
                   radius: float | None = None,  # expected camera distance to the subject, if known
@@ -521,16 +633,9 @@ def check_cameras(cameras: Cameras,
     if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
     w2c, K = cameras.w2c.reshape(-1, 4, 4).double().cpu(), cameras.K.reshape(-1, 3, 3).double().cpu()
     n, V = len(w2c), cameras.num_views
-    labels = [(cameras.names[i % V] if cameras.names else f"{i % V}") + (f"[{i // V}]" if n > V else "") for i in range(n)]
-    R = w2c[:, :3, :3]
-    det = torch.linalg.det(R)
-    orth = (R @ R.transpose(1, 2) - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2))
-    problems = []
-    for i in range(n):
-        if det[i] < 0: problems.append(f"camera {labels[i]}: improper rotation (det = {det[i]:.3f}), a mirrored camera. "
-                                       "An axis was flipped: convert OpenGL/Blender poses with Cameras.from_opengl / from_blender.")
-        if orth[i] > 1e-4: problems.append(f"camera {labels[i]}: rotation not orthonormal (max |RRᵀ−I| = {orth[i]:.2e}); "
-                                           "w2c must be rigid (a scaled or sheared matrix?).")
+    labels = [(cameras.names[i % V] if cameras.names else f"{i % V}") + (f"[{i // V}]" if n > V else "")
+              for i in range(n)]
+    det, orth, problems = _rotation_problems(labels, w2c[:, :3, :3])
     c2w = torch.linalg.inv(w2c)
     centers, fwd = c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)
     if subject_center is None:
@@ -538,32 +643,14 @@ def check_cameras(cameras: Cameras,
         except ValueError: center = None
     else: center = _as_float_tensor(subject_center, "subject_center", dtype=torch.float64).reshape(3)
     if center is None:
-        angle, dist = torch.full((n,), float("nan"), dtype=torch.float64), torch.full((n,), float("nan"), dtype=torch.float64)
+        angle = dist = torch.full((n,), float("nan"), dtype=torch.float64)
     else:
-        to_subj = center - centers
-        dist = to_subj.norm(dim=-1)
-        angle = torch.rad2deg(torch.acos((torch.nn.functional.normalize(to_subj, dim=-1) * fwd).sum(-1).clamp(-1, 1)))
-        for i in range(n):
-            if dist[i] < 1e-9: problems.append(f"camera {labels[i]}: sits at the subject centre.")
-            elif angle[i] > 90: problems.append(f"camera {labels[i]}: faces away from the subject ({angle[i]:.1f}° off). "
-                                                "A c2w passed as w2c, or an OpenGL camera (looks down −z) not converted?")
-            elif angle[i] > max_angle_deg: problems.append(f"camera {labels[i]}: not facing the subject ({angle[i]:.1f}° > {max_angle_deg}°).")
-            if radius is not None and abs(dist[i] - radius) > radius_rtol * radius:
-                problems.append(f"camera {labels[i]}: distance {dist[i]:.3f} differs from the expected radius {radius} "
-                                f"by more than {radius_rtol:.0%} (other units, or not normalised?).")
-    H, W = cameras.hw
-    for i in range(n):
-        fx, fy, cx, cy = K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]
-        if not (0 < cx < W and 0 < cy < H):
-            problems.append(f"camera {labels[i]}: principal point ({cx:.1f}, {cy:.1f}) lies outside the {W}x{H} image: "
-                            "intrinsics of another image size? Use Cameras.resize / crop with the image.")
-        elif abs(cx - W / 2) > W / 4 or abs(cy - H / 2) > H / 4:
-            problems.append(f"camera {labels[i]}: principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the "
-                            f"{W}x{H} image: intrinsics stale after a crop or resize?")
-        if not 2 / 3 < fx / fy < 1.5:
-            problems.append(f"camera {labels[i]}: fx/fy = {fx / fy:.2f}: intrinsics scaled for another aspect ratio?")
-    report = CameraReport(tuple(labels), tuple(det.tolist()), tuple(orth.tolist()), tuple(angle.tolist()), tuple(dist.tolist()),
-                          None if center is None else tuple(center.tolist()), tuple(problems))
+        angle, dist, found = _subject_problems(labels, centers, fwd, center, radius, max_angle_deg, radius_rtol)
+        problems += found
+    problems += _intrinsics_problems(labels, K, cameras.hw)
+    center = None if center is None else tuple(center.tolist())
+    report = CameraReport(tuple(labels), tuple(det.tolist()), tuple(orth.tolist()), tuple(angle.tolist()),
+                          tuple(dist.tolist()), center, tuple(problems))
     if strict and problems: raise ValueError("check_cameras found problems:\n  - " + "\n  - ".join(problems))
     return report
 
@@ -585,6 +672,7 @@ def _sensor_px(hw, sensor_fit: str) -> int:
     if sensor_fit not in fits: raise ValueError(f"`sensor_fit` must be one of {list(fits)}; got {sensor_fit!r}.")
     return fits[sensor_fit]
 
+# %% ../nbs/00_cameras.ipynb #ca92ffea
 def from_blender(matrix_world,  # [..., V, 4, 4] camera object world matrix (OpenGL camera axes)
                  lens_mm,  # [..., V] or scalar focal length in mm
                  sensor_mm: float = 36.,  # sensor size in mm
@@ -595,7 +683,8 @@ def from_blender(matrix_world,  # [..., V, 4, 4] camera object world matrix (Ope
     "Cameras from Blender camera settings (Blender world: Z up, like FaceLift's)."
     mw = _as_float_tensor(matrix_world, "matrix_world", dtype=torch.float64)
     if mw.ndim < 3 or _shape(mw)[-2:] != (4, 4):
-        raise ValueError(f"`matrix_world` must be [..., V, 4, 4]; got {_shape(mw)}. One camera? Pass `matrix_world[None]`.")
+        raise ValueError(f"`matrix_world` must be [..., V, 4, 4]; got {_shape(mw)}. One camera? Pass "
+                         "`matrix_world[None]`.")
     H, W = _check_hw(hw)
     c2w = mw.clone()
     c2w[..., :3, :3] = torch.nn.functional.normalize(mw[..., :3, :3], dim=-2)  # drop object scale
@@ -609,38 +698,47 @@ def from_blender(matrix_world,  # [..., V, 4, 4] camera object world matrix (Ope
     K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = cx.expand(batch), cy.expand(batch), 1.
     return Cameras.from_opengl(c2w.float(), K.float(), (H, W), **kwargs)
 
+# %% ../nbs/00_cameras.ipynb #d0aba13c
 def to_blender(self: Cameras,  # cameras to express as Blender settings
                sensor_mm: float = 36., sensor_fit: str = "AUTO") -> BlenderCamera:
     "Blender settings reproducing these cameras (needs fx = fy: Blender has square pixels)."
     fx, fy = self.K[..., 0, 0].double(), self.K[..., 1, 1].double()
-    if ((fx - fy).abs() > 1e-4 * fx).any(): raise ValueError("to_blender needs square pixels (fx = fy); these cameras differ.")
+    if ((fx - fy).abs() > 1e-4 * fx).any():
+        raise ValueError("to_blender needs square pixels (fx = fy); these cameras differ.")
     H, W = self.hw
     side = max(H, W)
     return BlenderCamera(self.to_opengl(), (fx * sensor_mm / _sensor_px(self.hw, sensor_fit)).to(self.dtype), sensor_mm,
                          sensor_fit, ((W / 2 - self.K[..., 0, 2]) / side), ((self.K[..., 1, 2] - H / 2) / side))
 
+# %% ../nbs/00_cameras.ipynb #4f659a8f
+def quat_to_rotation(q: torch.Tensor,  # [..., 4] quaternions (w, x, y, z), normalised first
+                    ) -> torch.Tensor:  # [..., 3, 3]
+    "Rotation matrices of quaternions."
+    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
+    R = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                     2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                     2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
+    return R.reshape(*q.shape[:-1], 3, 3)
+
 # %% ../nbs/00_cameras.ipynb #e22cca5a
 _COLMAP_MODELS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8}  # parameter counts
-_COLMAP_NDIST = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}  # trailing distortion terms
-
-def _quat_wxyz_to_R(q: np.ndarray) -> np.ndarray:
-    "Rotation matrix of a (w, x, y, z) quaternion (normalised first)."
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+# trailing distortion terms
+_COLMAP_NDIST = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
 
 def _R_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
     "The (w, x, y, z) unit quaternion of a rotation matrix, with w >= 0."
     m = R
     t = np.trace(m)
     if t > 0:
-        s = 2 * math.sqrt(t + 1); q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+        s = 2 * math.sqrt(t + 1)
+        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
     else:
-        i = int(np.argmax(np.diag(m))); j, k = (i + 1) % 3, (i + 2) % 3
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
         s = 2 * math.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
         q = [0.] * 4
-        q[0], q[1 + i], q[1 + j], q[1 + k] = (m[k, j] - m[j, k]) / s, s / 4, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
+        q[0], q[1 + i] = (m[k, j] - m[j, k]) / s, s / 4
+        q[1 + j], q[1 + k] = (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
     q = np.array(q)
     return q if q[0] >= 0 else -q
 
@@ -648,36 +746,70 @@ def _colmap_lines(path: Path):
     "The non-comment lines of a COLMAP text file (the empty POINTS2D lines of images.txt are kept)."
     if not path.is_file(): raise FileNotFoundError(f"COLMAP text model file missing: {str(path)!r}.")
     try: text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e: raise ValueError(f"{path}: not a UTF-8 COLMAP text file ({e}); binary models: colmap model_converter "
-                                                     "--output_type TXT.") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 COLMAP text file ({e}); binary models: colmap model_converter "
+                         "--output_type TXT.") from None
     return [l.rstrip("\n") for l in text.splitlines() if not l.startswith("#")]
 
 # %% ../nbs/00_cameras.ipynb #1f5667b0
-def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt), e.g. sparse/0
-                dtype=torch.float32) -> Cameras:
-    "Cameras `[V]` from a COLMAP text model, sorted by image name."
+def to_colmap(self: Cameras,  # a `[V]` rig
+              folder) -> Path:
+    "Write `[V]` cameras as a COLMAP text model (`cameras.txt`, `images.txt`, empty `points3D.txt`)."
+    if len(self.batch_shape) != 1:
+        raise ValueError(f"to_colmap writes one rig [V]; got batch shape {self.batch_shape}.")
     folder = Path(folder)
+    H, W = self.hw
+    K, w2c = self.K.detach().cpu().double().numpy(), self.w2c.detach().cpu().double().numpy()
+    names = [m.get("file_path") for m in self.meta] if self.meta else [None] * len(self)
+    names = [n or (self.names[i] if self.names else f"view_{i:03d}.png") for i, n in enumerate(names)]
+    cams = ["# Camera list: CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    imgs = ["# Image list: IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME; "
+            "then POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i in range(len(self)):
+        fx, fy, cx, cy = K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]
+        cams.append(f"{i + 1} PINHOLE {W} {H} " + " ".join(repr(float(v)) for v in (fx, fy, cx, cy)))
+        q, t = _R_to_quat_wxyz(w2c[i, :3, :3]), w2c[i, :3, 3]
+        imgs += [f"{i + 1} " + " ".join(repr(float(v)) for v in (*q, *t)) + f" {i + 1} {names[i]}", ""]
+    write_text_atomic(folder / "cameras.txt", "\n".join(cams) + "\n")
+    write_text_atomic(folder / "images.txt", "\n".join(imgs) + "\n")
+    write_text_atomic(folder / "points3D.txt", "# 3D point list: empty\n")
+    return folder
+
+# %% ../nbs/00_cameras.ipynb #1aa6119f
+def _colmap_intrinsics(folder: Path) -> dict:
+    "`{camera id: (H, W, K rows)}` from a COLMAP `cameras.txt`; distortion terms are dropped with a warning."
     intr = {}
     for ln, line in enumerate(_colmap_lines(folder / "cameras.txt")):
         if not line.strip(): continue
         parts = line.split()
         try: cid, model, w, h, params = parts[0], parts[1], int(parts[2]), int(parts[3]), [float(p) for p in parts[4:]]
-        except (IndexError, ValueError): raise ValueError(f"{folder / 'cameras.txt'}: malformed camera line {line!r}; "
-                                                          "expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...") from None
+        except (IndexError, ValueError):
+            raise ValueError(f"{folder / 'cameras.txt'}: malformed camera line {line!r}; "
+                             "expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...") from None
         if model not in _COLMAP_MODELS:
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} uses the model {model!r}; supported: {list(_COLMAP_MODELS)}. "
-                             "Undistort the images to PINHOLE first (colmap image_undistorter).")
+            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} uses the model {model!r}; supported: "
+                             f"{list(_COLMAP_MODELS)}. Undistort the images to PINHOLE first (colmap "
+                             "image_undistorter).")
         if len(params) != _COLMAP_MODELS[model]:
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} ({model}) needs {_COLMAP_MODELS[model]} parameters; got {len(params)}.")
+            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} ({model}) needs {_COLMAP_MODELS[model]} "
+                             f"parameters; got {len(params)}.")
         if not (np.isfinite(params).all() and w > 0 and h > 0 and params[0] > 0):
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} needs a positive size and focal length, all finite; got {line!r}.")
-        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"): f, cx, cy = params[:3]; fx = fy = f
+            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} needs a positive size and focal length, all "
+                             f"finite; got {line!r}.")
+        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+            f, cx, cy = params[:3]
+            fx = fy = f
         else: fx, fy, cx, cy = params[:4]
         dist = params[len(params) - _COLMAP_NDIST[model]:]
         if any(d != 0 for d in dist):
             warnings.warn(f"COLMAP camera {cid} ({model}): lens distortion {dist} is ignored; "
-                          "undistort the images (colmap image_undistorter) for exact rays.", stacklevel=2)
+                          "undistort the images (colmap image_undistorter) for exact rays.", stacklevel=3)
         intr[cid] = (h, w, [[fx, 0., cx], [0., fy, cy], [0., 0., 1.]])
+    return intr
+
+# %% ../nbs/00_cameras.ipynb #ffc27c50
+def _colmap_images(folder: Path, intr: dict) -> list:
+    "`(name, w2c [4, 4], intrinsics)` of every image in a COLMAP `images.txt`, in file order."
     lines = _colmap_lines(folder / "images.txt")
     recs = []
     for k in range(0, len(lines), 2):  # each image: a pose line, then a (possibly empty) POINTS2D line
@@ -687,33 +819,27 @@ def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt),
         try: q, t, cid, name = np.array(parts[1:5], float), np.array(parts[5:8], float), parts[8], " ".join(parts[9:])
         except ValueError: raise ValueError(f"{folder / 'images.txt'}: malformed image line {lines[k]!r}.") from None
         if not (np.isfinite(q).all() and np.isfinite(t).all() and np.linalg.norm(q) > 0):
-            raise ValueError(f"{folder / 'images.txt'}: image {name!r} needs a non-zero quaternion and finite numbers; got {lines[k]!r}.")
-        if cid not in intr: raise ValueError(f"{folder / 'images.txt'}: image {name!r} refers to camera {cid}, absent from cameras.txt.")
-        w2c = np.eye(4); w2c[:3, :3], w2c[:3, 3] = _quat_wxyz_to_R(q), t
+            raise ValueError(f"{folder / 'images.txt'}: image {name!r} needs a non-zero quaternion and finite numbers; "
+                             f"got {lines[k]!r}.")
+        if cid not in intr:
+            raise ValueError(f"{folder / 'images.txt'}: image {name!r} refers to camera {cid}, "
+                             "absent from cameras.txt.")
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = quat_to_rotation(torch.from_numpy(q)).numpy(), t
         recs.append((name, w2c, intr[cid]))
+    return recs
+
+def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt), e.g. sparse/0
+                dtype=torch.float32) -> Cameras:
+    "Cameras `[V]` from a COLMAP text model, sorted by image name."
+    folder = Path(folder)
+    recs = _colmap_images(folder, _colmap_intrinsics(folder))
     if not recs: raise ValueError(f"{folder / 'images.txt'}: no images.")
     recs.sort(key=lambda r: r[0])
     sizes = {r[2][:2] for r in recs}
-    if len(sizes) > 1: raise ValueError(f"{folder}: images have several sizes {sorted(sizes)}; one Cameras holds one size.")
-    return Cameras(torch.tensor(np.array([r[2][2] for r in recs]), dtype=dtype), torch.tensor(np.array([r[1] for r in recs]), dtype=dtype),
-                   recs[0][2][:2], names=tuple(r[0] for r in recs), meta=tuple({"file_path": r[0]} for r in recs))
-
-def to_colmap(self: Cameras,  # a `[V]` rig
-              folder) -> Path:
-    "Write `[V]` cameras as a COLMAP text model (`cameras.txt`, `images.txt`, empty `points3D.txt`)."
-    if len(self.batch_shape) != 1: raise ValueError(f"to_colmap writes one rig [V]; got batch shape {self.batch_shape}.")
-    folder = Path(folder)
-    H, W = self.hw
-    K, w2c = self.K.detach().cpu().double().numpy(), self.w2c.detach().cpu().double().numpy()
-    names = [m.get("file_path") for m in self.meta] if self.meta else [None] * len(self)
-    names = [n or (self.names[i] if self.names else f"view_{i:03d}.png") for i, n in enumerate(names)]
-    cams = ["# Camera list: CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    imgs = ["# Image list: IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME; then POINTS2D[] as (X, Y, POINT3D_ID)"]
-    for i in range(len(self)):
-        cams.append(f"{i + 1} PINHOLE {W} {H} " + " ".join(repr(float(v)) for v in (K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2])))
-        q, t = _R_to_quat_wxyz(w2c[i, :3, :3]), w2c[i, :3, 3]
-        imgs += [f"{i + 1} " + " ".join(repr(float(v)) for v in (*q, *t)) + f" {i + 1} {names[i]}", ""]
-    write_text_atomic(folder / "cameras.txt", "\n".join(cams) + "\n")
-    write_text_atomic(folder / "images.txt", "\n".join(imgs) + "\n")
-    write_text_atomic(folder / "points3D.txt", "# 3D point list: empty\n")
-    return folder
+    if len(sizes) > 1:
+        raise ValueError(f"{folder}: images have several sizes {sorted(sizes)}; one Cameras holds one size.")
+    K = torch.tensor(np.array([r[2][2] for r in recs]), dtype=dtype)
+    w2c = torch.tensor(np.array([r[1] for r in recs]), dtype=dtype)
+    names = tuple(r[0] for r in recs)
+    return Cameras(K, w2c, recs[0][2][:2], names=names, meta=tuple({"file_path": n} for n in names))

@@ -1,4 +1,4 @@
-"""What a checkpoint is and whether it is whole; manifests with hashes; atomic folders; rotation into a trash you can restore from; pins; a disk forecast; and the Accelerate hooks both training loops use.
+"""Whether a checkpoint is whole; manifests, a restorable trash, pins, a disk forecast, the Accelerate save hooks.
 
 Docs: https://facelift-nb.github.io/facelift_nb/checkpoints.html.md"""
 
@@ -7,29 +7,27 @@ Docs: https://facelift-nb.github.io/facelift_nb/checkpoints.html.md"""
 # %% ../nbs/06_checkpoints.ipynb #be664212
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .io import make_temp_dir, write_text_atomic
+from .io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint',
            'sha256_file', 'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
-           'atomic_folder', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths', 'rotate_checkpoints',
-           'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems', 'latest_resumable',
+           'trash_temp_leftovers', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths',
+           'rotate_checkpoints', 'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems', 'latest_resumable',
            'format_checkpoint_table', 'forecast_disk_usage', 'check_disk_space', 'model_save_hooks']
 
 # %% ../nbs/06_checkpoints.ipynb #20ae7879
@@ -55,6 +53,7 @@ class CheckpointInfo:
 def _size(p: Path) -> int:
     return p.stat().st_size if p.is_file() else sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
 
+# %% ../nbs/06_checkpoints.ipynb #1a3b2fba
 def safetensors_problems(path) -> list[str]:
     "Why a .safetensors file is unusable: unreadable header, or a size that does not match it (truncated)."
     p = Path(path)
@@ -63,13 +62,15 @@ def safetensors_problems(path) -> list[str]:
             n = struct.unpack("<Q", f.read(8))[0]
             header = json.loads(f.read(n))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if p.stat().st_size != 8 + n + end: return [f"{p.name}: {p.stat().st_size} bytes but its header says {8 + n + end} (truncated or padded)"]
+        if p.stat().st_size != 8 + n + end: return [f"{p.name}: {p.stat().st_size} bytes but its header says "
+                                                    f"{8 + n + end} (truncated or padded)"]
         return []
     except Exception as e: return [f"{p.name}: unreadable safetensors ({type(e).__name__}: {e})"]
 
 def _pickle_state(p: Path) -> tuple[object, list[str]]:
     try: return torch.load(p, map_location="cpu", weights_only=True), []
-    except Exception as e: return None, [f"{p.name}: does not load weights-only ({type(e).__name__}: {str(e).splitlines()[0][:70]})"]
+    except Exception as e: return None, [f"{p.name}: does not load weights-only ({type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:70]})"]
 
 def _weights_problems(folder: Path, stem: str = "diffusion_pytorch_model") -> list[str]:
     st, bn = folder / f"{stem}.safetensors", folder / f"{stem}.bin"
@@ -81,56 +82,82 @@ def _json(p: Path) -> dict | None:
     try: return json.loads(p.read_text())
     except Exception: return None
 
+# %% ../nbs/06_checkpoints.ipynb #1a2cf44d
+def _inspect_file(p: Path, info: CheckpointInfo) -> None:
+    "A checkpoint file: safetensors weights, or a torch file (the published GS-LRM format or a bare state dict)."
+    if p.suffix == ".safetensors":
+        info.kind = "gslrm-weights"
+        info.problems = safetensors_problems(p)
+    elif p.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        obj, info.problems = _pickle_state(p)
+        if isinstance(obj, dict) and "model" in obj:
+            info.kind = "gslrm-published"
+            info.step = int(obj.get("param_update_step", obj.get("fwdbwd_pass_step", -1)))
+            info.resumable = all(k in obj for k in ("optimizer", "lr_scheduler"))
+            info.config = obj.get("model_config")
+        elif isinstance(obj, dict): info.kind = "gslrm-weights"
+        elif not info.problems: info.problems = [f"{p.name}: a {type(obj).__name__}, not a state dict"]
+        if obj is None and re.fullmatch(r"ckpt_\d+\.pt",
+                                        p.name): info.kind, info.step = "gslrm-published", _step_of(p)
+    else: info.problems = [f"{p.name}: not a checkpoint file ({p.suffix or 'no suffix'})"]
+
+def _inspect_pipeline(p: Path, info: CheckpointInfo) -> None:
+    "A multi-view pipeline folder (`save_pretrained` or the published `pipeckpts/`)."
+    info.kind = "mv-pipeline"
+    from facelift_nb.models.mvdiffusion import COMPONENTS
+    info.problems = [f"missing {c}/" for c in COMPONENTS if not (p / c).is_dir()]
+    if (p / "unet").is_dir():
+        info.problems += _weights_problems(p / "unet")
+        info.config = _json(p / "unet" / "config.json")
+    side = _json(p / "prompt_embeds" / "clr_embeds.json")
+    if side: info.layout = side["layout"]["names"]
+
+# %% ../nbs/06_checkpoints.ipynb #77e6b596
+def _inspect_gslrm_run(p: Path, info: CheckpointInfo, m) -> None:
+    "A GS-LRM training checkpoint folder (`gslrm/` + optimizer and scheduler state)."
+    info.kind = "gslrm-accelerate"
+    info.step = int(m.group(1)) if m else None
+    info.config = _json(p / "gslrm" / "config.json")
+    info.problems = [] if info.config else ["gslrm/config.json missing or unreadable"]
+    info.problems += _weights_problems(p / "gslrm")
+    state = _json(p / "facelift_state.json")
+    if state: info.step = state.get("step", info.step)
+    info.resumable = ((p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()) and \
+                     ((p / "scheduler.bin").is_file() or (p / "scheduler.pt").is_file())
+
+def _inspect_mv_run(p: Path, info: CheckpointInfo, m) -> None:
+    "A multi-view UNet training checkpoint folder (`unet/` + optimizer state)."
+    info.kind = "mv-accelerate"
+    info.step = int(m.group(1)) if m else None
+    info.config = _json(p / "unet" / "config.json")
+    info.problems = [] if info.config else ["unet/config.json missing or unreadable"]
+    info.problems += _weights_problems(p / "unet")
+    state = _json(p / "facelift_state.json")
+    if state: info.step, info.layout = state.get("step", info.step), state.get("layout", {}).get("names")
+    info.resumable = (p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()  # without it: weights only
+
+def _inspect_pretrained(p: Path, info: CheckpointInfo) -> None:
+    "A `save_pretrained` model folder (GS-LRM or a UNet)."
+    cfg = _json(p / "config.json") or {}
+    info.config = cfg
+    name = str(cfg.get("_class_name"))
+    info.kind = "gslrm-pretrained" if name == "GSLRM" else "mv-unet" if "UNet" in name else "unknown"
+    info.problems = _weights_problems(p)
+    if info.kind == "mv-unet" and "num_views" in cfg: info.layout = None
+
+# %% ../nbs/06_checkpoints.ipynb #4101f456
 def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
     "Identify a checkpoint file or folder and check that it is whole (`verify=True` also checks manifest hashes)."
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"no checkpoint at {str(p)!r}.")
     info = CheckpointInfo(p, "unknown", size_bytes=_size(p), pinned=is_pinned(p))
     m = re.search(r"(\d+)", p.stem if p.is_file() else p.name)
-    if p.is_file():
-        if p.suffix == ".safetensors":
-            info.kind = "gslrm-weights"; info.problems = safetensors_problems(p)
-        elif p.suffix in (".pt", ".pth", ".ckpt", ".bin"):
-            obj, info.problems = _pickle_state(p)
-            if isinstance(obj, dict) and "model" in obj:
-                info.kind = "gslrm-published"
-                info.step = int(obj.get("param_update_step", obj.get("fwdbwd_pass_step", -1)))
-                info.resumable = all(k in obj for k in ("optimizer", "lr_scheduler"))
-                info.config = obj.get("model_config")
-            elif isinstance(obj, dict): info.kind = "gslrm-weights"
-            elif not info.problems: info.problems = [f"{p.name}: a {type(obj).__name__}, not a state dict"]
-            if obj is None and re.fullmatch(r"ckpt_\d+\.pt", p.name): info.kind, info.step = "gslrm-published", _step_of(p)
-        else: info.problems = [f"{p.name}: not a checkpoint file ({p.suffix or 'no suffix'})"]
+    if p.is_file(): _inspect_file(p, info)
     elif (p / "model_index.json").is_file() or (p / "unet").is_dir() and (p / "vae").is_dir():
-        info.kind = "mv-pipeline"
-        from facelift_nb.models.mvdiffusion import COMPONENTS
-        info.problems = [f"missing {c}/" for c in COMPONENTS if not (p / c).is_dir()]
-        if (p / "unet").is_dir(): info.problems += _weights_problems(p / "unet"); info.config = _json(p / "unet" / "config.json")
-        side = _json(p / "prompt_embeds" / "clr_embeds.json")
-        if side: info.layout = side["layout"]["names"]
-    elif (p / "gslrm").is_dir():
-        info.kind = "gslrm-accelerate"
-        info.step = int(m.group(1)) if m else None
-        info.config = _json(p / "gslrm" / "config.json")
-        info.problems = ([] if info.config else ["gslrm/config.json missing or unreadable"]) + _weights_problems(p / "gslrm")
-        state = _json(p / "facelift_state.json")
-        if state: info.step = state.get("step", info.step)
-        info.resumable = ((p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()) and \
-                         ((p / "scheduler.bin").is_file() or (p / "scheduler.pt").is_file())
-    elif (p / "unet").is_dir():
-        info.kind = "mv-accelerate"
-        info.step = int(m.group(1)) if m else None
-        info.config = _json(p / "unet" / "config.json")
-        info.problems = ([] if info.config else ["unet/config.json missing or unreadable"]) + _weights_problems(p / "unet")
-        state = _json(p / "facelift_state.json")
-        if state: info.step, info.layout = state.get("step", info.step), state.get("layout", {}).get("names")
-        info.resumable = (p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()  # without it: weights only
-    elif (p / "config.json").is_file():
-        cfg = _json(p / "config.json") or {}
-        info.config = cfg
-        info.kind = "gslrm-pretrained" if cfg.get("_class_name") == "GSLRM" else "mv-unet" if "UNet" in str(cfg.get("_class_name")) else "unknown"
-        info.problems = _weights_problems(p)
-        if info.kind == "mv-unet" and "num_views" in cfg: info.layout = None
+        _inspect_pipeline(p, info)
+    elif (p / "gslrm").is_dir(): _inspect_gslrm_run(p, info, m)
+    elif (p / "unet").is_dir(): _inspect_mv_run(p, info, m)
+    elif (p / "config.json").is_file(): _inspect_pretrained(p, info)
     else: info.problems = [f"{p.name}: not a checkpoint (no weights, config or pipeline files found)"]
     if verify and not info.problems and manifest_path(p).is_file(): info.problems = verify_manifest(p)
     if info.kind == "unknown" and not info.problems: info.problems = ["unrecognised checkpoint layout"]
@@ -153,8 +180,9 @@ def manifest_path(path) -> Path:
     p = Path(path)
     return p.with_name(p.name + ".manifest.json") if p.is_file() or p.suffix in WEIGHT_SUFFIXES else p / "manifest.json"
 
+# %% ../nbs/06_checkpoints.ipynb #f364ace7
 def write_manifest(path, step: int | None = None, config: dict | None = None, layout=None, **extra) -> Path:
-    "Write the manifest of a checkpoint folder or file: step, config, layout names, size and sha256 of every weight file, library version."
+    "Write the manifest of a checkpoint folder or file: step, config, layout names, size and sha256 of its weights."
     import facelift_nb
     path = Path(path)
     names = list(layout.names) if hasattr(layout, "names") else layout
@@ -174,14 +202,20 @@ def verify_manifest(path) -> list[str]:
     problems = []
     for rel, rec in man.get("files", {}).items():
         q = folder / rel
-        if not q.is_file(): problems.append(f"{rel}: missing"); continue
-        if q.stat().st_size != rec["bytes"]: problems.append(f"{rel}: {q.stat().st_size} bytes, manifest says {rec['bytes']}"); continue
+        if not q.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        if q.stat().st_size != rec["bytes"]:
+            problems.append(f"{rel}: {q.stat().st_size} bytes, manifest says {rec['bytes']}")
+            continue
         if sha256_file(q) != rec["sha256"]: problems.append(f"{rel}: sha256 differs from the manifest")
     return problems
 
 # %% ../nbs/06_checkpoints.ipynb #77dde7d3
 def _trash(folder: Path) -> Path:
-    t = folder / "trash"; t.mkdir(parents=True, exist_ok=True); return t
+    t = folder / "trash"
+    t.mkdir(parents=True, exist_ok=True)
+    return t
 
 def move_to_trash(path, trash_dir=None) -> Path:
     "Move a file or folder into `trash_dir` (default: `<parent>/trash`) under a unique name; returns the new path."
@@ -192,15 +226,18 @@ def move_to_trash(path, trash_dir=None) -> Path:
     if dest.exists(): dest = t / f"{p.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     side = p.with_name(p.name + ".manifest.json") if p.is_file() else None
     os.replace(p, dest)
-    if side is not None and side.is_file(): os.replace(side, dest.with_name(dest.name + ".manifest.json"))  # a file's manifest travels with it
+    # a file's manifest travels with it
+    if side is not None and side.is_file(): os.replace(side, dest.with_name(dest.name + ".manifest.json"))
     return dest
+
+_TRASH_SUFFIX = r"(\.\d{8}-\d{6}-\d+|\.bak-\d{8}-\d{6}-[A-Za-z0-9_]+)$"  # move_to_trash clash / move_aside
 
 def restore_checkpoint(trashed, dest_dir=None) -> Path:
     "Move a checkpoint back out of a trash folder (to the trash's parent by default); refuses to overwrite."
     p = Path(trashed)
     if not p.exists(): raise FileNotFoundError(f"nothing to restore at {str(p)!r}.")
     dest_dir = Path(dest_dir) if dest_dir is not None else p.parent.parent
-    name = re.sub(r"\.\d{8}-\d{6}-\d+$", "", p.name)  # drop the suffix move_to_trash added on a name clash
+    name = re.sub(_TRASH_SUFFIX, "", p.name)  # drop what move_to_trash or io.move_aside added to the name
     dest = dest_dir / name
     if dest.exists(): raise FileExistsError(f"{dest} exists; move it away first (nothing is overwritten).")
     side = p.with_name(p.name + ".manifest.json")
@@ -208,29 +245,14 @@ def restore_checkpoint(trashed, dest_dir=None) -> Path:
     if side.is_file(): os.replace(side, dest.with_name(dest.name + ".manifest.json"))
     return dest
 
-def _fsync_tree(folder: Path) -> None:
-    for q in [folder, *folder.rglob("*")]:
-        try:
-            fd = os.open(q, os.O_RDONLY)
-            try: os.fsync(fd)
-            finally: os.close(fd)
-        except OSError: pass  # some filesystems cannot fsync directories
-
-@contextlib.contextmanager
-def atomic_folder(final):
-    "Write a folder atomically: yields a temporary sibling, renamed onto `final` on success (an old `final` goes to the trash)."
+def trash_temp_leftovers(final,  # a folder written with `io.atomic_folder`
+                         trash_dir=None,  # where the leftovers go (default: `<parent>/trash`)
+                        ) -> list[Path]:
+    "Move the `.<name>.tmp-*` folders that interrupted writes of `final` left behind into the trash; their new paths."
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(final.parent, f".{final.name}.tmp-")
-    try: yield tmp
-    except BaseException:
-        logger.warning("atomic_folder: the write of %s failed; its partial files stay in %s", final, tmp)
-        raise
-    _fsync_tree(tmp)
-    if final.exists(): move_to_trash(final)
-    os.replace(tmp, final)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"): move_to_trash(stale)  # leftovers of interrupted writes
+    return [move_to_trash(p, trash_dir) for p in sorted(final.parent.glob(f".{final.name}.tmp-*"))]
 
+# %% ../nbs/06_checkpoints.ipynb #a54bcb84
 def pin_checkpoint(path) -> Path:
     "Mark a checkpoint so rotation never moves it (a `PINNED` file in a folder, `<file>.pinned` beside a file)."
     p = Path(path)
@@ -249,6 +271,7 @@ def is_pinned(path) -> bool:
     p = Path(path)
     return (p / PIN_FILE).is_file() if p.is_dir() else p.with_name(p.name + ".pinned").is_file()
 
+# %% ../nbs/06_checkpoints.ipynb #3ebf6e04
 def _step_of(p: Path) -> int:
     m = re.search(r"(\d+)(?!.*\d)", p.stem if p.is_file() else p.name)
     return int(m.group(1)) if m else -1
@@ -274,15 +297,19 @@ def list_checkpoints(folder, verify: bool = False) -> list[CheckpointInfo]:
 
 def latest_valid_checkpoint(folder, resumable: bool = True, verify: bool = False) -> Path | None:
     "The newest whole (and, by default, resumable) checkpoint in `folder`; broken ones are skipped with a warning."
-    for info in sorted((inspect_checkpoint(p, verify) for p in checkpoint_paths(folder)), key=lambda i: -_step_of(i.path)):
+    for info in sorted((inspect_checkpoint(p, verify) for p in checkpoint_paths(folder)),
+                       key=lambda i: -_step_of(i.path)):
         if info.ok and (info.resumable or not resumable): return info.path
         logger.warning(f"skipping {info.path}: {info.problems or ['not resumable']}")
     return None
 
-STATE_FILE = "facelift_state.json"  # the run state (step, config, layout) both training loops write into their checkpoint folders
+# the run state (step, config, layout) both training loops write into their checkpoint folders
+
+# %% ../nbs/06_checkpoints.ipynb #6fe291c4
+STATE_FILE = "facelift_state.json"
 
 def resume_problems(path) -> list[str]:
-    "Why a training run cannot resume from this checkpoint (empty: it can): broken, weights only, or a folder without its run state."
+    "Why a run cannot resume from this checkpoint (empty: it can): broken, weights only, or no run state in the folder."
     info = inspect_checkpoint(path)
     problems = list(info.problems)
     if not problems and not info.resumable: problems.append("no optimizer/scheduler state (weights only)")
@@ -290,7 +317,7 @@ def resume_problems(path) -> list[str]:
     return problems
 
 def latest_resumable(paths) -> Path | None:
-    "The last of `paths` (oldest first) a run can resume from; newer unusable ones are skipped with a warning naming why."
+    "The last of `paths` (oldest first) a run can resume from; newer unusable ones are skipped with a warning (why)."
     for p in reversed(list(paths)):
         problems = resume_problems(p)
         if not problems: return Path(p)
@@ -306,8 +333,10 @@ def format_checkpoint_table(infos: list[CheckpointInfo]) -> str:
     "A text table: path, kind, step, layout, size, state (ok / resumable / pinned / problems)."
     rows = [("checkpoint", "kind", "step", "views", "size", "state")]
     for i in infos:
-        state = ("ok" + (", resumable" if i.resumable else ", weights only")) if i.ok else "BROKEN: " + "; ".join(i.problems)
-        rows.append((i.path.name, i.kind, "-" if i.step is None else str(i.step), "-" if not i.layout else str(len(i.layout)),
+        ok = "ok" + (", resumable" if i.resumable else ", weights only")
+        state = ok if i.ok else "BROKEN: " + "; ".join(i.problems)
+        rows.append((i.path.name, i.kind, "-" if i.step is None else str(i.step),
+                     "-" if not i.layout else str(len(i.layout)),
                      _human(i.size_bytes), state + (", pinned" if i.pinned else "")))
     w = [max(len(r[c]) for r in rows) for c in range(5)]
     return "\n".join("  ".join(r[c].ljust(w[c]) for c in range(5)) + "  " + r[5] for r in rows)
@@ -316,33 +345,37 @@ def format_checkpoint_table(infos: list[CheckpointInfo]) -> str:
 def forecast_disk_usage(output_dir, checkpoint_bytes: int, max_steps: int, checkpoint_every: int, start_step: int = 0,
                         extra_bytes: int = 0) -> dict:
     "Bytes a run will add (every checkpoint it writes, kept or trashed, plus `extra_bytes`) against the free space."
-    n = len(range(start_step + checkpoint_every, max_steps + 1, checkpoint_every)) + (0 if max_steps % checkpoint_every == 0 else 1)
+    n = len(range(start_step + checkpoint_every, max_steps + 1, checkpoint_every))
+    n += 0 if max_steps % checkpoint_every == 0 else 1  # the last step is always saved
     need = n * checkpoint_bytes + extra_bytes
     probe = Path(output_dir)
     while not probe.exists(): probe = probe.parent
     free = shutil.disk_usage(probe).free
     return dict(checkpoints=n, checkpoint_bytes=checkpoint_bytes, needed_bytes=need, free_bytes=free, fits=need <= free)
 
-def check_disk_space(output_dir, checkpoint_bytes: int, max_steps: int, checkpoint_every: int, start_step: int = 0, extra_bytes: int = 0) -> dict:
+def check_disk_space(output_dir, checkpoint_bytes: int, max_steps: int, checkpoint_every: int, start_step: int = 0,
+                     extra_bytes: int = 0) -> dict:
     "`forecast_disk_usage`, raising `OSError` when the run would not fit."
     f = forecast_disk_usage(output_dir, checkpoint_bytes, max_steps, checkpoint_every, start_step, extra_bytes)
     if not f["fits"]:
-        raise OSError(f"the run would write {f['checkpoints']} checkpoints of {_human(checkpoint_bytes)} ({_human(f['needed_bytes'])}) but "
-                      f"{output_dir} has {_human(f['free_bytes'])} free; rotated checkpoints are kept in trash/ (empty it yourself) "
-                      "or raise checkpoint_every.")
+        raise OSError(f"the run would write {f['checkpoints']} checkpoints of {_human(checkpoint_bytes)} "
+                      f"({_human(f['needed_bytes'])}) but {output_dir} has {_human(f['free_bytes'])} free; rotated "
+                      "checkpoints are kept in trash/ (empty it yourself) or raise checkpoint_every.")
     return f
 
 # %% ../nbs/06_checkpoints.ipynb #bff38ee9
-def model_save_hooks(acc, subfolder: str = "unet", save_model=None, load_weights=None, extra_save=None, extra_load=None):
-    "Accelerate (save, load) pre-hooks writing each model to `<output_dir>/<subfolder>` (output_dir as given) and reading it back strictly."
+def model_save_hooks(acc, subfolder: str = "unet", save_model=None, load_weights=None, extra_save=None,
+                     extra_load=None):
+    "Accelerate (save, load) pre-hooks: each model to `<output_dir>/<subfolder>` (as given), read back strictly."
     def _save(model, folder: Path): model.save_pretrained(folder)
     def _load(folder: Path) -> dict:
-        from facelift_nb.models.mvdiffusion import _unet_weights
-        return _unet_weights(folder)
+        from facelift_nb.models.mvdiffusion import load_unet_weights
+        return load_unet_weights(folder)
     save_model, load_weights = save_model or _save, load_weights or _load
     def save_hook(models, weights, output_dir):
         out = Path(output_dir)  # already the complete checkpoint folder: never join a prefix onto it
-        for i, m in enumerate(models): save_model(acc.unwrap_model(m), out / (subfolder if i == 0 else f"{subfolder}_{i}"))
+        for i, m in enumerate(models):
+            save_model(acc.unwrap_model(m), out / (subfolder if i == 0 else f"{subfolder}_{i}"))
         while weights: weights.pop()  # saved above; Accelerate must not write them a second time
         if extra_save is not None: extra_save(out)
     def load_hook(models, input_dir):

@@ -8,10 +8,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +16,7 @@ import numpy as np
 
 import facelift_nb
 from .cameras import Cameras, check_cameras, from_colmap
-from .io import make_temp_dir
+from .io import atomic_folder, load_image
 from .layouts import layout_stats, list_layouts
 
 # %% auto #0
@@ -45,15 +42,23 @@ def overview_figure(result, n_turntable: int = 8):
             ("the Gaussians rendered from the same cameras", image_grid(result.renders.rgb, ncols=V))]
     if result.turntable is not None:
         idx = np.linspace(0, len(result.turntable.rgb), n_turntable, endpoint=False).astype(int)
-        rows.append((f"turntable ({len(result.turntable.rgb)} frames, {n_turntable} shown)", image_grid(result.turntable.rgb[idx], ncols=n_turntable)))
+        rows.append((f"turntable ({len(result.turntable.rgb)} frames, {n_turntable} shown)",
+                     image_grid(result.turntable.rgb[idx], ncols=n_turntable)))
     fig = plt.figure(figsize=(10, 1.2 + 1.9 * len(rows)), dpi=100)
     gs = fig.add_gridspec(len(rows), 2, width_ratios=[1, 6])
-    ax = fig.add_subplot(gs[:, 0]); ax.imshow(result.input.permute(1, 2, 0).clamp(0, 1).numpy()); ax.set_title("framed input", fontsize=8); ax.axis("off")
+    ax = fig.add_subplot(gs[:, 0])
+    ax.imshow(result.input.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_title("framed input", fontsize=8)
+    ax.axis("off")
     for i, (title, im) in enumerate(rows):
-        ax = fig.add_subplot(gs[i, 1]); ax.imshow(im); ax.set_title(title, fontsize=8); ax.axis("off")
+        ax = fig.add_subplot(gs[i, 1])
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_cli.ipynb #db5f6d5e
 def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, unless overwrite)
          image: str | Path = "head",  # "head", "mouse" (shipped examples) or a path to your RGBA image
          steps: int = 50,  # DDIM steps
@@ -69,11 +74,12 @@ def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, u
     from facelift_nb.pipeline import FaceLiftPipeline
     from facelift_nb.viz import save_figure
     src = example_image(str(image)) if str(image) in EXAMPLES else Path(image)
-    if not src.is_file(): raise FileNotFoundError(f"no image at {str(src)!r}; give a path to an RGBA image or one of {sorted(EXAMPLES)}.")
+    if not src.is_file(): raise FileNotFoundError(f"no image at {str(src)!r}; give a path to an RGBA image or one of "
+                                                  f"{sorted(EXAMPLES)}.")
     out = Path(out)
-    if out.exists() and not overwrite: raise FileExistsError(f"{out} exists; pass --overwrite (the old folder is kept as a .bak copy).")
-    from facelift_nb.pipeline import _read_image
-    _read_image(src)  # a broken image is refused before the model loads
+    if out.exists() and not overwrite: raise FileExistsError(f"{out} exists; pass --overwrite (the old folder is kept "
+                                                             "as a .bak copy).")
+    load_image(src)  # a broken image is refused before the model loads
     pipe = FaceLiftPipeline.default()
     res = pipe(src, num_inference_steps=steps, turntable_frames=turntable, seed=seed, progress=progress)
     folder = res.save(out, overwrite=overwrite)
@@ -97,18 +103,11 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    "Rename the finished folder `tmp` onto `out`; an existing `out` is kept as `out.bak-<time>`."
-    if out.exists():
-        backup = out.with_name(f"{out.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(out, backup)
-        print(f"the previous {out} was moved to {backup}", file=sys.stderr)
-    os.replace(tmp, out)
-
 def _free_output(out, overwrite: bool) -> Path:
     "The output folder, refused when it exists and `--overwrite` was not given."
     out = Path(out)
-    if out.exists() and not overwrite: raise CLIError(f"output exists: {out} (pass --overwrite; the old folder is kept as a .bak copy)")
+    if out.exists() and not overwrite: raise CLIError(f"output exists: {out} (pass --overwrite; the old folder is kept "
+                                                      "as a .bak copy)")
     return out
 
 def _filters(args): return None if args.filters == "none" else args.filters
@@ -124,10 +123,13 @@ def _pipeline(args):
     if args.default:
         if args.weights: raise CLIError("give either --default or --weights, not both")
         return FaceLiftPipeline.default().to(args.device, _dtype(args.dtype) if args.dtype != "float32" else None)
-    if not args.weights: raise CLIError("say which weights: --weights MVDIFFUSION_DIR GSLRM_CKPT (local paths or Hugging Face ids), or --default")
+    if not args.weights: raise CLIError("say which weights: --weights MVDIFFUSION_DIR GSLRM_CKPT (local paths or "
+                                        "Hugging Face ids), or --default")
     mv, gs = args.weights
-    return FaceLiftPipeline.from_pretrained(mvdiffusion=mv, gslrm=gs, prompt_embeds=args.prompt_embeds, device=args.device, dtype=_dtype(args.dtype))
+    return FaceLiftPipeline.from_pretrained(mvdiffusion=mv, gslrm=gs, prompt_embeds=args.prompt_embeds,
+                                            device=args.device, dtype=_dtype(args.dtype))
 
+# %% ../nbs/12_cli.ipynb #ac30e19c
 def _cmd_run(args) -> int:
     src, out = Path(args.input), Path(args.output)
     if not src.exists(): raise CLIError(f"no image or folder {str(src)!r}")
@@ -138,13 +140,13 @@ def _cmd_run(args) -> int:
     if args.mask is not None and src.is_dir():
         raise CLIError("--mask goes with one image; for a folder, give RGBA images (the alpha is the mask)")
     if args.mask is not None and not Path(args.mask).is_file(): raise CLIError(f"no mask image at {args.mask!r}")
-    from facelift_nb.pipeline import _read_image
-    for img in images: _read_image(img, "image")  # refuse broken images before loading the weights
+    for img in images: load_image(img, "image")  # refuse broken images before loading the weights
     pipe = _pipeline(args)
     for img, target in zip(images, targets):
-        res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                   filters=_filters(args), turntable_frames=args.turntable, render_size=args.render_size, fill=args.fill,
-                   mask=args.mask, remove_background=args.remove_background)
+        res = pipe(img, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                   seed=args.seed, filters=_filters(args), turntable_frames=args.turntable,
+                   render_size=args.render_size, fill=args.fill, mask=args.mask,
+                   remove_background=args.remove_background)
         res.save(target, overwrite=args.overwrite)
         print(f"{img.name}: {len(res.gaussians):,} Gaussians, {res.manifest['timings_s']['total']:.1f} s -> {target}")
     return 0
@@ -159,59 +161,72 @@ def _fill_arg(v: str):
         raise argparse.ArgumentTypeError(f"expected 'model', 'face', 'keep' or a fraction in (0, 1]; got {v!r}")
     return f
 
-def _cmd_reconstruct(args) -> int:
-    import torch
-
-    from facelift_nb.pipeline import FaceLiftOutput, _read_image, load_gslrm, reconstruct_views
-    from facelift_nb.render import render, render_turntable
-    out = _free_output(args.output, args.overwrite)
-    cams = Cameras.from_facelift_json(args.cameras)
-    views_dir = Path(args.views)
+# %% ../nbs/12_cli.ipynb #85aa7f3c
+def _read_views(views_dir: Path, cams: Cameras, cameras_path) -> list:
+    "The posed views named by the cameras (or the folder's images, sorted), each RGB [3, H, W] over white."
     paths = [views_dir / m["file_path"] if m.get("file_path") else None for m in (cams.meta or [{}] * len(cams))]
-    if any(p is None for p in paths): paths = sorted(p for p in views_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(paths) != len(cams): raise CLIError(f"{len(cams)} cameras in {args.cameras} but {len(paths)} images in {views_dir}")
+    if any(p is None for p in paths):
+        paths = sorted(p for p in views_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) != len(cams):
+        raise CLIError(f"{len(cams)} cameras in {cameras_path} but {len(paths)} images in {views_dir}")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing: raise CLIError(f"missing view image {missing[0]}")
     ims = []
     for p in paths:
-        x = _read_image(p, f"view {p.name}")
+        x = load_image(p, f"view {p.name}")
         ims.append(x[:3] * x[3:] + (1 - x[3:]) if x.shape[0] == 4 else x.expand(3, -1, -1))
     if len({tuple(x.shape) for x in ims}) != 1 or tuple(ims[0].shape[1:]) != cams.hw:
-        raise CLIError(f"the views must all be {cams.hw[1]}x{cams.hw[0]} as the cameras say; got {sorted({tuple(x.shape[1:]) for x in ims})}")
+        raise CLIError(f"the views must all be {cams.hw[1]}x{cams.hw[0]} as the cameras say; got "
+                       f"{sorted({tuple(x.shape[1:]) for x in ims})}")
+    return ims
+
+def _reconstruct_gslrm(args):
+    "The GS-LRM of `reconstruct` (--default or --gslrm) and its weights manifest."
+    from facelift_nb.pipeline import load_gslrm
     if args.default:
         if args.gslrm: raise CLIError("give either --default or --gslrm, not both")
-        from facelift_nb.default_model import WEIGHTS_DIR, default_weights_available
-        if not default_weights_available(): raise CLIError(f"the built-in default weights are missing from {WEIGHTS_DIR}; reinstall facelift_nb")
-        model, wman = load_gslrm(WEIGHTS_DIR / "gslrm")
-    elif args.gslrm: model, wman = load_gslrm(args.gslrm)
-    else: raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
+        from facelift_nb.builtin import WEIGHTS_DIR, default_weights_available
+        if not default_weights_available(): raise CLIError("the built-in default weights are missing from "
+                                                           f"{WEIGHTS_DIR}; reinstall facelift_nb")
+        return load_gslrm(WEIGHTS_DIR / "gslrm")
+    if args.gslrm: return load_gslrm(args.gslrm)
+    raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
+
+# %% ../nbs/12_cli.ipynb #6a3cb7cc
+def _cmd_reconstruct(args) -> int:
+    import torch
+
+    from facelift_nb.pipeline import FaceLiftOutput, reconstruct_views
+    from facelift_nb.render import render, render_turntable
+    out = _free_output(args.output, args.overwrite)
+    cams = Cameras.from_facelift_json(args.cameras)
+    views_dir = Path(args.views)
+    ims = _read_views(views_dir, cams, args.cameras)
+    model, wman = _reconstruct_gslrm(args)
     S = model.config.image_size
     R = args.render_size or max(S, 256)
     gauss = reconstruct_views(model, torch.stack(ims), cams, filters=_filters(args))
     cs = cams.resize((S, S))
     res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs.resize((R, R))),
                          render_turntable(gauss, n_frames=args.turntable, hw=(R, R)) if args.turntable else None,
-                         dict(weights={"gslrm": wman}, settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
+                         dict(weights={"gslrm": wman},
+                              settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
     res.save(out, overwrite=args.overwrite)
     print(f"{len(gauss):,} Gaussians from {len(cams)} views -> {out}")
     return 0
 
+# %% ../nbs/12_cli.ipynb #193a949b
 def _cmd_render(args) -> int:
     from facelift_nb.render import image_grid, render_turntable, save_image, save_video
     from facelift_nb.splats import load_ply
     out = _free_output(args.output, args.overwrite)
     g = load_ply(args.ply)
-    frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation, hw=(args.size, args.size))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out.parent, f".{out.name}.")  # written whole, then renamed: a failure leaves `out` as it was
-    try:
+    frames = render_turntable(g, n_frames=args.turntable, radius=args.radius, elevation_deg=args.elevation,
+                              hw=(args.size, args.size))
+    with atomic_folder(out, overwrite=args.overwrite) as tmp:  # written whole, then renamed: a failure leaves `out`
         save_video(frames.rgb, tmp / "turntable.mp4", fps=args.fps)
         k = max(1, args.turntable // 8)
         save_image(image_grid(frames.rgb[::k][:8], ncols=8), tmp / "turntable_strip.png")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _replace_folder(tmp, out)
     print(f"{len(g):,} Gaussians: {args.turntable} frames -> {out / 'turntable.mp4'}, {out / 'turntable_strip.png'}")
     return 0
 
@@ -220,29 +235,39 @@ def _cmd_checkpoints(args) -> int:
     folder = Path(args.folder)
     if not folder.is_dir(): raise CLIError(f"no folder {str(folder)!r}")
     infos = list_checkpoints(folder, verify=args.verify)
-    if not infos: print(f"no checkpoints in {folder}"); return 0
+    if not infos:
+        print(f"no checkpoints in {folder}")
+        return 0
     print(format_checkpoint_table(infos))
     return 0 if all(i.ok for i in infos) else 1
 
 # %% ../nbs/12_cli.ipynb #2d691974
-def _parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="the built-in model on a shipped example image: views, Gaussians, renders, turntable, overview.png")
+def _add_run_parsers(sub) -> None:
+    "The `demo` and `run` subcommands and their options."
+    d = sub.add_parser("demo", help="the built-in model on a shipped example image: views, Gaussians, renders, "
+                                    "turntable, overview.png")
     d.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
     d.add_argument("--image", default="head", help="head, mouse (shipped examples) or a path to an RGBA image")
-    d.add_argument("--steps", type=int, default=50); d.add_argument("--turntable", type=int, default=150)
-    d.add_argument("--seed", type=int, default=4); d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--steps", type=int, default=50)
+    d.add_argument("--turntable", type=int, default=150)
+    d.add_argument("--seed", type=int, default=4)
+    d.add_argument("--overwrite", action="store_true")
     r = sub.add_parser("run", help="one image (or a folder of images) -> views, Gaussians, renders, turntable")
-    r.add_argument("input"); r.add_argument("-o", "--output", required=True)
-    r.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), help="pipeline folder and GS-LRM checkpoint (paths or HF ids)")
+    r.add_argument("input")
+    r.add_argument("-o", "--output", required=True)
+    r.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), help="pipeline folder and GS-LRM checkpoint "
+                                                                                "(paths or HF ids)")
     r.add_argument("--prompt-embeds", default=None, help="per-view prompt embeddings (published: clr_embeds.pt)")
-    r.add_argument("--default", action="store_true", help="the built-in model shipped with the package (32², procedural subjects)")
+    r.add_argument("--default", action="store_true", help="the built-in model shipped with the package (32², "
+                                                          "procedural subjects)")
     r.add_argument("--layout", default=None, help="view layout (default: the prompt embeddings' layout)")
-    r.add_argument("--steps", type=int, default=50); r.add_argument("--guidance", type=float, default=3.0); r.add_argument("--seed", type=int, default=4)
+    r.add_argument("--steps", type=int, default=50)
+    r.add_argument("--guidance", type=float, default=3.0)
+    r.add_argument("--seed", type=int, default=4)
     r.add_argument("--turntable", type=int, default=150, help="turntable frames (0: none)")
-    r.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
+    r.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM "
+                                                                 "size, at least 256)")
     r.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
     r.add_argument("--mask", default=None, help="subject mask image for an RGB input (white = subject)")
     r.add_argument("--remove-background", action="store_true",
@@ -252,22 +277,40 @@ def _parser() -> argparse.ArgumentParser:
                         "a fraction (0-1] (frame by the subject mask: its share of the side), 'keep' (the input's "
                         "own framing), or 'model' (default: what the weights were trained on: 'face' for --weights, "
                         "'keep' for --default)")
-    r.add_argument("--device", default=None); r.add_argument("--dtype", default="float32")
+    r.add_argument("--device", default=None)
+    r.add_argument("--dtype", default="float32")
     r.add_argument("--overwrite", action="store_true")
+
+# %% ../nbs/12_cli.ipynb #74365f2e
+def _add_tool_parsers(sub) -> None:
+    "`reconstruct`, `render`, `checkpoints`, the checks, `layouts` and the two training commands."
     rc = sub.add_parser("reconstruct", help="GS-LRM on your own posed views")
-    rc.add_argument("views"); rc.add_argument("--cameras", required=True); rc.add_argument("-o", "--output", required=True)
-    rc.add_argument("--gslrm", default=None); rc.add_argument("--default", action="store_true", help="the built-in GS-LRM (32²)")
-    rc.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM size, at least 256)")
-    rc.add_argument("--turntable", type=int, default=150); rc.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    rc.add_argument("views")
+    rc.add_argument("--cameras", required=True)
+    rc.add_argument("-o", "--output", required=True)
+    rc.add_argument("--gslrm", default=None)
+    rc.add_argument("--default", action="store_true", help="the built-in GS-LRM (32²)")
+    rc.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM "
+                                                                  "size, at least 256)")
+    rc.add_argument("--turntable", type=int, default=150)
+    rc.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
     rc.add_argument("--overwrite", action="store_true")
     rd = sub.add_parser("render", help="turntable video of a 3DGS PLY")
-    rd.add_argument("ply"); rd.add_argument("-o", "--output", required=True); rd.add_argument("--turntable", type=int, default=150)
-    rd.add_argument("--size", type=int, default=512); rd.add_argument("--radius", type=float, default=2.7)
-    rd.add_argument("--elevation", type=float, default=0.); rd.add_argument("--fps", type=int, default=30); rd.add_argument("--overwrite", action="store_true")
+    rd.add_argument("ply")
+    rd.add_argument("-o", "--output", required=True)
+    rd.add_argument("--turntable", type=int, default=150)
+    rd.add_argument("--size", type=int, default=512)
+    rd.add_argument("--radius", type=float, default=2.7)
+    rd.add_argument("--elevation", type=float, default=0.)
+    rd.add_argument("--fps", type=int, default=30)
+    rd.add_argument("--overwrite", action="store_true")
     ck = sub.add_parser("checkpoints", help="inspection table of a checkpoint folder")
-    ck.add_argument("folder"); ck.add_argument("--verify", action="store_true", help="check manifest sha256 hashes")
-    cd = sub.add_parser("check-data", help="check a training set: views, order, intrinsics, cameras, alpha, subject in the volume")
-    cd.add_argument("root"); cd.add_argument("--layout", default=None, help="the MV layout, when the dataset has no dataset.json")
+    ck.add_argument("folder")
+    ck.add_argument("--verify", action="store_true", help="check manifest sha256 hashes")
+    cd = sub.add_parser("check-data", help="check a training set: views, order, intrinsics, cameras, alpha, subject in "
+                                           "the volume")
+    cd.add_argument("root")
+    cd.add_argument("--layout", default=None, help="the MV layout, when the dataset has no dataset.json")
     cd.add_argument("--radius", type=float, default=2.7)
     c = sub.add_parser("check-cameras", help="check an opencv_cameras.json file or a COLMAP text model folder")
     c.add_argument("path")
@@ -275,8 +318,58 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("layouts", help="coverage metrics of the registered layouts")
     t = sub.add_parser("train-gslrm", help="fine-tune GS-LRM from a YAML config (fields of GSLRMTrainConfig)")
     t.add_argument("config")
-    m = sub.add_parser("train-mvdiffusion", help="fine-tune the multi-view UNet from a YAML config (fields of MVTrainConfig)")
+    m = sub.add_parser("train-mvdiffusion", help="fine-tune the multi-view UNet from a YAML config (fields of "
+                                                 "MVTrainConfig)")
     m.add_argument("config")
+
+# %% ../nbs/12_cli.ipynb #d538bac5
+def _cmd_train(args) -> int:
+    "`train-gslrm` / `train-mvdiffusion`: fine-tune from a YAML config; the main process reports."
+    if args.command == "train-gslrm":
+        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
+        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
+        last = res.history[-1] if res.history else {}
+        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss "
+                                     f"{last.get('loss', float('nan')):.4g}; checkpoints: "
+                                     f"{[str(p) for p in res.checkpoints]}")
+        return 0
+    if args.command == "train-mvdiffusion":
+        from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
+        res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
+        last = res.history[-1] if res.history else {}
+        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss "
+                                     f"{last.get('loss', float('nan')):.4g}; checkpoints: "
+                                     f"{[str(p) for p in res.checkpoints]}; pipeline: {res.pipeline}")
+        return 0
+
+def _cmd_check(args) -> int:
+    "`check-data` / `check-cameras`: print the report; exit 1 when it finds problems."
+    if args.command == "check-data":
+        from facelift_nb.data import check_dataset
+        report = check_dataset(args.root, layout=args.layout, radius=args.radius)
+        print(report)
+        return 0 if report.ok else 1
+    if args.command == "check-cameras":
+        path = Path(args.path)
+        cams = from_colmap(path) if path.is_dir() else Cameras.from_facelift_json(path)
+        report = check_cameras(cams, radius=args.radius)
+        print(report)
+        return 0 if report.ok else 1
+
+def _cmd_layouts() -> int:
+    "`layouts`: coverage metrics of every registered layout."
+    for name in list_layouts():
+        s = layout_stats(name)
+        print(f"{name:>12}: {s.num_views} views, largest gap {s.largest_azimuth_gap_deg:.0f}°, closest pair "
+              f"{s.min_pairwise_angle_deg:.0f}°, mean coverage {s.mean_coverage_deg:.1f}°")
+    return 0
+
+# %% ../nbs/12_cli.ipynb #f40ad9be
+def _parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run_parsers(sub)
+    _add_tool_parsers(sub)
     return p
 
 def _is_main_process() -> bool:
@@ -298,35 +391,9 @@ def _dispatch(args) -> int:
     if args.command == "reconstruct": return _cmd_reconstruct(args)
     if args.command == "render": return _cmd_render(args)
     if args.command == "checkpoints": return _cmd_checkpoints(args)
-    if args.command == "train-gslrm":
-        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
-        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
-        last = res["history"][-1] if res["history"] else {}
-        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: {[str(p) for p in res['checkpoints']]}")
-        return 0
-    if args.command == "train-mvdiffusion":
-        from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
-        res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
-        last = res["history"][-1] if res["history"] else {}
-        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss {last.get('loss', float('nan')):.4g}; checkpoints: "
-              f"{[str(p) for p in res['checkpoints']]}; pipeline: {res['pipeline']}")
-        return 0
+    if args.command in ("train-gslrm", "train-mvdiffusion"): return _cmd_train(args)
     if args.command == "demo":
         demo(args.output, args.image, args.steps, args.turntable, args.seed, args.overwrite)
         return 0
-    if args.command == "check-data":
-        from facelift_nb.data import check_dataset
-        report = check_dataset(args.root, layout=args.layout, radius=args.radius)
-        print(report)
-        return 0 if report.ok else 1
-    if args.command == "check-cameras":
-        path = Path(args.path)
-        cams = from_colmap(path) if path.is_dir() else Cameras.from_facelift_json(path)
-        report = check_cameras(cams, radius=args.radius)
-        print(report)
-        return 0 if report.ok else 1
-    for name in list_layouts():
-        s = layout_stats(name)
-        print(f"{name:>12}: {s.num_views} views, largest gap {s.largest_azimuth_gap_deg:.0f}°, closest pair "
-              f"{s.min_pairwise_angle_deg:.0f}°, mean coverage {s.mean_coverage_deg:.1f}°")
-    return 0
+    if args.command in ("check-data", "check-cameras"): return _cmd_check(args)
+    return _cmd_layouts()

@@ -1,4 +1,4 @@
-"""Preparing real images and rigs: `ImageTransform` moves an image and its intrinsics together, so K never goes stale after a crop, pad, resize or recentering.
+"""Real rigs for training: normalised into the FaceLift world, reprojected onto a layout, written with lineage, checked.
 
 Docs: https://facelift-nb.github.io/facelift_nb/data.html.md"""
 
@@ -18,115 +18,9 @@ import torch.nn.functional as F
 from .cameras import Cameras, nearest_point_to_rays
 
 # %% auto #0
-__all__ = ['WORKING_VOLUME', 'GSLRM_DEPTH_RANGE', 'ImageTransform', 'RigNormalization', 'normalize_rig', 'Reprojection',
-           'warp_to_camera', 'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset',
-           'HullFit', 'VisualHull', 'visual_hull', 'SampleCheck', 'DatasetReport', 'check_dataset']
-
-# %% ../nbs/10_data.ipynb #3864811f
-def _hw(hw) -> tuple[int, int]:
-    if not (isinstance(hw, (tuple, list)) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
-        raise ValueError(f"`hw` must be (H, W), two positive integers; got {hw!r}.")
-    return int(hw[0]), int(hw[1])
-
-@dataclass(frozen=True)
-class ImageTransform:
-    "Map from input pixel coordinates to output ones, `x' = sx·x + tx`, `y' = sy·y + ty`, with the input and output sizes."
-    in_hw: tuple[int, int]
-    out_hw: tuple[int, int]
-    sx: float = 1.0
-    sy: float = 1.0
-    tx: float = 0.0
-    ty: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "in_hw", _hw(self.in_hw)); object.__setattr__(self, "out_hw", _hw(self.out_hw))
-        if not (self.sx > 0 and self.sy > 0): raise ValueError(f"scales must be positive; got sx={self.sx}, sy={self.sy}.")
-
-    @classmethod
-    def identity(cls, hw) -> ImageTransform:
-        "No change to an image of size `hw`."
-        return cls(hw, hw)
-
-    # -- building steps (each returns the composed transform)
-    def then(self, other: ImageTransform) -> ImageTransform:
-        "This transform followed by `other` (whose input must be this one's output)."
-        if other.in_hw != self.out_hw: raise ValueError(f"cannot chain: this gives {self.out_hw} images, the next step expects {other.in_hw}.")
-        return ImageTransform(self.in_hw, other.out_hw, other.sx * self.sx, other.sy * self.sy, other.sx * self.tx + other.tx, other.sy * self.ty + other.ty)
-
-    def crop(self, box) -> ImageTransform:
-        "Then crop the output to `box = (x0, y0, x1, y1)` pixels (x1, y1 exclusive; a box past the border pads)."
-        x0, y0, x1, y1 = box
-        if not (x1 > x0 and y1 > y0): raise ValueError(f"`box` must have x1 > x0 and y1 > y0; got {box!r}.")
-        return self.then(ImageTransform(self.out_hw, (int(y1 - y0), int(x1 - x0)), 1., 1., -float(x0), -float(y0)))
-
-    def pad(self, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0) -> ImageTransform:
-        "Then pad the output by whole pixels on each side."
-        H, W = self.out_hw
-        return self.crop((-left, -top, W + right, H + bottom))
-
-    def resize(self, hw) -> ImageTransform:
-        "Then resize the output to `hw = (H, W)`."
-        H2, W2 = _hw(hw); H, W = self.out_hw
-        return self.then(ImageTransform(self.out_hw, (H2, W2), W2 / W, H2 / H, 0., 0.))
-
-    def square_around(self, box, size: int, fill: float = 0.85) -> ImageTransform:
-        "Then recentre: a square centred on `box = (x0, y0, x1, y1)` whose longer side fills `fill` of it, resized to `size`²."
-        if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
-        x0, y0, x1, y1 = map(float, box)
-        side = max(x1 - x0, y1 - y0) / fill
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        s = size / side
-        return self.then(ImageTransform(self.out_hw, (size, size), s, s, size / 2 - s * cx, size / 2 - s * cy))
-
-    @classmethod
-    def recenter(cls, mask: torch.Tensor, size: int, fill: float = 0.85, threshold: float = 0.5) -> ImageTransform:
-        "The framing of a subject: a square around the bounding box of `mask > threshold`, resized to `size`²."
-        ys, xs = torch.nonzero(mask > threshold, as_tuple=True)
-        if len(xs) == 0: raise ValueError("the mask is empty: nothing to recentre on.")
-        H, W = mask.shape[-2:]
-        return cls.identity((int(H), int(W))).square_around((xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1), size, fill)
-
-    def inverse(self) -> ImageTransform:
-        "The map back from output to input pixels."
-        return ImageTransform(self.out_hw, self.in_hw, 1 / self.sx, 1 / self.sy, -self.tx / self.sx, -self.ty / self.sy)
-
-    # -- applying
-    def points(self, xy: torch.Tensor) -> torch.Tensor:
-        "Input pixel coordinates `[..., 2]` → output pixel coordinates."
-        return xy * xy.new_tensor([self.sx, self.sy]) + xy.new_tensor([self.tx, self.ty])
-
-    def intrinsics(self, K: torch.Tensor) -> torch.Tensor:
-        "Intrinsics `[..., 3, 3]` of the input images → those of the output images."
-        A = K.new_tensor([[self.sx, 0, self.tx], [0, self.sy, self.ty], [0, 0, 1]])
-        return A @ K
-
-    def cameras(self, cams: Cameras) -> Cameras:
-        "The cameras of the transformed images (K moved, size set); refuses cameras of another image size."
-        if cams.hw != self.in_hw: raise ValueError(f"the cameras are for {cams.hw} images but this transform expects {self.in_hw}.")
-        return dataclasses.replace(cams, K=self.intrinsics(cams.K), hw=self.out_hw)
-
-    def image(self, img: torch.Tensor, fill=None, mode: str = "bilinear") -> torch.Tensor:
-        "Resample `[..., C, H, W]` images (area-averaged first when shrinking); outside the input is `fill` (per channel) or 0."
-        if tuple(img.shape[-2:]) != self.in_hw: raise ValueError(f"`img` is {tuple(img.shape[-2:])} but this transform expects {self.in_hw}.")
-        lead, (C, H, W) = img.shape[:-3], img.shape[-3:]
-        x = img.reshape(-1, C, H, W).float()
-        fillt = torch.zeros(C) if fill is None else torch.as_tensor(fill, dtype=x.dtype).expand(C)
-        x = x - fillt[None, :, None, None]
-        kx, ky = max(1, int(1 / self.sx)), max(1, int(1 / self.sy))  # pre-shrink by whole factors so bilinear does not alias
-        if kx > 1 or ky > 1:
-            x = F.avg_pool2d(F.pad(x, (0, (-W) % kx, 0, (-H) % ky), mode="replicate"), (ky, kx))
-        h, w = x.shape[-2:]
-        Ho, Wo = self.out_hw
-        # output pixel centre u' → input coordinate u = (u' - tx) / sx → the pooled image's normalised coordinate
-        u = ((torch.arange(Wo, dtype=x.dtype) + 0.5 - self.tx) / self.sx) / (kx * w) * 2 - 1
-        v = ((torch.arange(Ho, dtype=x.dtype) + 0.5 - self.ty) / self.sy) / (ky * h) * 2 - 1
-        grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)[None].expand(len(x), -1, -1, -1)
-        out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False) + fillt[None, :, None, None]
-        return out.reshape(*lead, C, Ho, Wo).to(img.dtype if img.is_floating_point() else torch.float32)
-
-    def to_dict(self) -> dict:
-        "A JSON-ready record (for manifests and dataset lineage)."
-        return dict(in_hw=list(self.in_hw), out_hw=list(self.out_hw), sx=self.sx, sy=self.sy, tx=self.tx, ty=self.ty)
+__all__ = ['WORKING_VOLUME', 'GSLRM_DEPTH_RANGE', 'RigNormalization', 'normalize_rig', 'Reprojection', 'warp_to_camera',
+           'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset', 'HullFit', 'VisualHull',
+           'visual_hull', 'SampleCheck', 'DatasetReport', 'check_dataset']
 
 # %% ../nbs/10_data.ipynb #6313cf98
 # (x, y, z) ranges of the box the published inference filters keep
@@ -292,57 +186,57 @@ def reproject_to_layout(images,  # [V, 3, H, W] or [V, H, W, 3] in [0, 1], any c
     return Reprojection(warped[:, :3].clamp(0, 1), warped[:, 3].clamp(0, 1), tgt.to(dtype=cameras.dtype), tuple(idx),
                         tuple(match.residuals_deg), layout)
 
-# %% ../nbs/10_data.ipynb #549c1200
+# %% ../nbs/10_data.ipynb #5ae66448
 @dataclass
 class PreparedSample:
     "One subject's views ready to write: RGB [V,3,H,W], alpha [V,H,W], cameras [V] (FaceLift world), and lineage."
-    name: str
-    rgb: torch.Tensor
-    alpha: torch.Tensor
-    cameras: Cameras
+    name: str  # the sample folder's name
+    rgb: torch.Tensor  # [V, 3, H, W] in [0, 1]
+    alpha: torch.Tensor  # [V, H, W] in [0, 1]
+    cameras: Cameras  # [V], FaceLift world, slot order for MV data
     source: object = None  # where the views came from (file names, a capture id, ...): stored as given (JSON-able)
     transforms: list = dataclasses.field(default_factory=list)  # what was applied, in order (JSON-able dicts)
 
     @classmethod
-    def from_reprojection(cls, name: str, rep: Reprojection, source=None, normalization: RigNormalization | None = None) -> PreparedSample:
+    def from_reprojection(cls, name: str, rep: Reprojection, source=None,
+                          normalization: RigNormalization | None = None) -> PreparedSample:
         "A sample from `reproject_to_layout` output (and the `normalize_rig` result that preceded it)."
         tr = []
         if normalization is not None:
-            tr.append(dict(op="normalize_rig", similarity=normalization.transform.tolist(), center=normalization.center.tolist(),
-                           scale=normalization.scale, subject_radius=normalization.subject_radius, fits_volume=normalization.fits_volume))
-        tr.append(dict(op="reproject_to_layout", layout=rep.layout.label, slots=list(rep.layout.names), camera_indices=list(rep.indices),
-                       residuals_deg=[round(r, 4) for r in rep.residuals_deg], size=rep.cameras.hw[0]))
+            n = normalization
+            tr.append(dict(op="normalize_rig", similarity=n.transform.tolist(), center=n.center.tolist(), scale=n.scale,
+                           subject_radius=n.subject_radius, fits_volume=n.fits_volume))
+        tr.append(dict(op="reproject_to_layout", layout=rep.layout.label, slots=list(rep.layout.names),
+                       camera_indices=list(rep.indices), residuals_deg=[round(r, 4) for r in rep.residuals_deg],
+                       size=rep.cameras.hw[0]))
         return cls(name, rep.rgb, rep.alpha, rep.cameras, source, tr)
 
+# %% ../nbs/10_data.ipynb #fa685ea5
 def _resized(s: PreparedSample, size: int) -> tuple[torch.Tensor, Cameras]:
     "RGBA [V, S, S, 4] and cameras at `size`² (images and intrinsics resized together)."
     rgba = torch.cat([s.rgb.float(), s.alpha.float()[:, None]], 1)
     if rgba.shape[-2:] != (size, size):
-        if rgba.shape[-2] != rgba.shape[-1]: raise ValueError(f"sample {s.name}: views are {tuple(rgba.shape[-2:])}, not square; reproject them first.")
+        if rgba.shape[-2] != rgba.shape[-1]:
+            raise ValueError(f"sample {s.name}: views are {tuple(rgba.shape[-2:])}, not square; reproject them first.")
         rgba = F.interpolate(rgba, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return rgba.clamp(0, 1).permute(0, 2, 3, 1), s.cameras.resize((size, size))
 
-def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
+# %% ../nbs/10_data.ipynb #dbc99a10
+def _write_samples(tmp: Path, samples: list, names: list[str], size: int, kind: str, layout) -> None:
+    "The files of a training set (views, cameras, train.txt, dataset.json with lineage) into the folder `tmp`."
     import json
-    import os
     import time
 
     import facelift_nb
-    from facelift_nb.io import make_temp_dir, write_text_atomic
+    from facelift_nb.io import write_text_atomic
     from facelift_nb.synthetic import save_rgba
-    root = Path(root)
-    if root.exists(): raise FileExistsError(f"{root} exists; write the dataset to a new folder (nothing is overwritten).")
-    samples = list(samples)
-    if not samples: raise ValueError("`samples` is empty: nothing to write.")
-    names = [s.name for s in samples]
-    if len(set(names)) != len(names): raise ValueError(f"sample names must be unique; got duplicates {sorted({n for n in names if names.count(n) > 1})}.")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
     records = {}
     for s in samples:
-        if not isinstance(s, PreparedSample): raise TypeError(f"samples must be PreparedSample; got {type(s).__name__}.")
+        if not isinstance(s, PreparedSample):
+            raise TypeError(f"samples must be PreparedSample; got {type(s).__name__}.")
         if layout is not None and len(s.cameras) != len(layout):
-            raise ValueError(f"sample {s.name}: {len(s.cameras)} views but layout {layout.label} has {len(layout)} slots.")
+            raise ValueError(f"sample {s.name}: {len(s.cameras)} views but layout {layout.label} has {len(layout)} "
+                             "slots.")
         rgba, cams = _resized(s, size)
         if kind == "mvdiffusion":
             files = [f"cam_{j:03d}.png" for j in range(len(cams))]
@@ -352,23 +246,38 @@ def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
             cams = Cameras(cams.K, cams.w2c, cams.hw, names=cams.names, meta=tuple({"file_path": f} for f in files))
         for f, im in zip(files, rgba): save_rgba(im, tmp / s.name / f)
         cams.to_facelift_json(tmp / s.name / "opencv_cameras.json", rig_id=s.name)
-        records[s.name] = dict(source=s.source, transforms=list(s.transforms) + [dict(op="resize", size=size)], views=len(cams))
+        steps = list(s.transforms) + [dict(op="resize", size=size)]
+        records[s.name] = dict(source=s.source, transforms=steps, views=len(cams))
     (tmp / "train.txt").write_text("".join(f"{n}\n" for n in names))
-    lay = None if layout is None else dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
-                                           elevations_deg=list(layout.elevations_deg))
-    write_text_atomic(tmp / "dataset.json", json.dumps(dict(kind=kind, layout=lay, size=size, samples=records, facelift_nb=facelift_nb.__version__,
-                                                             written=time.strftime("%Y-%m-%dT%H:%M:%S%z")), indent=1, default=str))
-    os.replace(tmp, root)
-    return root
+    lay = None if layout is None else layout.to_dict()
+    info = dict(kind=kind, layout=lay, size=size, samples=records, facelift_nb=facelift_nb.__version__,
+                written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    write_text_atomic(tmp / "dataset.json", json.dumps(info, indent=1, default=str))
 
 def write_mv_dataset(root, samples, layout, size: int = 512) -> Path:
-    "Write `PreparedSample`s (views in `layout`'s slot order) as an MVDiffusion training set with lineage; returns `root`."
+    "Write `PreparedSample`s (views in `layout`'s slot order) as an MVDiffusion training set with lineage; -> `root`."
     from facelift_nb.layouts import get_layout
     return _write_dataset(root, samples, size, "mvdiffusion", get_layout(layout))
 
 def write_gslrm_dataset(root, samples, size: int = 512) -> Path:
     "Write `PreparedSample`s (any number of posed views) as a GS-LRM training set with lineage; returns `root`."
     return _write_dataset(root, samples, size, "gslrm", None)
+
+# %% ../nbs/10_data.ipynb #beea4007
+def _write_dataset(root, samples, size: int, kind: str, layout) -> Path:
+    "Check the samples and write them as one training set at `root` (atomic; an existing `root` is refused)."
+    from facelift_nb.io import atomic_folder
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root} exists; write the dataset to a new folder (nothing is overwritten).")
+    samples = list(samples)
+    if not samples: raise ValueError("`samples` is empty: nothing to write.")
+    names = [s.name for s in samples]
+    if len(set(names)) != len(names):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"sample names must be unique; got duplicates {dups}.")
+    with atomic_folder(root) as tmp: _write_samples(tmp, samples, names, size, kind, layout)
+    return root
 
 # %% ../nbs/10_data.ipynb #hull13b93
 # GS-LRM's `depth_range`: a pixel Gaussian sits within ±1.8 of its ray's point nearest the origin
@@ -601,7 +510,7 @@ def check_dataset(root,  # dataset folder (with train.txt or sample folders), a 
     if not dirs: raise ValueError(f"{root}: no samples found (folders with opencv_cameras.json or cam_000.png, or a train.txt list).")
     kind = (meta or {}).get("kind") or ("gslrm" if (dirs[0] / "images").is_dir() else "mvdiffusion")
     if layout is None and meta and meta.get("layout"):
-        l = meta["layout"]; layout = ViewLayout(tuple(l["names"]), tuple(l["azimuths_deg"]), tuple(l["elevations_deg"]), l.get("label"))
+        layout = ViewLayout.from_dict(meta["layout"], f"the layout in {base / 'dataset.json'}")
     if kind == "mvdiffusion":
         if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'; CLI: --layout facelift6, the published 6-view order): the view order is never guessed.")
         layout = get_layout(layout)

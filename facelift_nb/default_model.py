@@ -1,4 +1,4 @@
-"""The small built-in model: its architecture, how it is built and trained on the synthetic subjects, where its fp16 weights live in the package, and how well it does on held-out subjects.
+"""The small built-in model: how it is built, trained and exported, and how well it does on held-out subjects.
 
 Docs: https://facelift-nb.github.io/facelift_nb/default_model.html.md"""
 
@@ -10,40 +10,35 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-import facelift_nb
+from .builtin import DEFAULT_LAYOUT, DEFAULT_SIZE
 from .layouts import get_layout
+from .metrics import psnr, ssim
 from .models.gslrm import GSLRM
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_SIZE', 'DEFAULT_LAYOUT', 'WEIGHTS_DIR', 'default_gslrm_config', 'default_unet_config',
-           'default_vae', 'fit_vae', 'build_mv_pipeline', 'export_default_weights', 'default_weights_available',
-           'default_card', 'evaluate_gslrm', 'evaluate_pipeline']
+__all__ = ['logger', 'default_gslrm_config', 'default_unet_config', 'default_vae', 'fit_vae', 'build_mv_pipeline',
+           'export_default_weights', 'evaluate_gslrm', 'evaluate_pipeline']
 
 # %% ../nbs/15_default_model.ipynb #7737164e
-DEFAULT_SIZE = 32
-DEFAULT_LAYOUT = "facelift6"
-WEIGHTS_DIR = Path(facelift_nb.__file__).parent / "weights" / "default"  # mvdiffusion/ (pipeline folder), gslrm/ (save_pretrained), card.json
-
 def default_gslrm_config() -> dict:
     "GS-LRM configuration of the default model."
-    return dict(image_size=DEFAULT_SIZE, patch_size=4, width=128, head_dim=32, num_layers=4, num_global_gaussians=2, sh_degree=0)
+    return dict(image_size=DEFAULT_SIZE, patch_size=4, width=128, head_dim=32, num_layers=4, num_global_gaussians=2,
+                sh_degree=0)
 
 def default_unet_config() -> dict:
     "MV UNet configuration of the default model (stock diffusers names)."
-    return dict(sample_size=DEFAULT_SIZE // 2, in_channels=8, out_channels=4, block_out_channels=(48, 96, 96), layers_per_block=1,
-                attention_head_dim=(4, 8, 8), cross_attention_dim=32, class_embed_type="projection",
-                projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=16, upcast_attention=True,
+    return dict(sample_size=DEFAULT_SIZE // 2, in_channels=8, out_channels=4, block_out_channels=(48, 96, 96),
+                layers_per_block=1, attention_head_dim=(4, 8, 8), cross_attention_dim=32, class_embed_type="projection",
+                projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=16,
+                upcast_attention=True,
                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 
@@ -71,7 +66,7 @@ def fit_vae(data,  # MV dataset: folder of samples or list file
             steps: int = 1500, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
             size: int = DEFAULT_SIZE, progress: bool = True) -> dict:
     "Fit the default VAE as an autoencoder (MSE + kl_weight × KL); set its scaling factor; save atomically."
-    from facelift_nb.checkpoints import atomic_folder
+    from facelift_nb.io import atomic_folder
     out = Path(out)
     if out.exists(): raise FileExistsError(f"{out} exists; choose a new folder.")
     x = _mv_images(data, size) * 2 - 1
@@ -91,16 +86,20 @@ def fit_vae(data,  # MV dataset: folder of samples or list file
         rec = vae.decode(post.sample(generator=None)).sample
         mse = (rec - b).square().mean()
         loss = mse + kl_weight * post.kl().mean()
-        loss.backward(); opt.step(); sched.step(); opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
         hist.append(mse.item())
     vae.eval()
     with torch.no_grad():
         lat = torch.cat([vae.encode(x[i:i + 256]).latent_dist.mode() for i in range(0, min(len(x), 2048), 256)])
-        psnr = float(-10 * math.log10(((vae.decode(lat[:256]).sample - x[:256]).square().mean() / 4).item()))
+        rec_psnr = float(-10 * math.log10(((vae.decode(lat[:256]).sample - x[:256]).square().mean() / 4).item()))
     vae.register_to_config(scaling_factor=float(1 / lat.std()))
     with atomic_folder(out) as tmp: vae.save_pretrained(tmp)
-    return {"mse": hist, "psnr": psnr, "scaling_factor": vae.config.scaling_factor}
+    return {"mse": hist, "psnr": rec_psnr, "scaling_factor": vae.config.scaling_factor}
 
+# %% ../nbs/15_default_model.ipynb #cff1d124
 def build_mv_pipeline(vae, layout=DEFAULT_LAYOUT, seed: int = 0):
     "An untrained default MV pipeline around a fitted `vae` (folder or model), prompts encoded for `layout`."
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
@@ -112,15 +111,17 @@ def build_mv_pipeline(vae, layout=DEFAULT_LAYOUT, seed: int = 0):
     vae = AutoencoderKL.from_pretrained(vae) if isinstance(vae, (str, Path)) else vae
     torch.manual_seed(seed)
     unet = install_mv_attention(UNet2DConditionModel(**default_unet_config()).eval(), len(layout), "reference")
-    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2,
+                                                         num_attention_heads=4,
                                                          intermediate_size=37, image_size=32, patch_size=4)).eval()
     fe = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     text_encoder, tokenizer = tiny_text_components(seed)
     pipe = MVDiffusionPipeline(unet=unet, vae=vae.eval(), image_encoder=img, feature_extractor=fe,
                                image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
                                image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-                               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                                       prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1, clip_sample=False),
+                               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012,
+                                                       beta_schedule="scaled_linear", prediction_type="v_prediction",
+                                                       set_alpha_to_one=False, steps_offset=1, clip_sample=False),
                                layout=layout, text_encoder=text_encoder, tokenizer=tokenizer)
     pipe.encode_prompts(layout)
     return pipe
@@ -128,48 +129,42 @@ def build_mv_pipeline(vae, layout=DEFAULT_LAYOUT, seed: int = 0):
 # %% ../nbs/15_default_model.ipynb #248b0460
 def export_default_weights(mv_pipeline, gslrm, dest, card: dict | None = None, dtype=torch.float16) -> Path:
     "Write both stages in `dtype` to `dest` (atomic; an existing dest moves to a .bak sibling) with card.json."
-    from facelift_nb.checkpoints import atomic_folder, sha256_file
+    from facelift_nb.checkpoints import sha256_file
+    from facelift_nb.io import atomic_folder
     from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
     dest = Path(dest)
     mv = MVDiffusionPipeline.from_pretrained(mv_pipeline) if isinstance(mv_pipeline, (str, Path)) else mv_pipeline
     gs = GSLRM.from_pretrained(gslrm) if isinstance(gslrm, (str, Path)) else gslrm
-    if dest.exists():
-        bak = dest.with_name(f"{dest.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"); os.replace(dest, bak)
-        logger.warning("export_default_weights: the previous %s was moved to %s", dest, bak)
     from diffusers.utils import logging as dlog
-    level = dlog.get_verbosity(); dlog.set_verbosity_error()  # the casts below are deliberate: no "keep in float32" notices
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # the casts below are deliberate: no "keep in float32" notices
     try:
-        with atomic_folder(dest) as tmp:
-            mv.to(dtype=dtype); mv.save_pretrained(tmp / "mvdiffusion"); mv.to(dtype=torch.float32)
-            gs.to(dtype).save_pretrained(tmp / "gslrm"); gs.to(torch.float32)
+        with atomic_folder(dest, overwrite=True) as tmp:  # an existing dest moves to a unique .bak sibling
+            mv.to(dtype=dtype)
+            mv.save_pretrained(tmp / "mvdiffusion")
+            mv.to(dtype=torch.float32)
+            gs.to(dtype).save_pretrained(tmp / "gslrm")
+            gs.to(torch.float32)
             files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-            (tmp / "card.json").write_text(json.dumps(dict(card or {}, dtype=str(dtype).replace("torch.", ""), files=files), indent=1))
+            full = dict(card or {}, dtype=str(dtype).replace("torch.", ""), files=files)
+            (tmp / "card.json").write_text(json.dumps(full, indent=1))
     finally: dlog.set_verbosity(level)
     return dest
 
-def default_weights_available(path=WEIGHTS_DIR) -> bool:
-    "Whether the default weights are present (both stages and the card)."
-    p = Path(path)
-    return (p / "mvdiffusion" / "model_index.json").is_file() and (p / "gslrm" / "config.json").is_file() and (p / "card.json").is_file()
-
-def default_card(path=WEIGHTS_DIR) -> dict:
-    "The card of the shipped default weights (provenance, hashes, evaluation)."
-    p = Path(path) / "card.json"
-    if not p.is_file(): raise FileNotFoundError(f"no default weights card at {p}; the package data is incomplete (reinstall facelift_nb).")
-    return json.loads(p.read_text())
 
 # %% ../nbs/15_default_model.ipynb #b312ecbf
 def _psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from facelift_nb.train.gslrm import psnr, ssim
+    "PSNR and SSIM (`facelift_nb.metrics`) of `pred`, clamped to [0, 1], against `target`."
     return psnr(pred.clamp(0, 1), target), ssim(pred.clamp(0, 1), target)
 
 @torch.no_grad()
 def evaluate_gslrm(model: GSLRM, samples, num_input: int = 6) -> dict:
-    "Novel-view PSNR/SSIM of `model` from each held-out sample's first `num_input` (layout) views vs the mean-colour and nearest-input-view baselines."
+    "Novel-view PSNR/SSIM of `model` from held-out samples' first `num_input` views, and of two baselines (see above)."
     from facelift_nb.cameras import Cameras
     from facelift_nb.train.gslrm import GSLRMDataset
     S = model.config.image_size
-    ds = GSLRMDataset(samples, num_input=num_input, num_target=num_input, image_size=S, input_views=list(range(num_input)))
+    ds = GSLRMDataset(samples, num_input=num_input, num_target=num_input, image_size=S,
+                      input_views=list(range(num_input)))
     model, rec = model.eval(), {}
     for i in range(len(ds)):
         rig = Cameras.from_facelift_json(ds.dirs[i] / "opencv_cameras.json")
@@ -179,44 +174,52 @@ def evaluate_gslrm(model: GSLRM, samples, num_input: int = 6) -> dict:
 
 @torch.no_grad()
 def _novel_scores(gslrm, inp: torch.Tensor, in_cams, tgt: torch.Tensor, tgt_cams, rec: dict, prefix: str) -> None:
-    "Append PSNR/SSIM of the reconstruction from `inp` and of the two baselines on the targets to `rec` (keys prefixed)."
+    "Append PSNR/SSIM of the reconstruction from `inp` and of the two baselines on the targets to `rec` (prefixed)."
     from facelift_nb.cameras import Cameras
     from facelift_nb.render import render
     S = gslrm.config.image_size
     g = gslrm(inp[None], Cameras(in_cams.K[None], in_cams.w2c[None], (S, S))).gaussians
     pred = render(g, Cameras(tgt_cams.K[None], tgt_cams.w2c[None], (S, S)), backend="cpu").rgb[0].permute(0, 3, 1, 2)
     mean = inp.mean((0, 2, 3), keepdim=True).expand_as(tgt)
-    a, b = torch.nn.functional.normalize(tgt_cams.centers.float(), dim=-1), torch.nn.functional.normalize(in_cams.centers.float(), dim=-1)
+    a = torch.nn.functional.normalize(tgt_cams.centers.float(), dim=-1)
+    b = torch.nn.functional.normalize(in_cams.centers.float(), dim=-1)
     nearest = inp[(a @ b.T).argmax(1)]
     for name, p in (("model", pred), ("mean", mean), ("nearest", nearest)):
         ps, ss = _psnr_ssim(p.float(), tgt)
-        rec.setdefault(f"{prefix}{name}_psnr", []).extend(ps.tolist()); rec.setdefault(f"{prefix}{name}_ssim", []).extend(ss.tolist())
+        rec.setdefault(f"{prefix}{name}_psnr", []).extend(ps.tolist())
+        rec.setdefault(f"{prefix}{name}_ssim", []).extend(ss.tolist())
 
+# %% ../nbs/15_default_model.ipynb #09aa51b4
 @torch.no_grad()
-def evaluate_pipeline(pipe, mv_samples, gslrm_samples, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
+def evaluate_pipeline(pipe, mv_samples, gslrm_samples, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                      seed: int = 4,
                       max_samples: int | None = None) -> dict:
-    """The whole pipeline on held-out subjects (the same subjects in both lists, in the same order): generated views vs ground
-    truth (against repeating the input), and novel views rendered from the reconstruction OF THE GENERATED VIEWS vs ground
-    truth (against the mean-colour and nearest-generated-view baselines)."""
+    "The whole pipeline on held-out subjects (the same ones, same order, in both lists) against baselines (above)."
     from facelift_nb.cameras import Cameras
     from facelift_nb.train.gslrm import GSLRMDataset
     from facelift_nb.train.mvdiffusion import MVDataset
     mv = pipe.mvdiffusion
     S = pipe.gslrm.config.image_size
     mds = MVDataset(mv_samples, mv.layout, image_size=mv.resolution)
-    gds = GSLRMDataset(gslrm_samples, num_input=len(mv.layout), num_target=len(mv.layout), image_size=S, input_views=list(range(len(mv.layout))))
-    if [d.name for d in mds.dirs] != [d.name for d in gds.dirs]: raise ValueError("`mv_samples` and `gslrm_samples` must list the same subjects in the same order.")
+    V = len(mv.layout)
+    gds = GSLRMDataset(gslrm_samples, num_input=V, num_target=V, image_size=S, input_views=list(range(V)))
+    if [d.name for d in mds.dirs] != [d.name for d in gds.dirs]:
+        raise ValueError("`mv_samples` and `gslrm_samples` must list the same subjects in the same order.")
     n = len(mds) if max_samples is None else min(max_samples, len(mds))
     mv.set_progress_bar_config(disable=True)
     rec, V = {}, len(mv.layout)
     for i in range(n):
         it = mds[i]
-        gen = mv(it["input"], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed).images.permute(0, 3, 1, 2)
+        gen = mv(it["input"], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed)
+        gen = gen.images.permute(0, 3, 1, 2)
         for name, p in (("mv", gen[1:]), ("copy", it["input"][None].expand_as(it["views"][1:]))):
             ps, ss = _psnr_ssim(p.float(), it["views"][1:])
-            rec.setdefault(f"{name}_psnr", []).extend(ps.tolist()); rec.setdefault(f"{name}_ssim", []).extend(ss.tolist())
+            rec.setdefault(f"{name}_psnr", []).extend(ps.tolist())
+            rec.setdefault(f"{name}_ssim", []).extend(ss.tolist())
         rig = Cameras.from_facelift_json(gds.dirs[i] / "opencv_cameras.json")
         img, _, cams = gds.load(i, list(range(len(rig))), rig)
-        views = torch.nn.functional.interpolate(gen, size=(S, S), mode="bilinear", antialias=True) if gen.shape[-1] != S else gen
+        views = gen
+        if gen.shape[-1] != S:
+            views = torch.nn.functional.interpolate(gen, size=(S, S), mode="bilinear", antialias=True)
         _novel_scores(pipe.gslrm, views.clamp(0, 1), cams[:V], img[V:], cams[V:], rec, "pipeline_")
     return {"n_samples": n} | {k: float(np.mean(v)) for k, v in rec.items()}

@@ -7,6 +7,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/framing.html.md"""
 # %% ../nbs/06b_framing.ipynb #714e9802
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -16,15 +17,137 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .data import ImageTransform
+from .cameras import Cameras
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'FACE_SIZE', 'FACE_CENTER', 'FACE_CANVAS', 'HAAR_CALIBRATION', 'HAAR_CASCADE', 'Box', 'BoxCalibration',
-           'FacePlacement', 'place_face', 'haar_face_boxes', 'FaceBox', 'detect_face', 'cut_out', 'FaceFraming',
-           'frame_face']
+__all__ = ['logger', 'FACE_SIZE', 'FACE_CENTER', 'FACE_CANVAS', 'HAAR_CALIBRATION', 'HAAR_CASCADE', 'Box', 'resample', 'PixelMap',
+           'ImageTransform', 'BoxCalibration', 'FacePlacement', 'place_face', 'haar_face_boxes', 'FaceBox',
+           'detect_face', 'cut_out', 'FaceFraming', 'frame_face']
+
+# %% ../nbs/06b_framing.ipynb #0ae07ccc
+def _hw(hw) -> tuple[int, int]:
+    "`hw` as (H, W), two positive integers, or a ValueError."
+    if not (isinstance(hw, (tuple, list)) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
+        raise ValueError(f"`hw` must be (H, W), two positive integers; got {hw!r}.")
+    return int(hw[0]), int(hw[1])
+
+def _mask_box(mask: torch.Tensor, threshold: float) -> tuple[int, int, int, int]:
+    "Bounding box `(x0, y0, x1, y1)` (x1, y1 exclusive) of `mask > threshold`."
+    ys, xs = torch.nonzero(mask > threshold, as_tuple=True)
+    if len(xs) == 0: raise ValueError("the mask is empty: nothing to recentre on.")
+    return (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+
+def resample(img: torch.Tensor,  # [..., C, H, W] images
+             out_hw: tuple[int, int],  # (H, W) of the output
+             sx: float, sy: float,  # output pixels per input pixel, in x and y
+             tx: float, ty: float,  # offsets in output pixels: x' = sx·x + tx, y' = sy·y + ty
+             fill=None,  # value outside the input, per channel (default 0)
+             mode: str = "bilinear",  # grid_sample interpolation
+             ) -> torch.Tensor:
+    "Resample images under the pixel map `x' = sx·x + tx`, `y' = sy·y + ty` (area-averaged first when shrinking)."
+    lead, (C, H, W) = img.shape[:-3], img.shape[-3:]
+    x = img.reshape(-1, C, H, W).float()
+    fillt = torch.zeros(C) if fill is None else torch.as_tensor(fill, dtype=x.dtype).expand(C)
+    x = x - fillt[None, :, None, None]
+    kx, ky = max(1, int(1 / sx)), max(1, int(1 / sy))  # pre-shrink by whole factors so bilinear does not alias
+    if kx > 1 or ky > 1:
+        x = F.avg_pool2d(F.pad(x, (0, (-W) % kx, 0, (-H) % ky), mode="replicate"), (ky, kx))
+    h, w = x.shape[-2:]
+    Ho, Wo = out_hw
+    # output pixel centre u' → input coordinate u = (u' - tx) / sx → the pooled image's normalised coordinate
+    u = ((torch.arange(Wo, dtype=x.dtype) + 0.5 - tx) / sx) / (kx * w) * 2 - 1
+    v = ((torch.arange(Ho, dtype=x.dtype) + 0.5 - ty) / sy) / (ky * h) * 2 - 1
+    grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)[None].expand(len(x), -1, -1, -1)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False) + fillt[None, :, None, None]
+    return out.reshape(*lead, C, Ho, Wo).to(img.dtype if img.is_floating_point() else torch.float32)
+
+# %% ../nbs/06b_framing.ipynb #00750b39
+@dataclass(frozen=True)
+class PixelMap:
+    "Map from input pixel coordinates to output ones, `x' = sx·x + tx`, `y' = sy·y + ty`, with both image sizes."
+    in_hw: tuple[int, int]  # (H, W) of the input images
+    out_hw: tuple[int, int]  # (H, W) of the output images
+    sx: float = 1.0  # output pixels per input pixel, x
+    sy: float = 1.0  # output pixels per input pixel, y
+    tx: float = 0.0  # x offset, output pixels
+    ty: float = 0.0  # y offset, output pixels
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_hw", _hw(self.in_hw))
+        object.__setattr__(self, "out_hw", _hw(self.out_hw))
+        if not (self.sx > 0 and self.sy > 0):
+            raise ValueError(f"scales must be positive; got sx={self.sx}, sy={self.sy}.")
+
+    def points(self, xy: torch.Tensor) -> torch.Tensor:
+        "Input pixel coordinates `[..., 2]` → output pixel coordinates."
+        return xy * xy.new_tensor([self.sx, self.sy]) + xy.new_tensor([self.tx, self.ty])
+
+    def intrinsics(self, K: torch.Tensor) -> torch.Tensor:
+        "Intrinsics `[..., 3, 3]` of the input images → those of the output images."
+        return K.new_tensor([[self.sx, 0, self.tx], [0, self.sy, self.ty], [0, 0, 1]]) @ K
+
+    def cameras(self, cams: Cameras) -> Cameras:
+        "The cameras of the transformed images (K moved, size set); refuses cameras of another image size."
+        if cams.hw != self.in_hw:
+            raise ValueError(f"the cameras are for {cams.hw} images but this transform expects {self.in_hw}.")
+        return dataclasses.replace(cams, K=self.intrinsics(cams.K), hw=self.out_hw)
+
+    def image(self, img: torch.Tensor, fill=None, mode: str = "bilinear") -> torch.Tensor:
+        "Resample `[..., C, H, W]` images (see `resample`); outside the input is `fill` (per channel) or 0."
+        if tuple(img.shape[-2:]) != self.in_hw:
+            raise ValueError(f"`img` is {tuple(img.shape[-2:])} but this transform expects {self.in_hw}.")
+        return resample(img, self.out_hw, self.sx, self.sy, self.tx, self.ty, fill, mode)
+
+    def to_dict(self) -> dict:
+        "A JSON-ready record (for manifests and dataset lineage)."
+        return dict(in_hw=list(self.in_hw), out_hw=list(self.out_hw), sx=self.sx, sy=self.sy, tx=self.tx, ty=self.ty)
+
+# %% ../nbs/06b_framing.ipynb #8c51cfe1
+@dataclass(frozen=True)
+class ImageTransform(PixelMap):
+    "A `PixelMap` built step by step: crops, pads, resizes and recentring, composed in order."
+
+    @classmethod
+    def identity(cls, hw) -> ImageTransform:
+        "No change to an image of size `hw`."
+        return cls(hw, hw)
+    def then(self, other: ImageTransform) -> ImageTransform:
+        "This transform followed by `other` (whose input must be this one's output)."
+        if other.in_hw != self.out_hw:
+            raise ValueError(f"cannot chain: this gives {self.out_hw} images, the next step expects {other.in_hw}.")
+        return ImageTransform(self.in_hw, other.out_hw, other.sx * self.sx, other.sy * self.sy,
+                              other.sx * self.tx + other.tx, other.sy * self.ty + other.ty)
+    def crop(self, box) -> ImageTransform:
+        "Then crop the output to `box = (x0, y0, x1, y1)` pixels (x1, y1 exclusive; a box past the border pads)."
+        x0, y0, x1, y1 = box
+        if not (x1 > x0 and y1 > y0): raise ValueError(f"`box` must have x1 > x0 and y1 > y0; got {box!r}.")
+        return self.then(ImageTransform(self.out_hw, (int(y1 - y0), int(x1 - x0)), 1., 1., -float(x0), -float(y0)))
+    def pad(self, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0) -> ImageTransform:
+        "Then pad the output by whole pixels on each side."
+        return self.crop((-left, -top, self.out_hw[1] + right, self.out_hw[0] + bottom))
+    def resize(self, hw) -> ImageTransform:
+        "Then resize the output to `hw = (H, W)`."
+        (H2, W2), (H, W) = _hw(hw), self.out_hw
+        return self.then(ImageTransform(self.out_hw, (H2, W2), W2 / W, H2 / H, 0., 0.))
+    def square_around(self, box, size: int, fill: float = 0.85) -> ImageTransform:
+        "Then recentre: a square centred on `box = (x0, y0, x1, y1)`, its longer side `fill` of the square, at `size`²."
+        if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
+        x0, y0, x1, y1 = map(float, box)
+        s = size / (max(x1 - x0, y1 - y0) / fill)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return self.then(ImageTransform(self.out_hw, (size, size), s, s, size / 2 - s * cx, size / 2 - s * cy))
+    @classmethod
+    def recenter(cls, mask: torch.Tensor, size: int, fill: float = 0.85, threshold: float = 0.5) -> ImageTransform:
+        "The framing of a subject: a square around the bounding box of `mask > threshold`, resized to `size`²."
+        hw = tuple(int(v) for v in mask.shape[-2:])
+        return cls.identity(hw).square_around(_mask_box(mask, threshold), size, fill)
+    def inverse(self) -> ImageTransform:
+        "The map back from output to input pixels."
+        return ImageTransform(self.out_hw, self.in_hw, 1 / self.sx, 1 / self.sy, -self.tx / self.sx, -self.ty / self.sy)
 
 # %% ../nbs/06b_framing.ipynb #0ba0373f
 FACE_SIZE = 194.2749650813705  # px: face size ((w + h) / 2 of the MTCNN box) of the training views on a 512² canvas
@@ -155,7 +278,8 @@ def detect_face(image,  # RGB [3, H, W] float in [0, 1] or [H, W, 3] uint8 (the 
 def cut_out(rgb: torch.Tensor,  # [3, H, W] in [0, 1]
             ) -> torch.Tensor:  # [H, W] subject mask in [0, 1]
     "The subject mask of an RGB image by the optional `rembg` package (its default u2net model is a download)."
-    try: from rembg import remove
+    try:
+        from rembg import remove
     except (ImportError, SystemExit) as e:  # rembg without onnxruntime calls sys.exit on import
         raise ImportError("the image has no alpha and no `mask=` was given, so the subject must be cut out "
                           "from its background: pass `mask=` (the subject's mask, same size as the image), or an "

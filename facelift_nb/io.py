@@ -21,8 +21,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path', 'write_text_atomic',
-           'fsync_tree', 'move_aside', 'atomic_folder', 'read_yaml_config', 'load_tensors']
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path',
+           'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_yaml_config', 'load_tensors',
+           'open_image', 'load_image', 'resolve_weights', 'state_dict_problems', 'load_state_dict_strict']
 
 # %% ../nbs/00a_io.ipynb #b7e1a002
 def current_umask() -> int:
@@ -152,13 +153,15 @@ def read_yaml_config(cls,  # a dataclass whose fields are the config keys
     names = [f.name for f in dataclasses.fields(cls)]
     if d is None: d = {}
     if not isinstance(d, dict):
-        raise TypeError(f"{path}: a {cls.__name__} config must be a YAML mapping (`key: value` lines); got a {type(d).__name__}.")
+        raise TypeError(f"{path}: a {cls.__name__} config must be a YAML mapping (`key: value` lines); got a "
+                        f"{type(d).__name__}.")
     unknown = sorted(str(k) for k in d if k not in names)
     if unknown: raise ValueError(f"{path}: unknown keys {unknown}; valid: {names}.")
     hints = typing.get_type_hints(cls)
     for k, v in d.items():
         if not _type_ok(v, hints[k]):
-            raise TypeError(f"{path}: `{k}` must be {hints[k]}; got {v!r} ({type(v).__name__}). Quote strings such as 'no'.")
+            raise TypeError(f"{path}: `{k}` must be {hints[k]}; got {v!r} ({type(v).__name__}). Quote strings such as "
+                            "'no'.")
         if isinstance(v, list) and _type_ok(tuple(v), hints[k]): d[k] = tuple(v)  # the field takes a tuple
         if _float_text(v) and not _type_ok("not a number", hints[k]): d[k] = float(v)  # `lr: 1e-4` in a float field
     try: return cls(**d)
@@ -183,9 +186,170 @@ def load_tensors(path,  # a .safetensors file or a torch.save file (state dict, 
                              "truncated? Copy or save it again.") from None
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused by the weights-only loader: the pickle holds Python objects or code, not only tensors "
-                         f"({' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:80]}). Load it only from a source "
-                         "you trust and re-save the tensors (torch.save(state_dict) or safetensors).") from None
+        raise ValueError(f"{path}: refused by the weights-only loader: the pickle holds Python objects or code, not "
+                         f"only tensors ({' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:80]}). Load "
+                         "it only from a source you trust and re-save the tensors (torch.save(state_dict) or "
+                         "safetensors).") from None
     except Exception as e:  # truncated zip, foreign bytes, ...: any failure to parse is reported the same way
-        raise ValueError(f"{path}: not a readable weights-only torch file ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
-                         f"truncated? Copy or save the {what} again.") from None
+        raise ValueError(f"{path}: not a readable weights-only torch file ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:120]}); truncated? Copy or save the {what} again.") from None
+
+# %% ../nbs/00a_io.ipynb #83a7f3da
+MIN_INPUT_SIZE = 64  # the smallest side `load_image` accepts by default (pixels)
+IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "I;16", "I")  # PIL modes `load_image` reads
+
+def open_image(path,  # an image file
+               what: str = "`image`",  # how messages name it
+              ):
+    "The decoded PIL image of the file `path`; broken files and decompression bombs raise one line."
+    import warnings
+
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > ~89 M pixels: refuse, do not allocate
+            with Image.open(path) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{what}: the image is too large to decode safely ({' '.join(str(e).split())[:90]}); "
+                         "resize it (a few megapixels are plenty) and try again.") from None
+    except Exception as e:  # PIL raises many types on foreign or truncated bytes
+        why = " ".join(str(e).split())[:100]
+        raise ValueError(f"{what}: not a readable image ({type(e).__name__}: {why}).") from None
+
+# %% ../nbs/00a_io.ipynb #10369653
+def _pil_tensor(image, what: str):
+    "A PIL image as a tensor ([H, W] or [C, H, W]); 16-bit grey keeps its range as float in [0, 1]."
+    import numpy as np
+    import torch
+    if image.mode not in IMAGE_MODES:
+        raise ValueError(f"{what}: unsupported image mode {image.mode!r}; convert it to RGB or RGBA "
+                         "(e.g. a CMYK JPEG).")
+    if image.mode in ("P", "LA"): image = image.convert("RGBA")
+    if image.mode in ("I;16", "I"):  # 16-bit grey: keep its range instead of clipping it to 8 bits
+        a = np.asarray(image).astype(np.float32)
+        if a.min() < 0 or a.max() > 65535:
+            raise ValueError(f"{what}: 32-bit integer pixels outside 0..65535; save it as 8 or 16 bit.")
+        return torch.from_numpy(a / 65535.)
+    x = torch.from_numpy(np.asarray(image).copy())
+    return x.permute(2, 0, 1) if x.ndim == 3 else x  # PIL is [H, W, C]: say so, tiny images are ambiguous
+
+def load_image(image,  # a path, PIL image, numpy array or tensor ([H, W], [H, W, C] or [C, H, W])
+               what: str = "`image`",  # how messages name it
+               min_size: int = MIN_INPUT_SIZE,  # the smallest side accepted, in pixels
+              ):
+    "Any image input → float `[C, H, W]` in [0, 1] with C in (1, 3, 4); integers are scaled by 1/255."
+    import numpy as np
+    import torch
+    from PIL import Image
+    if isinstance(image, (str, Path)):
+        p = Path(image)
+        if not p.is_file(): raise FileNotFoundError(f"{what}: no file {str(p)!r}.")
+        what = f"{what} {str(p)!r}"
+        image = open_image(p, what)
+    if isinstance(image, Image.Image): image = _pil_tensor(image, what)
+    elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{what} must be a path, PIL image, numpy array or tensor; got {type(image).__name__}.")
+    x = image.detach().cpu()
+    if x.ndim == 2: x = x[None]
+    elif x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4): x = x.permute(2, 0, 1)
+    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
+        raise ValueError(f"{what} must be [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {tuple(image.shape)}.")
+    x = x.float() / 255. if not x.is_floating_point() else x.float()
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{what}: float values must be in [0, 1]; got [{x.min():.3g}, {x.max():.3g}].")
+    if min(x.shape[1:]) < min_size:
+        raise ValueError(f"{what} is {x.shape[2]}x{x.shape[1]}; at least {min_size} pixels a side are needed.")
+    return x
+
+# %% ../nbs/00a_io.ipynb #853d3534
+def _is_hub_id(s: str) -> bool: return s.count("/") == 1 and not s.startswith((".", "/"))
+
+def _hub_folder(path: str, subfolder: str | None, what: str) -> Path:
+    "The snapshot of the Hugging Face repo `path` (only `subfolder` when given); one-line error when offline."
+    try:
+        from huggingface_hub import snapshot_download
+        root = snapshot_download(path, allow_patterns=[f"{subfolder}/**"] if subfolder else None)
+    except Exception as e:
+        raise FileNotFoundError(f"{what}: {path!r} is not a local folder and downloading it from the Hugging Face hub "
+                                f"failed ({type(e).__name__}). Offline, download "
+                                f"{path}{'/' + subfolder if subfolder else ''} elsewhere and pass the local "
+                                "folder.") from e
+    return Path(root) / subfolder if subfolder else Path(root)
+
+def _hub_file(s: str, default_file: str, what: str) -> Path:
+    "The file `repo_id[:file]` (default: `default_file`) from the Hugging Face hub; one-line error when offline."
+    repo, _, fname = s.partition(":")
+    try:
+        from huggingface_hub import hf_hub_download
+        return Path(hf_hub_download(repo, fname or default_file))
+    except Exception as e:
+        raise FileNotFoundError(f"{what}: {s!r} is not a local path and downloading {fname or default_file} from the "
+                                f"Hugging Face repo {repo} failed ({type(e).__name__}). Offline, download it elsewhere "
+                                "and pass the local file.") from e
+
+# %% ../nbs/00a_io.ipynb #4768fa6d
+def resolve_weights(path,  # a local folder or file, or a Hugging Face repo id (`repo` or `repo:path/in/repo`)
+                    what: str,  # what the weights are, for the messages ("GS-LRM weights")
+                    subfolder: str | None = None,  # folder mode: the folder inside `path` ("mvdiffusion/pipeckpts")
+                    default_file: str | None = None,  # file mode: the repo file when a hub id names none
+                   ) -> Path:
+    """Where weights are on disk: a local path as it is, or a Hub download (when online).
+    Folder mode (no `default_file`): a folder, `subfolder` inside it.
+    File mode: a local file or folder, or `repo[:file]`."""
+    p = Path(path)
+    if default_file is not None:
+        if p.exists(): return p
+        s = str(path)
+        if _is_hub_id(s.partition(":")[0]): return _hub_file(s, default_file, what)
+        raise FileNotFoundError(f"{what}: no file or folder {s!r}.")
+    if p.exists():
+        p = p / subfolder if subfolder else p
+        if not p.is_dir(): raise FileNotFoundError(f"{what}: {str(p)!r} is not a folder.")
+        return p
+    if isinstance(path, str) and _is_hub_id(path): return _hub_folder(path, subfolder, what)
+    raise FileNotFoundError(f"{what}: no folder {str(p)!r}.")
+
+# %% ../nbs/00a_io.ipynb #3d7a07eb
+def _listed(label: str, keys: list, n: int) -> list[str]:
+    "`label (count): first n keys ...` for a message, or nothing when `keys` is empty."
+    return [f"{label} ({len(keys)}): {keys[:n]}{' ...' if len(keys) > n else ''}"] if keys else []
+
+def state_dict_problems(state_dict: dict,  # the tensors read from a file
+                        expected: dict,  # the model's own `state_dict()`
+                       ) -> list[str]:
+    "The missing, unexpected and mis-shaped keys of `state_dict` against `expected`, as message parts (empty: fits)."
+    sd = state_dict
+    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in set(sd) & set(expected)
+                    if tuple(sd[k].shape) != tuple(expected[k].shape))
+    listed = _listed("missing", missing, 10) + _listed("unexpected", unexpected, 10)
+    return listed + _listed("shape mismatch", shapes, 6)
+
+def load_state_dict_strict(module,  # a torch module (parameters may be on the meta device when `assign`)
+                           state_dict: dict,  # the tensors to load
+                           where,  # the file or folder they came from, for the messages
+                           model: str = "model",  # the model's name in the messages ("GS-LRM")
+                           hint: str = "",  # a sentence that says how to fix a mismatch
+                           dtype=None,  # convert the tensors to this dtype after the checks
+                           assign: bool = False,  # `load_state_dict(assign=True)`: keep the file's tensors
+                          ):
+    "Load `state_dict` into `module` only when it fits exactly: all keys, shapes, float and finite; else nothing loads."
+    import torch
+    expected, sd = module.state_dict(), state_dict
+    common = set(sd) & set(expected)
+    dtypes = sorted(k for k in common if not sd[k].is_floating_point())
+    if dtypes: raise ValueError(f"{where}: tensors {dtypes[:5]} are {sd[dtypes[0]].dtype}, not floating point; "
+                                f"not {model} weights.")
+    bad = sorted(k for k in common if not torch.isfinite(sd[k]).all())
+    if bad:
+        raise ValueError(f"{where}: tensors {bad[:5]} hold NaN or inf; the checkpoint is corrupt (a diverged run?).")
+    problems = state_dict_problems(sd, expected)
+    if problems:
+        raise ValueError(f"{where}: the checkpoint does not fit the {model} configuration; nothing was loaded: "
+                         + "; ".join(problems) + (f". {hint}" if hint else "."))
+    module.load_state_dict(sd if dtype is None else {k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=assign)
+    return module

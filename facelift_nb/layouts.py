@@ -1,4 +1,4 @@
-"""View layouts: the ordered list of views a model expects, presets, coverage metrics, and matching a real rig to the slots.
+"""View layouts: the ordered views a model expects, presets, coverage metrics, and matching a real rig to the slots.
 
 Docs: https://facelift-nb.github.io/facelift_nb/layouts.html.md"""
 
@@ -23,7 +23,7 @@ __all__ = ['FACELIFT6_JSON_FRAMES', 'LAYOUT_KEYS', 'FACELIFT6', 'FACELIFT_PROMPT
            'layout_stats', 'LayoutMatch', 'match_layout', 'view_prompts']
 
 # %% ../nbs/01_layouts.ipynb #2072f0e1
-FACELIFT6_JSON_FRAMES = (2, 1, 0, 5, 4, 3)  # slot i of facelift6 is frame FACELIFT6_JSON_FRAMES[i] of the published json
+FACELIFT6_JSON_FRAMES = (2, 1, 0, 5, 4, 3)  # slot i of facelift6 = frame FACELIFT6_JSON_FRAMES[i] of the published file
 _OCTANT_NAMES = {0: "front", 45: "front_right", 90: "right", 135: "back_right", 180: "back", 225: "back_left",
                  270: "left", 315: "front_left"}
 
@@ -34,32 +34,51 @@ def azimuth_name(azimuth_deg: float) -> str:
     if abs(a - r) < 1e-6 and r % 360 in _OCTANT_NAMES: return _OCTANT_NAMES[r % 360]
     return f"az{r:03d}" if abs(a - r) < 1e-6 else f"az{a:05.1f}"
 
-# %% ../nbs/01_layouts.ipynb #7bf49f5b
+# %% ../nbs/01_layouts.ipynb #67049f72
 LAYOUT_KEYS = frozenset({"label", "names", "azimuths_deg", "elevations_deg"})  # what ViewLayout.to_dict writes
 
+def _layout_fields(names, azimuths_deg, elevations_deg) -> tuple[tuple, tuple, tuple]:
+    "Checked `ViewLayout` fields: unique names, a finite azimuth (kept in [0, 360)) and elevation in (-90, 90) each."
+    names, az, el = tuple(names), tuple(azimuths_deg), tuple(elevations_deg)
+    if not names: raise ValueError("a ViewLayout needs at least one view.")
+    if not (len(names) == len(az) == len(el)):
+        raise ValueError(f"`names`, `azimuths_deg` and `elevations_deg` must have one entry per view; "
+                         f"got {len(names)}, {len(az)} and {len(el)}.")
+    if not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"`names` must be non-empty strings; got {names!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`names` must be unique (a name identifies a slot and its prompt); got {names!r}.")
+    try: az, el = tuple(float(a) for a in az), tuple(float(e) for e in el)
+    except (TypeError, ValueError): raise TypeError("`azimuths_deg` and `elevations_deg` must be numbers.") from None
+    if not all(math.isfinite(a) for a in az + el): raise ValueError("azimuths and elevations must be finite.")
+    if not all(-90 < e < 90 for e in el): raise ValueError(f"`elevations_deg` must be in (-90, 90); got {el}.")
+    return names, tuple(a % 360. for a in az), el
+
+def _layout_dict_fields(d, what: str) -> tuple:
+    "The (names, azimuths, elevations, label) of a dict `ViewLayout.to_dict` wrote; other keys or a missing one raise."
+    if not isinstance(d, dict):
+        raise TypeError(f"{what} must be a dict with {sorted(LAYOUT_KEYS)}; got {type(d).__name__}.")
+    missing, extra = LAYOUT_KEYS - {"label"} - set(d), set(d) - LAYOUT_KEYS
+    if missing or extra:
+        raise ValueError(f"{what} must have the keys names, azimuths_deg, elevations_deg (and optionally label); "
+                         f"missing {sorted(missing)}, unexpected {sorted(extra)}.")
+    if not all(isinstance(d[k], (list, tuple)) for k in ("names", "azimuths_deg", "elevations_deg")):
+        raise TypeError(f"{what}: names, azimuths_deg and elevations_deg must be lists, one entry per view.")
+    return tuple(d["names"]), tuple(d["azimuths_deg"]), tuple(d["elevations_deg"]), d.get("label")
+
+# %% ../nbs/01_layouts.ipynb #5bddcbe1
 @dataclass(frozen=True)
 class ViewLayout:
     "An ordered list of named views around a subject (relative azimuth, elevation)."
     names: tuple[str, ...]  # slot names, unique, in model order
-    azimuths_deg: tuple[float, ...]  # relative azimuths, 0 = front, positive toward the subject's right; stored in [0, 360)
+    azimuths_deg: tuple[float, ...]  # relative azimuths, 0 = front, positive toward the subject's right; in [0, 360)
     elevations_deg: tuple[float, ...]  # elevations in (-90, 90)
     label: str | None = None  # the layout's own name (e.g. "facelift6")
 
     def __post_init__(self):
-        names, az, el = tuple(self.names), tuple(self.azimuths_deg), tuple(self.elevations_deg)
-        if not names: raise ValueError("a ViewLayout needs at least one view.")
-        if not (len(names) == len(az) == len(el)):
-            raise ValueError(f"`names`, `azimuths_deg` and `elevations_deg` must have one entry per view; "
-                             f"got {len(names)}, {len(az)} and {len(el)}.")
-        if not all(isinstance(n, str) and n for n in names): raise TypeError(f"`names` must be non-empty strings; got {names!r}.")
-        if len(set(names)) != len(names):
-            raise ValueError(f"`names` must be unique (a name identifies a slot and its prompt); got {names!r}.")
-        try: az, el = tuple(float(a) for a in az), tuple(float(e) for e in el)
-        except (TypeError, ValueError): raise TypeError("`azimuths_deg` and `elevations_deg` must be numbers.") from None
-        if not all(math.isfinite(a) for a in az + el): raise ValueError("azimuths and elevations must be finite.")
-        if not all(-90 < e < 90 for e in el): raise ValueError(f"`elevations_deg` must be in (-90, 90); got {el}.")
+        names, az, el = _layout_fields(self.names, self.azimuths_deg, self.elevations_deg)
         object.__setattr__(self, "names", names)
-        object.__setattr__(self, "azimuths_deg", tuple(a % 360. for a in az))
+        object.__setattr__(self, "azimuths_deg", az)
         object.__setattr__(self, "elevations_deg", el)
 
     def __len__(self) -> int: return len(self.names)
@@ -72,21 +91,15 @@ class ViewLayout:
     @classmethod
     def from_dict(cls, d: dict, what: str = "`layout`") -> ViewLayout:
         "The layout `to_dict` wrote (a missing `label` is None); other keys or a missing one raise."
-        if not isinstance(d, dict): raise TypeError(f"{what} must be a dict with {sorted(LAYOUT_KEYS)}; got {type(d).__name__}.")
-        missing, extra = LAYOUT_KEYS - {"label"} - set(d), set(d) - LAYOUT_KEYS
-        if missing or extra:
-            raise ValueError(f"{what} must have the keys names, azimuths_deg, elevations_deg (and optionally label); "
-                             f"missing {sorted(missing)}, unexpected {sorted(extra)}.")
-        if not all(isinstance(d[k], (list, tuple)) for k in ("names", "azimuths_deg", "elevations_deg")):
-            raise TypeError(f"{what}: names, azimuths_deg and elevations_deg must be lists, one entry per view.")
-        return cls(tuple(d["names"]), tuple(d["azimuths_deg"]), tuple(d["elevations_deg"]), d.get("label"))
+        return cls(*_layout_dict_fields(d, what))
 
     @classmethod
     def from_azimuths(cls, azimuths_deg, elevations_deg=0., names=None, label: str | None = None) -> ViewLayout:
         "A layout from azimuths (and one or per-view elevations); unnamed views are named by `azimuth_name`."
         az = [float(a) for a in np.atleast_1d(np.asarray(azimuths_deg, dtype=float))]
         el = np.broadcast_to(np.asarray(elevations_deg, dtype=float), (len(az),)).tolist()
-        return cls(tuple(names) if names is not None else tuple(azimuth_name(a) for a in az), tuple(az), tuple(el), label)
+        names = tuple(names) if names is not None else tuple(azimuth_name(a) for a in az)
+        return cls(names, tuple(az), tuple(el), label)
 
     def directions(self, up_axis="z", front_axis="-y") -> torch.Tensor:  # [V, 3] float64
         "Unit vectors from the subject toward each view (FaceLift world by default)."
@@ -103,14 +116,17 @@ def uniform_layout(n: int,  # number of views
                    start_deg: float = 0.,  # azimuth of the first view
                    label: str | None = None) -> ViewLayout:
     "`n` views evenly spaced in azimuth, starting at `start_deg`."
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1: raise ValueError(f"`n` must be a positive integer; got {n!r}.")
-    return ViewLayout.from_azimuths([start_deg + 360. * i / n for i in range(n)], elevation_deg, label=label or f"uniform{n}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"`n` must be a positive integer; got {n!r}.")
+    azimuths = [start_deg + 360. * i / n for i in range(n)]
+    return ViewLayout.from_azimuths(azimuths, elevation_deg, label=label or f"uniform{n}")
 
 _LAYOUTS: dict[str, ViewLayout] = {}
 
 def register_layout(layout: ViewLayout, name: str | None = None, overwrite: bool = False) -> ViewLayout:
     "Make `layout` available to `get_layout` under `name` (default: its label)."
-    if not isinstance(layout, ViewLayout): raise TypeError(f"`layout` must be a ViewLayout; got {type(layout).__name__}.")
+    if not isinstance(layout, ViewLayout):
+        raise TypeError(f"`layout` must be a ViewLayout; got {type(layout).__name__}.")
     name = name or layout.label
     if not name: raise ValueError("give the layout a `name` (or a `label`) to register it under.")
     if name in _LAYOUTS and not overwrite and _LAYOUTS[name] != layout:
@@ -176,7 +192,8 @@ class LayoutMatch:
 
     def __str__(self):
         rows = [f"{'slot':>4} {'name':>12} {'camera':>6} {'residual°':>9}"]
-        rows += [f"{i:>4} {n:>12} {c:>6} {r:9.2f}" for i, (n, c, r) in enumerate(zip(self.layout.names, self.indices, self.residuals_deg))]
+        slots = zip(self.layout.names, self.indices, self.residuals_deg)
+        rows += [f"{i:>4} {n:>12} {c:>6} {r:9.2f}" for i, (n, c, r) in enumerate(slots)]
         return "\n".join(rows)
 
 def _assign(dirs_slots: torch.Tensor, dirs_cams: torch.Tensor) -> tuple[list[int], list[float]]:
@@ -200,13 +217,16 @@ def match_layout(cameras: Cameras,  # a rig `[V]`, already in the layout's world
         raise ValueError(f"the rig has {len(cameras)} cameras but layout {layout.label or ''} has {len(layout)} slots.")
     c = torch.as_tensor(subject_center, dtype=torch.float64)
     d = cameras.centers.double().cpu() - c
-    if (d.norm(dim=-1) < 1e-6).any(): raise ValueError("a camera sits at `subject_center`; pass the subject's real position.")
+    if (d.norm(dim=-1) < 1e-6).any():
+        raise ValueError("a camera sits at `subject_center`; pass the subject's real position.")
     d = torch.nn.functional.normalize(d, dim=-1)
     idx, res = _assign(layout.directions(up_axis, front_axis), d)
     match = LayoutMatch(layout, tuple(idx), tuple(res))
-    bad = [f"{layout.names[i]} ({res[i]:.1f}°, camera {idx[i]})" for i in range(len(layout)) if res[i] > max_residual_deg]
+    far = [i for i in range(len(layout)) if res[i] > max_residual_deg]
+    bad = [f"{layout.names[i]} ({res[i]:.1f}°, camera {idx[i]})" for i in far]
     if bad:
-        mirrored = ViewLayout.from_azimuths([-a for a in layout.azimuths_deg], layout.elevations_deg, names=layout.names)
+        mirrored = ViewLayout.from_azimuths([-a for a in layout.azimuths_deg], layout.elevations_deg,
+                                            names=layout.names)
         _, mres = _assign(mirrored.directions(up_axis, front_axis), d)
         hint = (" The rig fits the layout mirrored (left and right swapped): a flipped axis or azimuths measured "
                 "toward the subject's left?" if max(mres) <= max_residual_deg else "")

@@ -1,4 +1,4 @@
-"""One photo to multi-view images, Gaussian splats, renders and a turntable: `FaceLiftPipeline`, the public entry point of facelift_nb.
+"""One photo to multi-view images, Gaussians, renders and a turntable: `FaceLiftPipeline`, the entry point.
 
 Docs: https://facelift-nb.github.io/facelift_nb/pipeline.html.md"""
 
@@ -9,100 +9,55 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import builtin
 from .cameras import Cameras, check_cameras  # noqa: F401 (re-exported, see `_all_`)
 from .checkpoints import sha256_file
-from .data import ImageTransform
-from .framing import cut_out, frame_face
-from .io import make_temp_dir, write_text_atomic
+from .framing import ImageTransform, cut_out, frame_face
+from .io import atomic_folder, load_image, resolve_weights, write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts  # noqa: F401 (re-exported)
 from .models.gslrm import GSLRM
-from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline, _resolve_folder
+from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline
 from .render import RenderOutput, image_grid, render, render_turntable, save_image, save_video
 from .splats import Gaussians, save_ply
 
 logger = logging.getLogger(__name__)
-_all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts", "GSLRM", "MVDiffusionPipeline",
+_all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts", "GSLRM",
+         "MVDiffusionPipeline",
          "MVDiffusionOutput", "Gaussians"]
 
 # %% auto #0
-__all__ = ['logger', 'MIN_INPUT_SIZE', 'FILL_HELP', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE',
-           'load_input', 'frame_subject', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views',
-           'FaceLiftPipeline', 'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts',
-           'GSLRM', 'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
+__all__ = ['logger', 'FILL_HELP', 'PUBLISHED_REPO', 'PUBLISHED_MV_SUBFOLDER', 'PUBLISHED_GSLRM_FILE', 'load_input',
+           'frame_subject', 'weights_manifest', 'FaceLiftOutput', 'load_gslrm', 'reconstruct_views', 'FaceLiftPipeline',
+           'Cameras', 'check_cameras', 'ViewLayout', 'get_layout', 'match_layout', 'view_prompts', 'GSLRM',
+           'MVDiffusionPipeline', 'MVDiffusionOutput', 'Gaussians']
 
 # %% ../nbs/07_pipeline.ipynb #0796e7e6
-MIN_INPUT_SIZE = 64
-
-def _open_image(p: Path, what: str):
-    "The decoded PIL image of the file `p`; broken files and decompression bombs raise one line."
-    from PIL import Image
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > ~89 M pixels: refuse, do not allocate
-            with Image.open(p) as im:
-                im.load()
-                return im.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"{what}: the image is too large to decode safely ({' '.join(str(e).split())[:90]}); "
-                         "resize it (a few megapixels are plenty) and try again.") from None
-    except Exception as e:  # PIL raises many types on foreign or truncated bytes
-        raise ValueError(f"{what}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())[:100]}).") from None
-
-def _read_image(image, what: str = "`image`") -> torch.Tensor:
-    "Any image input → float [C, H, W] in [0, 1] with C in (1, 3, 4)."
-    from PIL import Image
-    if isinstance(image, (str, Path)):
-        p = Path(image)
-        if not p.is_file(): raise FileNotFoundError(f"{what}: no file {str(p)!r}.")
-        what = f"{what} {str(p)!r}"
-        image = _open_image(p, what)
-    if isinstance(image, Image.Image):
-        if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "I;16", "I"):
-            raise ValueError(f"{what}: unsupported image mode {image.mode!r}; convert it to RGB or RGBA (e.g. a CMYK JPEG).")
-        if image.mode in ("P", "LA"): image = image.convert("RGBA")
-        if image.mode in ("I;16", "I"):  # 16-bit grey: keep its range instead of clipping it to 8 bits
-            a = np.asarray(image).astype(np.float32)
-            if a.min() < 0 or a.max() > 65535: raise ValueError(f"{what}: 32-bit integer pixels outside 0..65535; save it as 8 or 16 bit.")
-            image = torch.from_numpy(a / 65535.)
-        else: image = torch.from_numpy(np.asarray(image).copy())
-        if image.ndim == 3: image = image.permute(2, 0, 1)  # PIL is [H, W, C]: say so, tiny images are ambiguous
-    elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
-    if not isinstance(image, torch.Tensor): raise TypeError(f"{what} must be a path, PIL image, numpy array or tensor; got {type(image).__name__}.")
-    x = image.detach().cpu()
-    if x.ndim == 2: x = x[None]
-    elif x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4): x = x.permute(2, 0, 1)
-    if x.ndim != 3 or x.shape[0] not in (1, 3, 4): raise ValueError(f"{what} must be [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {tuple(image.shape)}.")
-    x = x.float() / 255. if not x.is_floating_point() else x.float()
-    if x.min() < 0 or x.max() > 1: raise ValueError(f"{what}: float values must be in [0, 1]; got [{x.min():.3g}, {x.max():.3g}].")
-    if min(x.shape[1:]) < MIN_INPUT_SIZE: raise ValueError(f"{what} is {x.shape[2]}x{x.shape[1]}; at least {MIN_INPUT_SIZE} pixels a side are needed.")
-    return x
-
 def load_input(image, mask=None, remove_background: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     "The input as RGB [3, H, W] and its subject mask [H, W] in [0, 1] (None when there is none)."
-    x = _read_image(image)
+    x = load_image(image)
     rgb = x.expand(3, -1, -1) if x.shape[0] == 1 else x[:3]
     alpha = x[3] if x.shape[0] == 4 else None
     if mask is not None:
-        if alpha is not None: raise ValueError("the image is RGBA (its alpha is the mask) and a `mask` was given too; pass one of them.")
-        m = _read_image(mask, "`mask`")
+        if alpha is not None: raise ValueError("the image is RGBA (its alpha is the mask) and a `mask` was given too; "
+                                               "pass one of them.")
+        m = load_image(mask, "`mask`")
         alpha = m[3] if m.shape[0] == 4 else m.mean(0)
-        if alpha.shape != rgb.shape[1:]: raise ValueError(f"`mask` is {tuple(alpha.shape)} but the image is {tuple(rgb.shape[1:])}.")
+        if alpha.shape != rgb.shape[1:]: raise ValueError(f"`mask` is {tuple(alpha.shape)} but the image is "
+                                                          f"{tuple(rgb.shape[1:])}.")
     elif alpha is None and remove_background:
         alpha = cut_out(rgb)  # the optional rembg (its model is a download); the error says how to pass a mask instead
     if alpha is not None and (alpha > 0.5).sum() < 16:
-        raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the mask.")
+        raise ValueError("the subject mask is (almost) empty: nothing to reconstruct. Check the alpha channel or the "
+                         "mask.")
     return rgb, alpha
 
 # %% ../nbs/07_pipeline.ipynb #f7a3c1e2
@@ -143,6 +98,7 @@ def frame_subject(rgb: torch.Tensor,  # [3, H, W] in [0, 1]
     img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
     return T.image(img, fill=bg).clamp(0, 1), T
 
+# %% ../nbs/07_pipeline.ipynb #dc99f106
 def _frame_record(rgb, alpha, size: int, fill, bg) -> tuple[torch.Tensor, ImageTransform, dict]:
     "`frame_subject` plus the manifest record of the framing used (with the face box for \"face\")."
     if fill == "face":
@@ -156,8 +112,11 @@ def _frame_record(rgb, alpha, size: int, fill, bg) -> tuple[torch.Tensor, ImageT
 def weights_manifest(path) -> dict:
     "Every weight file under `path` (a file or a folder) with its size and sha256."
     p = Path(path)
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
-    return {"path": str(p), "files": {(q.name if p.is_file() else str(q.relative_to(p))): {"bytes": q.stat().st_size, "sha256": sha256_file(q)} for q in files}}
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".safetensors",
+            ".bin", ".pt", ".pth", ".ckpt"))
+    return {"path": str(p),
+            "files": {(q.name if p.is_file() else str(q.relative_to(p))): {"bytes": q.stat().st_size,
+                                                                           "sha256": sha256_file(q)} for q in files}}
 
 @dataclass
 class FaceLiftOutput:
@@ -175,58 +134,42 @@ class FaceLiftOutput:
 
     def save(self, folder, overwrite: bool = False, fps: int = 30) -> Path:
         "Write the output folder (atomic; an existing folder needs `overwrite=True` and is kept as a backup)."
-        folder = Path(folder)
-        if folder.exists() and not overwrite: raise FileExistsError(f"{folder} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(folder.parent, f".{folder.name}.")
-        files = {}
-        V = len(self.cameras)
-        if self.input is not None: files["input"] = save_image(self.input.permute(1, 2, 0), tmp / "input.png").name
-        if self.views is not None: files["multiview"] = save_image(image_grid(self.views.images, ncols=V), tmp / "multiview.png").name
-        files["gaussians"] = save_ply(tmp / "gaussians.ply", self.gaussians).name
-        files["renders"] = save_image(image_grid(self.renders.rgb, ncols=V), tmp / "renders.png").name
-        if self.turntable is not None: files["turntable"] = save_video(self.turntable.rgb, tmp / "turntable.mp4", fps=fps).name
-        files["cameras"] = self.cameras.to_facelift_json(tmp / "cameras.json").name
-        lay = self.layout
-        man = dict(self.manifest, files=files, num_gaussians=len(self.gaussians),
-                   layout=None if lay is None else dict(label=lay.label, names=list(lay.names), azimuths_deg=list(lay.azimuths_deg),
-                                                        elevations_deg=list(lay.elevations_deg)))
-        write_text_atomic(tmp / "manifest.json", json.dumps(man, indent=1, default=str))
-        if folder.exists():
-            backup = folder.with_name(f"{folder.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(folder, backup); logger.warning("FaceLiftOutput.save: the previous %s was moved to %s", folder, backup)
-        os.replace(tmp, folder)
-        return folder
+        with atomic_folder(folder, overwrite=overwrite) as tmp: _write_output(self, tmp, fps)
+        return Path(folder)
+
+# %% ../nbs/07_pipeline.ipynb #812bfdf0
+def _write_output(out: FaceLiftOutput, tmp: Path, fps: int) -> None:
+    "`FaceLiftOutput.save` into the (temporary) folder `tmp`: images, PLY, video, cameras and the manifest."
+    files = {}
+    V = len(out.cameras)
+    if out.input is not None: files["input"] = save_image(out.input.permute(1, 2, 0), tmp / "input.png").name
+    if out.views is not None:
+        files["multiview"] = save_image(image_grid(out.views.images, ncols=V), tmp / "multiview.png").name
+    files["gaussians"] = save_ply(tmp / "gaussians.ply", out.gaussians).name
+    files["renders"] = save_image(image_grid(out.renders.rgb, ncols=V), tmp / "renders.png").name
+    if out.turntable is not None:
+        files["turntable"] = save_video(out.turntable.rgb, tmp / "turntable.mp4", fps=fps).name
+    files["cameras"] = out.cameras.to_facelift_json(tmp / "cameras.json").name
+    lay = out.layout
+    man = dict(out.manifest, files=files, num_gaussians=len(out.gaussians),
+               layout=None if lay is None else lay.to_dict())
+    write_text_atomic(tmp / "manifest.json", json.dumps(man, indent=1, default=str))
 
 # %% ../nbs/07_pipeline.ipynb #c8a88d79
 PUBLISHED_REPO = "wlyu/OpenFaceLift"
 PUBLISHED_MV_SUBFOLDER = "mvdiffusion/pipeckpts"
 PUBLISHED_GSLRM_FILE = "gslrm/ckpt_0000000000021125.pt"
 
-def _resolve_file(path, default_file: str, what: str) -> Path:
-    "A local file or folder, or `repo_id[:file]` on the Hugging Face hub (downloaded when online)."
-    p = Path(path)
-    if p.exists(): return p
-    s = str(path)
-    repo, _, fname = s.partition(":")
-    if repo.count("/") == 1 and not s.startswith((".", "/")):
-        try:
-            from huggingface_hub import hf_hub_download
-            return Path(hf_hub_download(repo, fname or default_file))
-        except Exception as e:
-            raise FileNotFoundError(f"{what}: {s!r} is not a local path and downloading {fname or default_file} from the Hugging Face repo "
-                                    f"{repo} failed ({type(e).__name__}). Offline, download it elsewhere and pass the local file.") from e
-    raise FileNotFoundError(f"{what}: no file or folder {s!r}.")
-
 def load_gslrm(path, dtype=torch.float32, config: dict | None = None) -> tuple[GSLRM, dict]:
-    "GS-LRM from a published `.pt`, a `.safetensors` file, a save_pretrained folder or `repo[:file]` on the hub; with its weights manifest."
-    gp = _resolve_file(path, PUBLISHED_GSLRM_FILE, "GS-LRM weights")
-    model = GSLRM.from_pretrained(gp, torch_dtype=dtype) if gp.is_dir() else GSLRM.from_facelift_checkpoint(gp, config=config, dtype=dtype)
+    "GS-LRM from a published `.pt`, a `.safetensors` file, a save_pretrained folder or hub `repo[:file]`; + manifest."
+    gp = resolve_weights(path, "GS-LRM weights", default_file=PUBLISHED_GSLRM_FILE)
+    if gp.is_dir(): model = GSLRM.from_pretrained(gp, torch_dtype=dtype)
+    else: model = GSLRM.from_facelift_checkpoint(gp, config=config, dtype=dtype)
     return model.eval(), weights_manifest(gp)
 
 @torch.no_grad()
 def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
-    "GS-LRM on posed views `[V, 3, H, W]` or `[V, H, W, 3]` in [0, 1]: square views are resized (with their intrinsics) to its size."
+    "GS-LRM on posed views `[V, 3, H, W]` or `[V, H, W, 3]` in [0, 1]; square views are resized (and intrinsics)."
     if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
     v = torch.as_tensor(views).float()
     if v.ndim != 4: raise ValueError(f"`views` must be [V, 3, H, W] or [V, H, W, 3]; got {tuple(v.shape)}.")
@@ -234,21 +177,103 @@ def reconstruct_views(gslrm: GSLRM, views, cameras: Cameras, filters: str | None
     if v.shape[0] != len(cameras): raise ValueError(f"{v.shape[0]} views but {len(cameras)} cameras.")
     S = gslrm.config.image_size
     if v.shape[-2:] != (S, S):
-        if v.shape[-2] != v.shape[-1]: raise ValueError(f"views must be square to be resized to GS-LRM's {S}²; got {tuple(v.shape[-2:])}.")
+        if v.shape[-2] != v.shape[-1]:
+            raise ValueError(f"views must be square to be resized to GS-LRM's {S}²; got {tuple(v.shape[-2:])}.")
         v = F.interpolate(v, size=(S, S), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     if cameras.hw != (S, S): cameras = cameras.resize((S, S))
     dev = next(gslrm.parameters()).device
     return gslrm.reconstruct(v[None].to(dev), Cameras.stack([cameras.to(dev)]), filters=filters)[0]
 
+# %% ../nbs/07_pipeline.ipynb #9835dbe4
 def _on_cpu(r: RenderOutput) -> RenderOutput:
     "Rendered images on the CPU (the Gaussians stay on their device)."
     return RenderOutput(r.rgb.cpu(), r.alpha.cpu(), r.depth.cpu())
 
+def _call_fill(fill, model_fill):
+    "The framing of one call: \"model\" is the loaded model's own (`FaceLiftPipeline.fill`); others as given."
+    if isinstance(fill, str) and fill == "model": return model_fill
+    if isinstance(fill, str) and fill != "face":
+        raise ValueError(f'`fill` must be "model" (the model\'s framing) or {FILL_HELP}; got {fill!r}.')
+    return fill
+
+def _default_fill(weights_dir: Path):
+    "The input framing the built-in weights in `weights_dir` were trained on (their card's `input_framing.fill`)."
+    if not builtin.default_weights_available(weights_dir):
+        raise FileNotFoundError(f"the built-in default weights are missing from {weights_dir} (package data not "
+                                "installed?). Reinstall facelift_nb, rebuild them with `python "
+                                "recipes/default_model.py all`, or load other weights with "
+                                "FaceLiftPipeline.from_pretrained(...).")
+    framing = builtin.default_card(weights_dir).get("input_framing")
+    if not isinstance(framing, dict) or "fill" not in framing:
+        raise ValueError(f"{weights_dir / 'card.json'} does not say how inputs are framed (`input_framing.fill`); "
+                         "re-export the weights.")
+    return framing["fill"]  # None: the synthetic renders' own framing (a mouse fills ~45% of the side, a head ~77%)
+
+# %% ../nbs/07_pipeline.ipynb #3157704f
+def _framed_input(mv: MVDiffusionPipeline, image, mask, remove_background: bool, fill, bg):
+    "The input loaded, checked and framed for the multi-view stage: (framed [3, S, S], record of the framing)."
+    rgb, alpha = load_input(image, mask, remove_background)
+    if fill == "face" and alpha is None:
+        raise ValueError('fill="face" composites the subject over the background, so it needs the subject\'s mask: '
+                         'pass mask=, an RGBA image whose alpha is the mask, or remove_background=True (the '
+                         'optional rembg; CLI: --mask or --remove-background).')
+    framed, _, record = _frame_record(rgb, alpha, mv.resolution, fill, bg)
+    return framed, record
+
+def _render_outputs(g: Gaussians, cams: Cameras, render_size, turntable_frames: int, bg, progress: bool, times: dict):
+    "The Gaussians (float32) rendered from `cams` and on a turntable at `render_size` (default: max(S, 256))."
+    t = time.perf_counter()
+    gc = g.to(dtype=torch.float32)  # rendered where it lives: gsplat on CUDA, the fast CPU path on the CPU
+    R = int(render_size) if render_size is not None else max(cams.hw[0], 256)
+    if R < 8: raise ValueError(f"`render_size` must be at least 8 pixels; got {render_size}.")
+    renders = _on_cpu(render(gc, cams.resize((R, R)), bg=bg))
+    times["render"] = time.perf_counter() - t
+    turntable = None
+    if turntable_frames:
+        t = time.perf_counter()
+        turntable = _on_cpu(render_turntable(gc, n_frames=turntable_frames, hw=(R, R), bg=bg, progress=progress))
+        times["turntable"] = time.perf_counter() - t
+    return gc, renders, turntable, R
+
+# %% ../nbs/07_pipeline.ipynb #1b617a0b
+def _run(pipe, image, layout, num_inference_steps: int, guidance_scale: float, seed: int, filters,
+         turntable_frames: int,
+         mask, remove_background: bool, fill, bg, progress: bool, render_size) -> FaceLiftOutput:
+    "`FaceLiftPipeline.__call__`: frame, generate the views, reconstruct, render; each stage timed in the manifest."
+    import facelift_nb
+    fill = _call_fill(fill, pipe.fill)
+    times, t0 = {}, time.perf_counter()
+    mv = pipe.mvdiffusion
+    mv.set_progress_bar_config(disable=not progress)
+    framed, framing_record = _framed_input(mv, image, mask, remove_background, fill, bg)
+    times["input"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    views = mv(framed, layout=layout, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+               generator=seed, bg=bg)
+    times["mvdiffusion"] = time.perf_counter() - t
+    S = pipe.gslrm.config.image_size
+    cams = views.layout.cameras(hw=(S, S))
+    t = time.perf_counter()
+    g = pipe.reconstruct(views.images, cams, filters=filters)
+    times["gslrm"] = time.perf_counter() - t
+    gc, renders, turntable, R = _render_outputs(g, cams, render_size, turntable_frames, bg, progress, times)
+    times["total"] = time.perf_counter() - t0
+    settings = dict(layout=views.layout.label, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    seed=seed, filters=filters, turntable_frames=turntable_frames, render_size=R, fill=fill,
+                    bg=list(bg), device=str(pipe.device), dtype=str(next(pipe.gslrm.parameters()).dtype))
+    manifest = dict(weights=pipe.weights, settings=settings, framing=framing_record,
+                    timings_s={k: round(v, 4) for k, v in times.items()},
+                    versions=dict(facelift_nb=facelift_nb.__version__, torch=torch.__version__,
+                                  python=platform.python_version()))
+    return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)
+
+# %% ../nbs/07_pipeline.ipynb #f2d15cf9
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
     def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None,
                  fill: float | str | None = 0.85):
-        if not isinstance(mvdiffusion, MVDiffusionPipeline): raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
+        if not isinstance(mvdiffusion, MVDiffusionPipeline):
+            raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
         if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
         _check_fill(fill)
         # the input framing the MVDiffusion model was trained on (see frame_subject): "face" for the published
@@ -256,40 +281,35 @@ class FaceLiftPipeline:
         self.mvdiffusion, self.gslrm, self.weights, self.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
 
     @classmethod
-    def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None, mv_subfolder: str | None = None,
-                        layout=None, device=None, dtype=torch.float32, gslrm_config: dict | None = None,
-                        fill: float | str | None = "face") -> FaceLiftPipeline:
+    def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None,
+                        mv_subfolder: str | None = None, layout=None, device=None, dtype=torch.float32,
+                        gslrm_config: dict | None = None, fill: float | str | None = "face") -> FaceLiftPipeline:
         """Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM).
         `fill`: the framing the weights were trained on ("face": the published FaceLift weights; `frame_subject`)."""
-        sub = mv_subfolder if mv_subfolder is not None else (PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None)
-        mv_dir = _resolve_folder(mvdiffusion, sub, "MVDiffusion pipeline")
+        published = PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None
+        sub = mv_subfolder if mv_subfolder is not None else published
+        mv_dir = resolve_weights(mvdiffusion, "MVDiffusion pipeline", subfolder=sub)
         mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
         model, gman = load_gslrm(gslrm, dtype, gslrm_config)
         weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": gman}
-        if prompt_embeds is not None and isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
+        if isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
         pipe = cls(mv, model, weights, fill=fill)
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
     def default(cls, device=None, dtype=torch.float32) -> FaceLiftPipeline:
-        "The small built-in model shipped with the package (trained on procedural subjects, 32²; see `facelift_nb.default_model`)."
-        from facelift_nb.default_model import WEIGHTS_DIR, default_card, default_weights_available
-        if not default_weights_available(WEIGHTS_DIR):
-            raise FileNotFoundError(f"the built-in default weights are missing from {WEIGHTS_DIR} (package data not installed?). "
-                                    "Reinstall facelift_nb, rebuild them with `python recipes/default_model.py all`, or load other weights "
-                                    "with FaceLiftPipeline.from_pretrained(...).")
-        framing = default_card(WEIGHTS_DIR).get("input_framing")
-        if not isinstance(framing, dict) or "fill" not in framing:
-            raise ValueError(f"{WEIGHTS_DIR / 'card.json'} does not say how inputs are framed (`input_framing.fill`); re-export the weights.")
-        # None: the synthetic renders' own framing (a mouse fills ~45% of the side, a head ~77%)
-        return cls.from_pretrained(mvdiffusion=WEIGHTS_DIR / "mvdiffusion", gslrm=WEIGHTS_DIR / "gslrm", device=device,
-                                   dtype=dtype, fill=framing["fill"])
+        "The small built-in model shipped in the package (procedural subjects, 32²; see `facelift_nb.builtin`)."
+        w = builtin.WEIGHTS_DIR  # read at call time
+        fill = _default_fill(w)
+        return cls.from_pretrained(mvdiffusion=w / "mvdiffusion", gslrm=w / "gslrm", device=device, dtype=dtype,
+                                   fill=fill)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
-        "Tiny random-initialised stages (32², a few layers) for testing plumbing; warns loudly: the outputs are not meaningful."
-        warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT meaningful. "
-                      "Use FaceLiftPipeline.default() (the trained built-in model) or from_pretrained(...).", UserWarning, stacklevel=2)
+        "Tiny random-initialised stages (32², a few layers) for testing plumbing; warns: the outputs mean nothing."
+        warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT "
+                      "meaningful. Use FaceLiftPipeline.default() (the trained built-in model) or "
+                      "from_pretrained(...).", UserWarning, stacklevel=2)
         mv = MVDiffusionPipeline.tiny(seed=seed)
         torch.manual_seed(seed)
         init = {"path": f"tiny random init (seed {seed})", "files": {}}
@@ -310,51 +330,11 @@ class FaceLiftPipeline:
 
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
-                 filters: str | None = "facelift", turntable_frames: int = 150, mask=None, remove_background: bool = False,
-                 fill: float | None | str = "model", bg=(1., 1., 1.), progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
+                 filters: str | None = "facelift", turntable_frames: int = 150, mask=None,
+                 remove_background: bool = False, fill: float | None | str = "model", bg=(1., 1., 1.),
+                 progress: bool = True, render_size: int | None = None) -> FaceLiftOutput:
         """Run the whole pipeline on one image (path, PIL, array or tensor; RGBA, or RGB + `mask`).
         `fill="model"` frames it the way the loaded model was trained (`self.fill`); "face": the published FaceLift
         face-box framing (any model); a fraction: by the subject mask, to that share of the side; None keeps it."""
-        if isinstance(fill, str) and fill == "model":
-            fill = self.fill
-        elif isinstance(fill, str) and fill != "face":
-            raise ValueError(f'`fill` must be "model" (the model\'s framing) or {FILL_HELP}; got {fill!r}.')
-        times, t0 = {}, time.perf_counter()
-        mv = self.mvdiffusion
-        mv.set_progress_bar_config(disable=not progress)
-        rgb, alpha = load_input(image, mask, remove_background)
-        if fill == "face" and alpha is None:
-            raise ValueError('fill="face" composites the subject over the background, so it needs the subject\'s mask: pass '
-                             "mask=, an RGBA image whose alpha is the mask, or remove_background=True (the optional rembg; "
-                             "CLI: --mask or --remove-background).")
-        framed, framing, framing_record = _frame_record(rgb, alpha, mv.resolution, fill, bg)
-        times["input"] = time.perf_counter() - t0
-        t = time.perf_counter()
-        views = mv(framed, layout=layout, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=seed, bg=bg)
-        times["mvdiffusion"] = time.perf_counter() - t
-        S = self.gslrm.config.image_size
-        cams = views.layout.cameras(hw=(S, S))
-        t = time.perf_counter()
-        g = self.reconstruct(views.images, cams, filters=filters)
-        times["gslrm"] = time.perf_counter() - t
-        t = time.perf_counter()
-        gc = g.to(dtype=torch.float32)  # rendered where it lives: gsplat on CUDA, the fast CPU path on the CPU
-        R = int(render_size) if render_size is not None else max(S, 256)
-        if R < 8: raise ValueError(f"`render_size` must be at least 8 pixels; got {render_size}.")
-        renders = _on_cpu(render(gc, cams.resize((R, R)), bg=bg))
-        times["render"] = time.perf_counter() - t
-        turntable = None
-        if turntable_frames:
-            t = time.perf_counter()
-            turntable = _on_cpu(render_turntable(gc, n_frames=turntable_frames, hw=(R, R), bg=bg, progress=progress))
-            times["turntable"] = time.perf_counter() - t
-        times["total"] = time.perf_counter() - t0
-        import facelift_nb
-        manifest = dict(weights=self.weights, settings=dict(layout=views.layout.label, num_inference_steps=num_inference_steps,
-                                                            guidance_scale=guidance_scale, seed=seed, filters=filters,
-                                                            turntable_frames=turntable_frames, render_size=R, fill=fill, bg=list(bg),
-                                                            device=str(self.device), dtype=str(next(self.gslrm.parameters()).dtype)),
-                        framing=framing_record,
-                        timings_s={k: round(v, 4) for k, v in times.items()},
-                        versions=dict(facelift_nb=facelift_nb.__version__, torch=torch.__version__, python=platform.python_version()))
-        return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)
+        return _run(self, image, layout, num_inference_steps, guidance_scale, seed, filters, turntable_frames, mask,
+                    remove_background, fill, bg, progress, render_size)

@@ -1,4 +1,4 @@
-"""Render Gaussian splats from any camera: a differentiable PyTorch rasteriser, a fast compiled CPU path, gsplat on CUDA, turntables and videos.
+"""Render Gaussian splats from any camera: a differentiable PyTorch rasteriser, a fast compiled CPU path, gsplat.
 
 Docs: https://facelift-nb.github.io/facelift_nb/render.html.md"""
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import Cameras, orbit
+from .cameras import Cameras, orbit, quat_to_rotation
 from .io import atomic_path
-from .splats import SH_C0, Gaussians, quat_to_rotation
+from .splats import SH_C0, Gaussians
 
 # %% auto #0
-__all__ = ['TILE', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'NEAR', 'DILATION', 'BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected',
+__all__ = ['TILE', 'NEAR', 'DILATION', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected',
            'project', 'tile_rects', 'render', 'turntable_cameras', 'render_turntable', 'to_uint8', 'image_grid',
            'save_image', 'save_video']
 
@@ -33,7 +33,11 @@ class RenderOutput:
     depth: torch.Tensor  # [..., V, H, W] expected view depth of the composited Gaussians (0 where alpha = 0)
 
 TILE = 16  # tile size in pixels (the reference rasteriser's block size)
-ALPHA_MIN, ALPHA_MAX, T_MIN, NEAR, DILATION = 1 / 255, 0.99, 1e-4, 0.2, 0.3
+NEAR = 0.2  # Gaussians at view depth z <= NEAR are culled
+DILATION = 0.3  # px² added to the diagonal of every screen-space covariance
+ALPHA_MIN = 1 / 255  # a Gaussian is skipped at a pixel where its alpha is below this
+ALPHA_MAX = 0.99  # alpha is capped here
+T_MIN = 1e-4  # a pixel stops before the Gaussian that would take its transmittance below this
 
 # %% ../nbs/03_render.ipynb #aec0d8e6
 _SH_C1 = 0.4886025119029199
@@ -42,7 +46,7 @@ _SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763
           1.445305721320277, -0.5900435899266435)
 
 def sh_to_rgb(sh: torch.Tensor,  # [..., N, K, 3] coefficients, K = (degree + 1)²
-              dirs: torch.Tensor | None = None,  # [..., N, 3] unit viewing directions (camera → centre); None for degree 0
+              dirs: torch.Tensor | None = None,  # [..., N, 3] unit directions camera → centre; None for degree 0
              ) -> torch.Tensor:  # [..., N, 3]
     "Evaluate real SH colours (reference 3DGS basis and sign convention) and apply max(0, · + 0.5)."
     K = sh.shape[-2]
@@ -53,12 +57,15 @@ def sh_to_rgb(sh: torch.Tensor,  # [..., N, K, 3] coefficients, K = (degree + 1)
         out = out - _SH_C1 * y * sh[..., 1, :] + _SH_C1 * z * sh[..., 2, :] - _SH_C1 * x * sh[..., 3, :]
         if K > 4:
             xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-            out = (out + _SH_C2[0] * xy * sh[..., 4, :] + _SH_C2[1] * yz * sh[..., 5, :] + _SH_C2[2] * (2 * zz - xx - yy) * sh[..., 6, :]
+            out = (out + _SH_C2[0] * xy * sh[..., 4, :] + _SH_C2[1] * yz * sh[..., 5, :]
+                   + _SH_C2[2] * (2 * zz - xx - yy) * sh[..., 6, :]
                    + _SH_C2[3] * xz * sh[..., 7, :] + _SH_C2[4] * (xx - yy) * sh[..., 8, :])
             if K > 9:
                 out = (out + _SH_C3[0] * y * (3 * xx - yy) * sh[..., 9, :] + _SH_C3[1] * xy * z * sh[..., 10, :]
-                       + _SH_C3[2] * y * (4 * zz - xx - yy) * sh[..., 11, :] + _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12, :]
-                       + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13, :] + _SH_C3[5] * z * (xx - yy) * sh[..., 14, :]
+                       + _SH_C3[2] * y * (4 * zz - xx - yy) * sh[..., 11, :]
+                       + _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12, :]
+                       + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13, :]
+                       + _SH_C3[5] * z * (xx - yy) * sh[..., 14, :]
                        + _SH_C3[6] * x * (xx - 3 * yy) * sh[..., 15, :])
     return (out + 0.5).clamp_min(0)
 
@@ -74,6 +81,7 @@ class Projected:
     opacities: torch.Tensor  # [N]
     sort_keys: torch.Tensor  # [N] float32 rounding of the float64 view depth: the compositing order (ties by index)
 
+# %% ../nbs/03_render.ipynb #d879aa24
 def project(g: Gaussians,  # one set [N]
             K: torch.Tensor,  # [3, 3] pixel intrinsics
             w2c: torch.Tensor,  # [4, 4] world-to-camera (OpenCV)
@@ -105,13 +113,16 @@ def project(g: Gaussians,  # one set [N]
     means2d = torch.stack([fx * p[:, 0] / zs + cx, fy * p[:, 1] / zs + cy], -1)
     dirs = torch.nn.functional.normalize(g.means - (-R.T @ t), dim=-1)
     colors = sh_to_rgb(g.sh, dirs if g.sh_degree > 0 else None)
-    with torch.no_grad():  # the depth key, bit-identical to the compiled kernels': ((w20·x + w21·y) + w22·z) + w23 in float64
+    # the depth key, bit-identical to the compiled kernels': ((w20·x + w21·y) + w22·z) + w23 in float64
+    with torch.no_grad():
         m64, w64 = g.means.detach().double(), w2c.detach().double()
         key = (w64[2, 0] * m64[:, 0] + w64[2, 1] * m64[:, 1] + w64[2, 2] * m64[:, 2] + w64[2, 3]).float()
     return Projected(means2d, conics, z, radii, colors, g.opacities, key)
 
 # %% ../nbs/03_render.ipynb #25a3716d
-def tile_rects(means2d: torch.Tensor, radii: torch.Tensor, hw: tuple[int, int], tile: int = TILE) -> torch.Tensor:  # [N, 4] int
+def tile_rects(means2d: torch.Tensor,  # [N, 2] pixel coordinates
+               radii: torch.Tensor,  # [N] int screen radius (0: culled)
+               hw: tuple[int, int], tile: int = TILE) -> torch.Tensor:  # [N, 4] int
     "Tile rectangle [x0, y0, x1, y1) of each Gaussian (empty for culled ones), reference-rasteriser rule."
     H, W = hw
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
@@ -120,7 +131,8 @@ def tile_rects(means2d: torch.Tensor, radii: torch.Tensor, hw: tuple[int, int], 
     lo = torch.floor((p - r) / tile)
     hi = torch.floor((p + r + tile - 1) / tile)
     lim = torch.tensor([gx, gy], dtype=p.dtype, device=p.device)
-    lo = torch.minimum(lim, lo.clamp_min(0)); hi = torch.minimum(lim, hi.clamp_min(0))
+    lo = torch.minimum(lim, lo.clamp_min(0))
+    hi = torch.minimum(lim, hi.clamp_min(0))
     rect = torch.cat([lo, hi], -1).to(torch.int64)
     empty = (radii <= 0)[:, None]
     return torch.where(empty, torch.zeros_like(rect), rect)
@@ -166,29 +178,34 @@ def _render_torch(proj: Projected, hw, bg: torch.Tensor, tile: int = TILE) -> to
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
     tid, gid, _ = _tile_lists(proj, hw, tile)
     dev, dt = proj.means2d.device, proj.means2d.dtype
-    local = torch.stack(torch.meshgrid(torch.arange(tile, device=dev, dtype=dt), torch.arange(tile, device=dev, dtype=dt),
-                                       indexing="ij")[::-1], -1).reshape(-1, 2) + 0.5  # (x, y) pixel centres in a tile
+    ar = torch.arange(tile, device=dev, dtype=dt)
+    local = torch.stack(torch.meshgrid(ar, ar, indexing="ij")[::-1], -1).reshape(-1, 2) + 0.5  # (x, y) pixel centres
     empty = torch.cat([bg, torch.zeros(2, dtype=dt, device=dev)]).expand(tile * tile, 5)
     bounds = torch.searchsorted(tid, torch.arange(gx * gy + 1, device=dev))
     tiles = []
     for t in range(gx * gy):
         s, e = bounds[t].item(), bounds[t + 1].item()
-        if s == e: tiles.append(empty); continue
+        if s == e:
+            tiles.append(empty)
+            continue
         origin = torch.tensor([(t % gx) * tile, (t // gx) * tile], dtype=dt, device=dev)
         tiles.append(_composite_tile(local + origin, proj, gid[s:e], bg))
-    img = torch.stack(tiles).reshape(gy, gx, tile, tile, 5).permute(0, 2, 1, 3, 4).reshape(gy * tile, gx * tile, 5)
+    img = torch.stack(tiles).reshape(gy, gx, tile, tile, 5).permute(0, 2, 1, 3, 4)
+    img = img.reshape(gy * tile, gx * tile, 5)
     return img[:H, :W]
 
 # %% ../nbs/03_render.ipynb #a42770b4
 def _numba():
     "Import numba at call time (a clear error names the package if it is missing)."
-    try: import numba
-    except ImportError as e: raise ImportError("the fast CPU renderer needs numba: pip install numba (a facelift_nb dependency).") from e
+    try:
+        import numba
+    except ImportError as e:
+        raise ImportError("the fast CPU renderer needs numba: pip install numba (a facelift_nb dependency).") from e
     return numba
 
 def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch.Tensor, tile: int = TILE,
                  timings: dict | None = None) -> torch.Tensor:
-    "Rasterise one camera with the compiled kernels; returns [H, W, 5] (rgb, alpha, depth). `timings` collects stage seconds."
+    "Rasterise one camera with the compiled kernels: `[H, W, 5]` (rgb, alpha, depth); `timings` gets stage seconds."
     _numba()
     from facelift_nb.render_kernels import rasterize  # its own module, so numba can cache the kernels on disk
     H, W = hw
@@ -202,10 +219,13 @@ def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch
 
 # %% ../nbs/03_render.ipynb #20262442
 def _render_gsplat(g: Gaussians, cams: Cameras, bg: torch.Tensor) -> torch.Tensor:  # [V, H, W, 5]
-    try: from gsplat import rasterization
+    try:
+        from gsplat import rasterization
     except ImportError as e:
-        raise ImportError('backend="gsplat" needs the gsplat package: pip install "facelift-nb[gsplat]" (CUDA only).') from e
-    if g.device.type != "cuda": raise ValueError('backend="gsplat" runs on CUDA; move the Gaussians and cameras with .to("cuda").')
+        raise ImportError('backend="gsplat" needs the gsplat package: pip install "facelift-nb[gsplat]" '
+                          '(CUDA only).') from e
+    if g.device.type != "cuda":
+        raise ValueError('backend="gsplat" runs on CUDA; move the Gaussians and cameras with .to("cuda").')
     H, W = cams.hw
     colors = g.sh if g.sh_degree > 0 else g.colors
     rgbd, alpha, _ = rasterization(g.means, g.quats, g.scales, g.opacities, colors, cams.w2c, cams.K, W, H,
@@ -234,17 +254,20 @@ def _choose_backend(backend: str, g: Gaussians) -> str:
             return "torch"
     return "torch" if grad or g.device.type != "cpu" else "cpu"
 
+# %% ../nbs/03_render.ipynb #5f37b95a
 def render(gaussians: Gaussians,  # [..., N] (batch shape B... matching the cameras' leading dims)
            cameras: Cameras,  # [..., V]
            bg=(1., 1., 1.),  # background colour
-           backend: str = "auto",  # "auto" (gsplat on CUDA, fast CPU path otherwise; torch when gradients are needed), "torch", "cpu", "gsplat"
+           backend: str = "auto",  # "torch", "cpu", "gsplat" or "auto" (gsplat on CUDA, else cpu; torch for gradients)
           ) -> RenderOutput:
     "Render Gaussians from every camera (reference 3DGS semantics)."
-    if not isinstance(gaussians, Gaussians): raise TypeError(f"`gaussians` must be Gaussians; got {type(gaussians).__name__}.")
+    if not isinstance(gaussians, Gaussians):
+        raise TypeError(f"`gaussians` must be Gaussians; got {type(gaussians).__name__}.")
     if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
     if cameras.batch_shape[:-1] != gaussians.batch_shape:
-        raise ValueError(f"cameras with batch shape {cameras.batch_shape} need Gaussians with batch shape {cameras.batch_shape[:-1]}; "
-                         f"got {gaussians.batch_shape}. One set for a rig: Gaussians [N] with cameras [V].")
+        raise ValueError(f"cameras with batch shape {cameras.batch_shape} need Gaussians with batch shape "
+                         f"{cameras.batch_shape[:-1]}; got {gaussians.batch_shape}. One set for a rig: Gaussians [N] "
+                         "with cameras [V].")
     be = _choose_backend(backend, gaussians)
     cams = cameras.to(gaussians.device, gaussians.dtype)
     bgt = torch.as_tensor(bg, dtype=gaussians.dtype, device=gaussians.device)
@@ -257,7 +280,8 @@ def render(gaussians: Gaussians,  # [..., N] (batch shape B... matching the came
     outs = []
     for b, g in enumerate(flat_g):
         if be == "gsplat":
-            outs.append(_render_gsplat(g, Cameras(K[b], w2c[b], cams.hw), bgt)); continue
+            outs.append(_render_gsplat(g, Cameras(K[b], w2c[b], cams.hw), bgt))
+            continue
         views = []
         for v in range(K.shape[1]):
             if be == "cpu": views.append(_render_fast(g, K[b, v], w2c[b, v], cams.hw, bgt))
@@ -270,8 +294,10 @@ def render(gaussians: Gaussians,  # [..., N] (batch shape B... matching the came
 def turntable_cameras(n_frames: int = 150, radius: float = 2.7, elevation_deg: float = 0., fov_deg: float = 50.,
                       hw: tuple[int, int] = (512, 512)) -> Cameras:
     "Cameras circling the subject, starting at the front and turning toward the subject's left."
-    if not isinstance(n_frames, int) or n_frames < 1: raise ValueError(f"`n_frames` must be a positive integer; got {n_frames!r}.")
-    rel = -torch.arange(n_frames, dtype=torch.float64) * 360. / n_frames  # world azimuth 270° − rel = 270° + k·360°/N
+    if not isinstance(n_frames, int) or n_frames < 1:
+        raise ValueError(f"`n_frames` must be a positive integer; got {n_frames!r}.")
+    # world azimuth 270° − rel = 270° + k·360°/N
+    rel = -torch.arange(n_frames, dtype=torch.float64) * 360. / n_frames
     return orbit(rel, elevation_deg, radius, fov_deg, hw)
 
 def render_turntable(gaussians: Gaussians, n_frames: int = 150, radius: float = 2.7, elevation_deg: float = 0.,
@@ -280,7 +306,8 @@ def render_turntable(gaussians: Gaussians, n_frames: int = 150, radius: float = 
     "Render a turntable of one set of Gaussians, frame by frame (bounded memory), with a progress bar."
     from tqdm.auto import tqdm
     cams = turntable_cameras(n_frames, radius, elevation_deg, fov_deg, hw)
-    frames = [render(gaussians, cams[i], bg, backend) for i in tqdm(range(n_frames), disable=not progress, desc="turntable")]
+    steps = tqdm(range(n_frames), disable=not progress, desc="turntable")
+    frames = [render(gaussians, cams[i], bg, backend) for i in steps]
     return RenderOutput(*(torch.cat([getattr(f, k) for f in frames]) for k in ("rgb", "alpha", "depth")))
 
 # %% ../nbs/03_render.ipynb #da3c5be8
@@ -301,9 +328,11 @@ def image_grid(images,  # [N, H, W, 3] float in [0, 1] or uint8
     grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), pad_value, np.uint8)
     for i in range(n):
         r, c = divmod(i, ncols)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = a[i]
+        y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y0:y0 + h, x0:x0 + w] = a[i]
     return grid
 
+# %% ../nbs/03_render.ipynb #8d2a8db2
 def save_image(image, path) -> Path:
     "Save one `[H, W, 3]` image (float in [0, 1] or uint8) atomically; the format follows the suffix."
     from PIL import Image
@@ -316,16 +345,18 @@ def save_video(frames,  # [F, H, W, 3] float in [0, 1] or uint8
     import imageio.v2 as imageio
     path, a = Path(path), to_uint8(frames)
     if a.ndim != 4 or a.shape[-1] != 3: raise ValueError(f"`frames` must be [F, H, W, 3]; got {a.shape}.")
-    if path.suffix.lower() not in (".mp4", ".gif"): raise ValueError(f"`path` must end in .mp4 or .gif; got {path.name!r}.")
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"`path` must end in .mp4 or .gif; got {path.name!r}.")
     if path.suffix.lower() == ".mp4":
-        try: import imageio_ffmpeg  # noqa: F401
+        try:
+            import imageio_ffmpeg  # noqa: F401
         except ImportError:
             path = path.with_suffix(".gif")
             warnings.warn(f"imageio-ffmpeg is not installed: writing a GIF instead, {path}.", stacklevel=2)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".mp4":
-            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=2, pixelformat="yuv420p",
-                                    ffmpeg_log_level="error") as w:
+            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=2,
+                                    pixelformat="yuv420p", ffmpeg_log_level="error") as w:
                 for f in a: w.append_data(f)
         else: imageio.mimsave(tmp, list(a), duration=1000 / fps, loop=0)
     return path

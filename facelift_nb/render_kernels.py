@@ -1,4 +1,4 @@
-"""Compiled CPU kernels behind `render(..., backend="cpu")`: projection and tile binning (numba), depth sort and blending (a small C kernel, numba when no C compiler is present).
+"""The compiled CPU kernels behind `render(..., backend="cpu")`: numba projection and binning, a C sort+blend.
 
 Docs: https://facelift-nb.github.io/facelift_nb/render_kernels.html.md"""
 
@@ -24,16 +24,58 @@ from pathlib import Path
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+import facelift_nb
+from .render import ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, T_MIN, TILE
+
 # %% auto #0
-__all__ = ['ROW', 'C_SOURCE', 'project_nb', 'bin_nb', 'radix_sort_nb', 'composite_tile_nb', 'blend_nb', 'cache_dir', 'c_kernel',
-           'blend_impl', 'kernel_info', 'release_workspace', 'rasterize']
+__all__ = ['ROW', 'C_SOURCE_PATH', 'quat_rotation_nb', 'screen_cov_nb', 'tile_rect_nb', 'project_nb', 'bin_nb', 'radix_sort_nb',
+           'composite_tile_nb', 'blend_nb', 'c_source', 'c_defines', 'cache_dir', 'c_kernel', 'blend_impl',
+           'kernel_info', 'release_workspace', 'rasterize']
 
 # %% ../nbs/03a_render_kernels.ipynb #04be9faf
 ROW = 16  # floats per packed Gaussian row
 
+@njit(cache=True)
+def quat_rotation_nb(qw, qx, qy, qz):  # a (w, x, y, z) quaternion, normalised first
+    "The rotation matrix of one quaternion as 9 floats, row-major (the scalar twin of `cameras.quat_to_rotation`)."
+    qn = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+    return (1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy),
+            2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx),
+            2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy))
+
+# %% ../nbs/03a_render_kernels.ipynb #f75bdf3f
+@njit(cache=True)
+def screen_cov_nb(w2c, j00, j02, j11, j12, r, s0, s1, s2):
+    "The 2-D covariance `(a, b, c)` of one Gaussian: `T·Tᵀ`, `T = J·W·R·diag(s)`, `r` = `quat_rotation_nb`'s 9 floats."
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = r
+    m00 = j00 * w2c[0, 0] + j02 * w2c[2, 0]  # M = J·W (2x3)
+    m01 = j00 * w2c[0, 1] + j02 * w2c[2, 1]
+    m02 = j00 * w2c[0, 2] + j02 * w2c[2, 2]
+    m10 = j11 * w2c[1, 0] + j12 * w2c[2, 0]
+    m11 = j11 * w2c[1, 1] + j12 * w2c[2, 1]
+    m12 = j11 * w2c[1, 2] + j12 * w2c[2, 2]
+    t00 = (m00 * r00 + m01 * r10 + m02 * r20) * s0  # T = M·R·diag(s)
+    t10 = (m10 * r00 + m11 * r10 + m12 * r20) * s0
+    t01 = (m00 * r01 + m01 * r11 + m02 * r21) * s1
+    t11 = (m10 * r01 + m11 * r11 + m12 * r21) * s1
+    t02 = (m00 * r02 + m01 * r12 + m02 * r22) * s2
+    t12 = (m10 * r02 + m11 * r12 + m12 * r22) * s2
+    return (t00 * t00 + t01 * t01 + t02 * t02, t00 * t10 + t01 * t11 + t02 * t12, t10 * t10 + t11 * t11 + t12 * t12)
+
+@njit(cache=True)
+def tile_rect_nb(u, v, radius, tile, gx, gy):
+    "Tile rectangle `(x0, y0, x1, y1)` (exclusive ends, clipped to the `gx × gy` grid) of a disc at pixel `(u, v)`."
+    x0 = min(gx, max(0, math.floor((u - 0.5 - radius) / tile)))
+    x1 = min(gx, max(0, math.floor((u - 0.5 + radius + tile - 1) / tile)))
+    y0 = min(gy, max(0, math.floor((v - 0.5 - radius) / tile)))
+    y1 = min(gy, max(0, math.floor((v - 0.5 + radius + tile - 1) / tile)))
+    return x0, y0, x1, y1
+
+# %% ../nbs/03a_render_kernels.ipynb #58ce2629
 @njit(parallel=True, cache=True)
 def project_nb(means, quats, scales, opacities, colors, w2c, K, W, H, tile, G, rect, zf):
-    "EWA-project N Gaussians into one camera, writing packed rows `G [N,16]`, tile rects `[N,4]` and float32 depths `zf [N]`."
+    "EWA-project N Gaussians into one camera, writing packed rows `G [N,16]`, tile rects `[N,4]`, float32 depths `zf`."
     N = means.shape[0]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     limx, limy = 1.3 * W / (2 * fx), 1.3 * H / (2 * fy)
@@ -47,41 +89,30 @@ def project_nb(means, quats, scales, opacities, colors, w2c, K, W, H, tile, G, r
         G[i, 6] = -1.0
         zf[i] = 0.0
         o = np.float64(opacities[i])
-        if pz <= 0.2 or o * 255.0 <= 1.0: continue  # culled, or alpha can never reach 1/255
+        if pz <= NEAR or o * (1.0 / ALPHA_MIN) <= 1.0: continue  # culled, or alpha can never reach ALPHA_MIN
         tx = pz * min(max(px / pz, -limx), limx)
         ty = pz * min(max(py / pz, -limy), limy)
         j00, j02, j11, j12 = fx / pz, -fx * tx / (pz * pz), fy / pz, -fy * ty / (pz * pz)
-        qw, qx, qy, qz = np.float64(quats[i, 0]), np.float64(quats[i, 1]), np.float64(quats[i, 2]), np.float64(quats[i, 3])
-        qn = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-        qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
-        r00 = 1 - 2 * (qy * qy + qz * qz); r01 = 2 * (qx * qy - qw * qz); r02 = 2 * (qx * qz + qw * qy)
-        r10 = 2 * (qx * qy + qw * qz); r11 = 1 - 2 * (qx * qx + qz * qz); r12 = 2 * (qy * qz - qw * qx)
-        r20 = 2 * (qx * qz - qw * qy); r21 = 2 * (qy * qz + qw * qx); r22 = 1 - 2 * (qx * qx + qy * qy)
-        # M = J·W (2x3); T = M·R·diag(s); the 2-D covariance is T·Tᵀ
-        m00 = j00 * w2c[0, 0] + j02 * w2c[2, 0]; m01 = j00 * w2c[0, 1] + j02 * w2c[2, 1]; m02 = j00 * w2c[0, 2] + j02 * w2c[2, 2]
-        m10 = j11 * w2c[1, 0] + j12 * w2c[2, 0]; m11 = j11 * w2c[1, 1] + j12 * w2c[2, 1]; m12 = j11 * w2c[1, 2] + j12 * w2c[2, 2]
+        r = quat_rotation_nb(np.float64(quats[i, 0]), np.float64(quats[i, 1]), np.float64(quats[i, 2]),
+                             np.float64(quats[i, 3]))
         s0, s1, s2 = np.float64(scales[i, 0]), np.float64(scales[i, 1]), np.float64(scales[i, 2])
-        t00 = (m00 * r00 + m01 * r10 + m02 * r20) * s0; t10 = (m10 * r00 + m11 * r10 + m12 * r20) * s0
-        t01 = (m00 * r01 + m01 * r11 + m02 * r21) * s1; t11 = (m10 * r01 + m11 * r11 + m12 * r21) * s1
-        t02 = (m00 * r02 + m01 * r12 + m02 * r22) * s2; t12 = (m10 * r02 + m11 * r12 + m12 * r22) * s2
-        a = t00 * t00 + t01 * t01 + t02 * t02 + 0.3
-        b = t00 * t10 + t01 * t11 + t02 * t12
-        c = t10 * t10 + t11 * t11 + t12 * t12 + 0.3
+        a, b, c = screen_cov_nb(w2c, j00, j02, j11, j12, r, s0, s1, s2)
+        a, c = a + DILATION, c + DILATION
         det = a * c - b * b
         if det <= 0: continue
         ca, cb, cc = c / det, -b / det, a / det  # the conic: inverse 2-D covariance
         mid = 0.5 * (a + c)
-        r = math.ceil(3 * math.sqrt(mid + math.sqrt(max(0.1, mid * mid - det))))
+        radius = math.ceil(3 * math.sqrt(mid + math.sqrt(max(0.1, mid * mid - det))))
         u, v = fx * px / pz + cx, fy * py / pz + cy
-        x0 = min(gx, max(0, math.floor((u - 0.5 - r) / tile))); x1 = min(gx, max(0, math.floor((u - 0.5 + r + tile - 1) / tile)))
-        y0 = min(gy, max(0, math.floor((v - 0.5 - r) / tile))); y1 = min(gy, max(0, math.floor((v - 0.5 + r + tile - 1) / tile)))
-        k2 = 2.0 * math.log(255.0 * o) * (1.0 + 1e-9) + 1e-9  # alpha >= 1/255 only inside  Δᵀ·conic·Δ <= k2
+        x0, y0, x1, y1 = tile_rect_nb(u, v, radius, tile, gx, gy)
+        # alpha >= ALPHA_MIN only inside Δᵀ·conic·Δ <= k2
+        k2 = 2.0 * math.log((1.0 / ALPHA_MIN) * o) * (1.0 + 1e-9) + 1e-9
         cdet = ca * cc - cb * cb
         G[i, 0], G[i, 1], G[i, 2], G[i, 3], G[i, 4], G[i, 5] = u, v, ca, cb, cc, o
         G[i, 6], G[i, 7], G[i, 8] = k2, math.sqrt(k2 * cc / cdet), math.sqrt(k2 * ca / cdet)
         G[i, 9], G[i, 10], G[i, 11], G[i, 12] = colors[i, 0], colors[i, 1], colors[i, 2], pz
         G[i, 13] = G[i, 14] = G[i, 15] = 0.0
-        zf[i] = pz  # the sort key: float32 depth, whose bits (depth > 0.2 > 0) order like the floats
+        zf[i] = pz  # the sort key: float32 depth, whose bits (depth > NEAR > 0) order like the floats
         rect[i, 0], rect[i, 1], rect[i, 2], rect[i, 3] = x0, y0, x1, y1
 
 # %% ../nbs/03a_render_kernels.ipynb #961ea9ed
@@ -102,7 +133,8 @@ def bin_nb(rect, gx, gy, nchunks, lists):
     for t in range(T):
         offsets[t] = acc
         for q in range(nchunks):
-            start[q, t] = acc; acc += cnt[q, t]
+            start[q, t] = acc
+            acc += cnt[q, t]
     offsets[T] = acc
     if lists.shape[0] < acc: lists = np.empty(acc + acc // 4, np.int32)  # grow with headroom
     for q in prange(nchunks):
@@ -111,7 +143,8 @@ def bin_nb(rect, gx, gy, nchunks, lists):
             for ty in range(rect[i, 1], rect[i, 3]):
                 for tx in range(rect[i, 0], rect[i, 2]):
                     t = ty * gx + tx
-                    lists[fill[t]] = i; fill[t] += 1
+                    lists[fill[t]] = i
+                    fill[t] += 1
     return offsets, lists
 
 # %% ../nbs/03a_render_kernels.ipynb #baa3726f
@@ -121,7 +154,9 @@ def radix_sort_nb(ids, keys):
     n = ids.shape[0]
     kk = np.empty(n, np.uint32)
     for j in range(n): kk[j] = keys[ids[j]]
-    a = ids.copy(); b = np.empty(n, ids.dtype); kb = np.empty(n, np.uint32)
+    a = ids.copy()
+    b = np.empty(n, ids.dtype)
+    kb = np.empty(n, np.uint32)
     cnt = np.empty(257, np.int64)
     for shift in range(0, 32, 8):
         cnt[:] = 0
@@ -130,61 +165,89 @@ def radix_sort_nb(ids, keys):
         for q in range(256): cnt[q + 1] += cnt[q]
         for j in range(n):
             q = (kk[j] >> shift) & 255
-            p = cnt[q]; cnt[q] = p + 1
-            b[p] = a[j]; kb[p] = kk[j]
+            p = cnt[q]
+            cnt[q] = p + 1
+            b[p] = a[j]
+            kb[p] = kk[j]
         a, b = b, a
         kk, kb = kb, kk
     return a
 
+# %% ../nbs/03a_render_kernels.ipynb #6519e1e9
+@njit(cache=True)
+def _write_tile_nb(T, Cr, Cg, Cb, D, bg, x_lo, y_lo, out):
+    "Write a composited tile (transmittance `T`, colour and depth sums) into `out` over the background `bg`."
+    th, tw = T.shape
+    for yy in range(th):
+        for xx in range(tw):
+            Tp = T[yy, xx]
+            py, px = y_lo + yy, x_lo + xx
+            out[py, px, 0] = Cr[yy, xx] + Tp * bg[0]
+            out[py, px, 1] = Cg[yy, xx] + Tp * bg[1]
+            out[py, px, 2] = Cb[yy, xx] + Tp * bg[2]
+            acc = 1.0 - Tp
+            out[py, px, 3] = acc
+            out[py, px, 4] = D[yy, xx] / acc if acc > 0 else 0.0
+
+# %% ../nbs/03a_render_kernels.ipynb #47d47b95
+@njit(cache=True)
+def _splat_nb(G, i, x_lo, y_lo, x0, x1, y0, y1, T, Cr, Cg, Cb, D, rowmask):
+    "Blend Gaussian `i` into the live pixels `[y0, y1) × [x0, x1)` of one tile; returns how many pixels stopped."
+    u, v, a = np.float64(G[i, 0]), np.float64(G[i, 1]), np.float64(G[i, 2])
+    b, c, o, k2 = np.float64(G[i, 3]), np.float64(G[i, 4]), np.float64(G[i, 5]), np.float64(G[i, 6])
+    cr, cg, cb, z = np.float64(G[i, 9]), np.float64(G[i, 10]), np.float64(G[i, 11]), np.float64(G[i, 12])
+    span = ((1 << (x1 - x0)) - 1) << x0
+    stopped = 0
+    for yy in range(y0, y1):
+        m = rowmask[yy]
+        if (m & span) == 0: continue
+        dy = v - (y_lo + yy + 0.5)
+        for xx in range(x0, x1):
+            if not (m >> xx) & 1: continue
+            dx = u - (x_lo + xx + 0.5)
+            power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
+            if power > 0.0 or -2.0 * power > k2: continue  # outside the alpha >= ALPHA_MIN ellipse: skipped anyway
+            alpha = min(ALPHA_MAX, o * math.exp(power))
+            if alpha < ALPHA_MIN: continue
+            Tp = T[yy, xx]
+            test_T = Tp * (1.0 - alpha)
+            if test_T < T_MIN:  # the reference stops before this Gaussian
+                m &= ~(1 << xx)
+                rowmask[yy] = m
+                stopped += 1
+                continue
+            w = alpha * Tp
+            Cr[yy, xx] += cr * w
+            Cg[yy, xx] += cg * w
+            Cb[yy, xx] += cb * w
+            D[yy, xx] += z * w
+            T[yy, xx] = test_T
+    return stopped
+
+# %% ../nbs/03a_render_kernels.ipynb #803e246a
 @njit(cache=True)
 def composite_tile_nb(ids, G, bg, x_lo, y_lo, tw, th, out):
     "Composite one tile's depth-sorted Gaussians into `out[y_lo:y_lo+th, x_lo:x_lo+tw]` (rgb, alpha, depth)."
-    T = np.ones((th, tw)); Cr = np.zeros((th, tw)); Cg = np.zeros((th, tw)); Cb = np.zeros((th, tw)); D = np.zeros((th, tw))
+    T = np.ones((th, tw))
+    Cr, Cg, Cb, D = np.zeros((th, tw)), np.zeros((th, tw)), np.zeros((th, tw)), np.zeros((th, tw))
     rowmask = np.full(th, (1 << tw) - 1, np.int64)  # bit x set: pixel x of the row has not stopped
     live = th * tw
     for j in range(ids.shape[0]):
         i = ids[j]
         k2 = np.float64(G[i, 6])
         if k2 < 0: continue
-        u, v, a, b, c, o = np.float64(G[i, 0]), np.float64(G[i, 1]), np.float64(G[i, 2]), np.float64(G[i, 3]), np.float64(G[i, 4]), np.float64(G[i, 5])
-        ex, ey = np.float64(G[i, 7]), np.float64(G[i, 8])
+        u, v, ex, ey = np.float64(G[i, 0]), np.float64(G[i, 1]), np.float64(G[i, 7]), np.float64(G[i, 8])
         x0, x1 = max(0, int(math.floor(u - ex - 0.5 - x_lo))), min(tw, int(math.floor(u + ex - 0.5 - x_lo)) + 2)
         y0, y1 = max(0, int(math.floor(v - ey - 0.5 - y_lo))), min(th, int(math.floor(v + ey - 0.5 - y_lo)) + 2)
         if x0 >= x1: continue
-        span = ((1 << (x1 - x0)) - 1) << x0
-        cr, cg, cb, z = np.float64(G[i, 9]), np.float64(G[i, 10]), np.float64(G[i, 11]), np.float64(G[i, 12])
-        for yy in range(y0, y1):
-            m = rowmask[yy]
-            if (m & span) == 0: continue
-            dy = v - (y_lo + yy + 0.5)
-            for xx in range(x0, x1):
-                if not (m >> xx) & 1: continue
-                dx = u - (x_lo + xx + 0.5)
-                power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
-                if power > 0.0 or -2.0 * power > k2: continue  # outside the alpha >= 1/255 ellipse: skipped anyway
-                alpha = min(0.99, o * math.exp(power))
-                if alpha < 1.0 / 255.0: continue
-                Tp = T[yy, xx]
-                test_T = Tp * (1.0 - alpha)
-                if test_T < 0.0001:  # the reference stops before this Gaussian
-                    m &= ~(1 << xx); rowmask[yy] = m; live -= 1
-                    continue
-                w = alpha * Tp
-                Cr[yy, xx] += cr * w; Cg[yy, xx] += cg * w; Cb[yy, xx] += cb * w; D[yy, xx] += z * w
-                T[yy, xx] = test_T
+        live -= _splat_nb(G, i, x_lo, y_lo, x0, x1, y0, y1, T, Cr, Cg, Cb, D, rowmask)
         if live == 0: break
-    for yy in range(th):
-        for xx in range(tw):
-            Tp = T[yy, xx]
-            py, px = y_lo + yy, x_lo + xx
-            out[py, px, 0] = Cr[yy, xx] + Tp * bg[0]; out[py, px, 1] = Cg[yy, xx] + Tp * bg[1]; out[py, px, 2] = Cb[yy, xx] + Tp * bg[2]
-            acc = 1.0 - Tp
-            out[py, px, 3] = acc
-            out[py, px, 4] = D[yy, xx] / acc if acc > 0 else 0.0
+    _write_tile_nb(T, Cr, Cg, Cb, D, bg, x_lo, y_lo, out)
 
+# %% ../nbs/03a_render_kernels.ipynb #7c10c66c
 @njit(parallel=True, cache=True)
 def blend_nb(G, keys, offsets, lists, bg, W, H, tile, out):
-    "Sort each tile's list (from `bin_nb`) and composite all tiles in parallel into `out [H, W, 5]` = rgb, alpha, depth."
+    "Sort each tile's list (from `bin_nb`) and composite all tiles in parallel: `out [H, W, 5]` (rgb, alpha, depth)."
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
     for t in prange(gx * gy):
         ids = radix_sort_nb(lists[offsets[t]:offsets[t + 1]], keys)
@@ -192,186 +255,23 @@ def blend_nb(G, keys, offsets, lists, bg, W, H, tile, out):
         composite_tile_nb(ids, G, bg, x_lo, y_lo, min(tile, W - x_lo), min(tile, H - y_lo), out)
 
 # %% ../nbs/03a_render_kernels.ipynb #850f796d
-C_SOURCE = r'''
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <pthread.h>
-#define TILE 16
-#define ROW 16
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-#if defined(__AVX__)
-#include <immintrin.h>
-static inline int lanes_set(v8i m) { return __builtin_popcount(_mm256_movemask_ps((__m256)m)); }
-static inline int any_set(v8i m) { return _mm256_movemask_ps((__m256)m) != 0; }
-#else
-static inline int lanes_set(v8i m) { int s = 0; for (int l = 0; l < 8; l++) s -= m[l]; return s; }
-static inline int any_set(v8i m) { for (int l = 0; l < 8; l++) if (m[l]) return 1; return 0; }
-#endif
-static inline v8 sel(v8i m, v8 a, v8 b) { return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
+C_SOURCE_PATH = Path(facelift_nb.__file__).parent / "csrc" / "rasterize.c"  # the C sort+blend kernel (package data)
 
-/* exp(x) for x <= 0 (clamped at -87): x = n ln2 + r, |r| <= ln2/2, degree-7 polynomial, 2^n from the bits. */
-static inline v8 vexp(v8 x) {
-    const v8 lo = (v8){0} - 87.0f;
-    x = sel(x < lo, lo, x);
-    v8 fx = x * 1.44269504088896341f + 0.5f;
-    v8i t = __builtin_convertvector(fx, v8i);
-    v8 tf = __builtin_convertvector(t, v8);
-    t = t + (tf > fx);                      /* truncation went up (fx < 0): step down to the floor */
-    tf = __builtin_convertvector(t, v8);
-    v8 r = x - tf * 0.693359375f + tf * 2.12194440e-4f;
-    v8 y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r
-            + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    y = y * (r * r) + r + 1.0f;
-    return y * (v8)((t + 127) << 23);
-}
+def c_source() -> str:
+    "The text of the C sort+blend kernel (`C_SOURCE_PATH`)."
+    return C_SOURCE_PATH.read_text(encoding="utf-8")
 
-/* Composite one tile's depth-sorted Gaussians (rows of G, see project_nb) into out [H, W, 5]. */
-static void composite_tile(const int32_t *ids, int64_t n, const float *G, int32_t x_lo, int32_t y_lo,
-                           int32_t tw, int32_t th, const double *bg, float *out, int32_t W) {
-    v8 T[TILE][2], Cr[TILE][2], Cg[TILE][2], Cb[TILE][2], D[TILE][2], pxc[2];
-    v8i alive[TILE][2];
-    int rowlive[TILE], live = 0;
-    const v8 zero = {0};
-    for (int h = 0; h < 2; h++)
-        for (int l = 0; l < 8; l++) pxc[h][l] = (float)(x_lo + 8 * h + l) + 0.5f;
-    for (int y = 0; y < TILE; y++) {
-        rowlive[y] = y < th ? tw : 0;
-        live += rowlive[y];
-        for (int h = 0; h < 2; h++) {
-            T[y][h] = zero + 1.0f; Cr[y][h] = zero; Cg[y][h] = zero; Cb[y][h] = zero; D[y][h] = zero;
-            for (int l = 0; l < 8; l++) alive[y][h][l] = (y < th && 8 * h + l < tw) ? -1 : 0;
-        }
-    }
-    for (int64_t j = 0; j < n && live > 0; j++) {
-        if (j + 16 < n) __builtin_prefetch(G + ROW * (int64_t)ids[j + 16]);
-        const float *g = G + ROW * (int64_t)ids[j];
-        const float k2 = g[6];
-        if (k2 < 0.0f) continue;
-        const float u = g[0], v = g[1], a = g[2], b = g[3], c = g[4], o = g[5], ex = g[7], ey = g[8];
-        int x0 = (int)floorf(u - ex - 0.5f - x_lo), x1 = (int)floorf(u + ex - 0.5f - x_lo) + 2;
-        int y0 = (int)floorf(v - ey - 0.5f - y_lo), y1 = (int)floorf(v + ey - 0.5f - y_lo) + 2;
-        x0 = x0 < 0 ? 0 : x0; x1 = x1 > tw ? tw : x1; y0 = y0 < 0 ? 0 : y0; y1 = y1 > th ? th : y1;
-        if (x0 >= x1 || y0 >= y1) continue;
-        const int h0 = x0 >> 3, h1 = (x1 + 7) >> 3;
-        const float A = -0.5f * a, cr = g[9], cg = g[10], cb = g[11], z = g[12];
-        for (int y = y0; y < y1; y++) {
-            if (rowlive[y] == 0) continue;
-            const float dy = v - ((float)(y_lo + y) + 0.5f);
-            const float Bq = -b * dy, Cq = -0.5f * c * dy * dy;
-            int stopped = 0;
-            for (int h = h0; h < h1; h++) {
-                if (!any_set(alive[y][h])) continue;
-                const v8 dx = u - pxc[h];
-                const v8 power = (A * dx + Bq) * dx + Cq;     /* -(a dx^2 + 2 b dx dy + c dy^2) / 2 */
-                v8 alpha = o * vexp(power);
-                alpha = sel(alpha > 0.99f, zero + 0.99f, alpha);
-                const v8i ok = alive[y][h] & (power <= 0.0f) & (alpha >= (1.0f / 255.0f));
-                const v8 Tp = T[y][h], tT = Tp * (1.0f - alpha);
-                const v8i stop = ok & (tT < 1e-4f);        /* the reference stops before this Gaussian */
-                const v8i con = ok & ~stop;
-                const v8 w = sel(con, alpha * Tp, zero);
-                Cr[y][h] += cr * w; Cg[y][h] += cg * w; Cb[y][h] += cb * w; D[y][h] += z * w;
-                T[y][h] = sel(con, tT, Tp);
-                alive[y][h] &= ~stop;
-                stopped += lanes_set(stop);
-            }
-            rowlive[y] -= stopped; live -= stopped;
-        }
-    }
-    for (int y = 0; y < th; y++)
-        for (int x = 0; x < tw; x++) {
-            const int h = x >> 3, l = x & 7;
-            const float Tp = T[y][h][l], acc = 1.0f - Tp;
-            float *p = out + 5 * ((int64_t)(y_lo + y) * W + x_lo + x);
-            p[0] = Cr[y][h][l] + Tp * (float)bg[0]; p[1] = Cg[y][h][l] + Tp * (float)bg[1]; p[2] = Cb[y][h][l] + Tp * (float)bg[2];
-            p[3] = acc; p[4] = acc > 0.0f ? D[y][h][l] / acc : 0.0f;
-        }
-}
-
-/* Stable LSD radix sort of ids by keys[ids]. Keys are taken relative to the smallest, and the digit width
-   (at most 11 bits; 8 for short lists) is chosen so the fewest passes cover the range actually present. */
-static void radix_sort(int32_t *ids, int64_t n, const uint32_t *keys, int32_t *tmp, uint32_t *k0, uint32_t *k1, int64_t *cnt) {
-    if (n < 2) return;
-    uint32_t kmin = 0xffffffffu, kmax = 0;
-    for (int64_t j = 0; j < n; j++) { const uint32_t k = keys[ids[j]]; k0[j] = k; kmin = k < kmin ? k : kmin; kmax = k > kmax ? k : kmax; }
-    const uint32_t range = kmax - kmin;
-    if (range == 0) return;  /* all keys equal: index order is already the stable order */
-    const int bits = 32 - __builtin_clz(range), maxd = n < 2048 ? 8 : 11;
-    const int passes = (bits + maxd - 1) / maxd, d = (bits + passes - 1) / passes;
-    const uint32_t mask = (1u << d) - 1;
-    for (int64_t j = 0; j < n; j++) k0[j] -= kmin;
-    int32_t *a = ids, *b = tmp;
-    for (int pass = 0; pass < passes; pass++) {
-        const int shift = pass * d;
-        memset(cnt, 0, (mask + 2) * sizeof(int64_t));
-        for (int64_t j = 0; j < n; j++) cnt[((k0[j] >> shift) & mask) + 1]++;
-        for (uint32_t q = 0; q <= mask; q++) cnt[q + 1] += cnt[q];
-        for (int64_t j = 0; j < n; j++) {
-            const uint32_t q = (k0[j] >> shift) & mask;
-            const int64_t p = cnt[q]++;
-            b[p] = a[j]; k1[p] = k0[j];
-        }
-        int32_t *ta = a; a = b; b = ta;
-        uint32_t *tk = k0; k0 = k1; k1 = tk;
-    }
-    if (a != ids) memcpy(ids, a, n * sizeof(int32_t));
-}
-
-typedef struct {
-    const float *G; const uint32_t *keys; const int64_t *offsets; int32_t *lists;
-    int32_t gx, gy, W, H; const double *bg; float *out; int64_t next; int failed; pthread_mutex_t lock;
-} job_t;
-
-static void *worker(void *arg) {
-    job_t *J = (job_t *)arg;
-    int64_t cap = 0, cnt[2049]; int32_t *tmp = NULL; uint32_t *k0 = NULL, *k1 = NULL;
-    for (;;) {
-        pthread_mutex_lock(&J->lock);
-        const int64_t t = J->next++;
-        pthread_mutex_unlock(&J->lock);
-        if (t >= (int64_t)J->gx * J->gy) break;
-        const int64_t lo = J->offsets[t], n = J->offsets[t + 1] - lo;
-        if (n > cap) {
-            free(tmp); free(k0); free(k1);
-            cap = n;
-            tmp = malloc(cap * sizeof(int32_t)); k0 = malloc(cap * sizeof(uint32_t)); k1 = malloc(cap * sizeof(uint32_t));
-            if (!tmp || !k0 || !k1) { J->failed = 1; break; }
-        }
-        radix_sort(J->lists + lo, n, J->keys, tmp, k0, k1, cnt);
-        const int32_t x_lo = (int32_t)(t % J->gx) * TILE, y_lo = (int32_t)(t / J->gx) * TILE;
-        const int32_t tw = J->W - x_lo < TILE ? J->W - x_lo : TILE, th = J->H - y_lo < TILE ? J->H - y_lo : TILE;
-        composite_tile(J->lists + lo, n, J->G, x_lo, y_lo, tw, th, J->bg, J->out, J->W);
-    }
-    free(tmp); free(k0); free(k1);
-    return NULL;
-}
-
-/* Sort every tile's list in place and composite all tiles on nthreads threads; returns 0 on success. */
-int facelift_blend(const float *G, const uint32_t *keys, const int64_t *offsets, int32_t *lists, int32_t W, int32_t H,
-                   const double *bg, float *out, int32_t nthreads) {
-    job_t J = {G, keys, offsets, lists, (W + TILE - 1) / TILE, (H + TILE - 1) / TILE, W, H, bg, out, 0, 0};
-    pthread_t th[64];
-    int started = 0;
-    pthread_mutex_init(&J.lock, NULL);
-    if (nthreads > 64) nthreads = 64;
-    for (int i = 1; i < nthreads; i++) if (pthread_create(&th[started], NULL, worker, &J) == 0) started++;
-    worker(&J);
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&J.lock);
-    return J.failed ? -1 : 0;
-}
-
-int facelift_tile(void) { return TILE; }
-'''
+def c_defines() -> list[str]:
+    "The rasteriser constants as `-D` compiler flags (float32 constants as exact hexadecimal literals)."
+    f32 = lambda x: float(np.float32(x)).hex() + "f"
+    return [f"-DTILE={TILE}", f"-DROW={ROW}", f"-DALPHA_MIN={f32(ALPHA_MIN)}", f"-DALPHA_MAX={f32(ALPHA_MAX)}",
+            f"-DT_MIN={f32(T_MIN)}"]
 
 # %% ../nbs/03a_render_kernels.ipynb #969978c8
 def cache_dir() -> Path:
     "Where compiled kernels are cached: `$FACELIFT_NB_CACHE/kernels` (default `~/.cache/facelift_nb/kernels`)."
-    root = os.environ.get("FACELIFT_NB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facelift_nb")
-    return Path(root) / "kernels"
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facelift_nb")
+    return Path(os.environ.get("FACELIFT_NB_CACHE") or default) / "kernels"
 
 def _cpu_flags() -> set[str]:
     try:
@@ -387,49 +287,64 @@ def _compiler() -> str | None:
 
 def _c_flags() -> list[str]:
     flags = ["-O3", "-std=gnu11", "-shared", "-fPIC"]
-    if platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= _cpu_flags(): flags += ["-mavx2", "-mfma"]
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if x86 and {"avx2", "fma"} <= _cpu_flags(): flags += ["-mavx2", "-mfma"]
     return flags
 
+# %% ../nbs/03a_render_kernels.ipynb #edfbb59c
 _C_STATE: dict = {}
 _C_LOCK = threading.Lock()
 
-def _build_c(cc: str, flags: list[str], so: Path) -> None:
+def _build_c(cc: str, flags: list[str], source: str, so: Path) -> None:
     so.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
-        src, out = Path(tmp) / "blend.c", Path(tmp) / so.name
-        src.write_text(C_SOURCE)
+        src, out = Path(tmp) / "rasterize.c", Path(tmp) / so.name
+        src.write_text(source, encoding="utf-8")
         cmd = [*cc.split(), *flags, "-o", str(out), str(src), "-lpthread", "-lm"]
         res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0: raise RuntimeError(f"compiling the C blend kernel failed ({' '.join(cmd)}):\n{res.stderr[-2000:]}")
+        if res.returncode != 0:
+            raise RuntimeError(f"compiling the C blend kernel failed ({' '.join(cmd)}):\n{res.stderr[-2000:]}")
         os.replace(out, so)  # atomic: a concurrent reader sees the old file or the whole new one
 
+def _load_c(cc: str, flags: list[str], info: dict):
+    "Build (once, cached) and load the C kernel; returns its `facelift_blend` function."
+    source, defines = c_source(), c_defines()
+    features = ",".join(sorted(_cpu_flags() & {"avx", "avx2", "fma", "sse4_2", "neon", "asimd"}))
+    key_text = "\n".join([source, *defines, cc, *flags, platform.machine(), features])
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    so = cache_dir() / f"blend-{key}{'.dylib' if sys.platform == 'darwin' else '.so'}"
+    if not so.exists():
+        _build_c(cc, [*flags, *defines], source, so)
+        info["compiled_now"] = True
+    lib = ctypes.CDLL(str(so))
+    if lib.facelift_tile() != TILE: raise RuntimeError(f"{so} was built for another tile size")
+    fn = lib.facelift_blend
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int32]
+    info["path"] = str(so)
+    return fn
+
+# %% ../nbs/03a_render_kernels.ipynb #b481888d
 def c_kernel():
-    "The compiled C sort+blend kernel (a `ctypes` function), building and caching it on first use; `None` if impossible."
+    "The compiled C sort+blend kernel (a `ctypes` function), built and cached on first use; `None` if impossible."
     with _C_LOCK:
         if "fn" in _C_STATE: return _C_STATE["fn"]
         cc, flags = _compiler(), _c_flags()
-        fn, info = None, dict(compiler=cc, flags=flags, path=None, compiled_now=False, error=None)
+        fn, info = None, dict(compiler=cc, flags=flags, defines=c_defines(), path=None, compiled_now=False, error=None)
         if cc is None: info["error"] = "no C compiler found (set $CC, or install gcc/clang)"
         elif os.name == "nt": info["error"] = "the C kernel needs POSIX threads (not built on Windows)"
         else:
-            key = hashlib.sha256("\n".join([C_SOURCE, cc, *flags, platform.machine(), ",".join(sorted(_cpu_flags() & {"avx", "avx2", "fma", "sse4_2", "neon", "asimd"}))]).encode()).hexdigest()[:16]
-            so = cache_dir() / f"blend-{key}{'.dylib' if sys.platform == 'darwin' else '.so'}"
-            try:
-                if not so.exists(): _build_c(cc, flags, so); info["compiled_now"] = True
-                lib = ctypes.CDLL(str(so))
-                if lib.facelift_tile() != 16: raise RuntimeError(f"{so} was built for another tile size")
-                fn = lib.facelift_blend
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int32]
-                info["path"] = str(so)
+            try: fn = _load_c(cc, flags, info)
             except (OSError, RuntimeError) as e: info["error"] = str(e)
         _C_STATE.update(fn=fn, info=info)
         return fn
 
+# %% ../nbs/03a_render_kernels.ipynb #9e3006bd
 def blend_impl() -> str:
     "Which sort+blend implementation `rasterize` uses: `'c'` or `'numba'` (`$FACELIFT_NB_BLEND` forces one)."
     want = os.environ.get("FACELIFT_NB_BLEND", "auto").lower()
-    if want not in ("auto", "c", "numba"): raise ValueError(f"$FACELIFT_NB_BLEND must be 'auto', 'c' or 'numba'; got {want!r}.")
+    if want not in ("auto", "c", "numba"):
+        raise ValueError(f"$FACELIFT_NB_BLEND must be 'auto', 'c' or 'numba'; got {want!r}.")
     if want == "numba": return "numba"
     if c_kernel() is not None: return "c"
     err = _C_STATE["info"]["error"]
@@ -462,9 +377,15 @@ def release_workspace() -> None:
     for name in ("G", "rect", "zf", "lists"):
         if hasattr(_WS, name): delattr(_WS, name)
 
-def rasterize(means, quats, scales, opacities, colors, w2c, K, W: int, H: int, bg, tile: int = 16,
-              timings: dict | None = None) -> np.ndarray:
-    "Render one camera: float32 arrays `means/quats/scales [N,3|4]`, `opacities [N]`, `colors [N,3]`; float64 `w2c [4,4]`, `K [3,3]`, `bg [3]`."
+# %% ../nbs/03a_render_kernels.ipynb #cf2c2b30
+def rasterize(means, quats, scales, opacities, colors,  # float32 [N, 3], [N, 4] (w, x, y, z), [N, 3], [N], [N, 3]
+              w2c, K,  # float64 [4, 4] world-to-camera (OpenCV), [3, 3] pixel intrinsics
+              W: int, H: int,  # image size in pixels
+              bg,  # float64 [3] background colour
+              tile: int = TILE,  # tile size; the C blend runs for `TILE` only (numba otherwise)
+              timings: dict | None = None,  # if given, filled with the seconds of each stage
+             ) -> np.ndarray:  # float32 [H, W, 5]: rgb, alpha, depth
+    "Render one camera with the compiled kernels."
     N = means.shape[0]
     G, rect, zf = _buf("G", N, ROW, np.float32), _buf("rect", N, 4, np.int32), _buf("zf", N, None, np.float32)
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
@@ -473,13 +394,15 @@ def rasterize(means, quats, scales, opacities, colors, w2c, K, W: int, H: int, b
     keys = zf.view(np.uint32)
     t1 = time.perf_counter()
     lists_buf = getattr(_WS, "lists", None)
-    offsets, lists = bin_nb(rect, gx, gy, 4 * get_num_threads(), lists_buf if lists_buf is not None else np.empty(0, np.int32))
+    lists_buf = lists_buf if lists_buf is not None else np.empty(0, np.int32)
+    offsets, lists = bin_nb(rect, gx, gy, 4 * get_num_threads(), lists_buf)
     _WS.lists = lists
     t2 = time.perf_counter()
     out = np.empty((H, W, 5), np.float32)
     bg = np.ascontiguousarray(bg, dtype=np.float64)
-    if tile == 16 and blend_impl() == "c":
-        rc = c_kernel()(G.ctypes.data, keys.ctypes.data, offsets.ctypes.data, lists.ctypes.data, W, H, bg.ctypes.data, out.ctypes.data, get_num_threads())
+    if tile == TILE and blend_impl() == "c":
+        rc = c_kernel()(G.ctypes.data, keys.ctypes.data, offsets.ctypes.data, lists.ctypes.data, W, H, bg.ctypes.data,
+                        out.ctypes.data, get_num_threads())
         if rc != 0: raise MemoryError("the C blend kernel could not allocate its per-thread sort buffers")
     else:
         blend_nb(G, keys, offsets, lists, bg, W, H, tile, out)

@@ -16,19 +16,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cameras import _similarity_parts
+from .cameras import similarity_parts
 from .io import atomic_path
 
 # %% auto #0
-__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'rotation_to_quat', 'quat_to_rotation', 'quat_multiply',
-           'save_ply', 'load_ply', 'filter_opacity', 'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
+__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'rotation_to_quat', 'quat_multiply', 'save_ply', 'load_ply',
+           'filter_opacity', 'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
 
 # %% ../nbs/02_splats.ipynb #802d2e76
 SH_C0 = 0.28209479177387814  # the degree-0 spherical-harmonic constant, 1 / (2·sqrt(pi))
 
 def _check(t, name: str, tail: tuple, what: str) -> torch.Tensor:
     "A floating tensor whose trailing shape is `tail` (None = any), or a clear error."
-    if not isinstance(t, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor {what}; got {type(t).__name__}.")
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor {what}; got {type(t).__name__}.")
     if not t.is_floating_point(): raise TypeError(f"`{name}` must be floating point; got {t.dtype}.")
     if t.ndim < len(tail) or any(w is not None and s != w for s, w in zip(t.shape[t.ndim - len(tail):], tail)):
         shown = ", ".join("K" if w is None else str(w) for w in tail)
@@ -38,7 +39,8 @@ def _check(t, name: str, tail: tuple, what: str) -> torch.Tensor:
 def sh_degree_of(k: int) -> int:
     "The SH degree whose coefficient count per channel is `k` = (degree + 1)²."
     d = int(round(math.sqrt(k))) - 1
-    if (d + 1) ** 2 != k or not 0 <= d <= 3: raise ValueError(f"SH coefficient count must be 1, 4, 9 or 16 per channel; got {k}.")
+    if (d + 1) ** 2 != k or not 0 <= d <= 3:
+        raise ValueError(f"SH coefficient count must be 1, 4, 9 or 16 per channel; got {k}.")
     return d
 
 # %% ../nbs/02_splats.ipynb #112438dd
@@ -52,20 +54,31 @@ def _validate_gaussians(means, quats, scales, opacities, sh):
     lead = tuple(means.shape[:-1])  # (..., N)
     for name, t, tail in (("quats", quats, 1), ("scales", scales, 1), ("opacities", opacities, 0), ("sh", sh, 2)):
         if tuple(t.shape[:t.ndim - tail]) != lead:
-            raise ValueError(f"`{name}` has shape {tuple(t.shape)} but `means` {tuple(means.shape)} implies leading dims {lead}.")
+            raise ValueError(f"`{name}` has shape {tuple(t.shape)} but `means` {tuple(means.shape)} implies leading "
+                             f"dims {lead}.")
         if t.dtype != means.dtype or t.device != means.device:
-            raise ValueError(f"`{name}` must match `means` in dtype and device; got {t.dtype}/{t.device} vs {means.dtype}/{means.device}.")
+            raise ValueError(f"`{name}` must match `means` in dtype and device; got {t.dtype}/{t.device} vs "
+                             f"{means.dtype}/{means.device}.")
     if len(lead) < 1: raise ValueError("`means` must be [..., N, 3].")
     sh_degree_of(sh.shape[-2])
     with torch.no_grad():
         for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities), ("sh", sh)):
             if not torch.isfinite(t).all(): raise ValueError(f"`{name}` must be finite; found NaN or inf.")
-        if scales.numel() and scales.min() <= 0: raise ValueError("`scales` must be positive linear scales; got values <= 0. Log scales? Use Gaussians.from_raw.")
+        if scales.numel() and scales.min() <= 0:
+            raise ValueError("`scales` must be positive linear scales; got values <= 0. Log scales? Use "
+                             "Gaussians.from_raw.")
         if opacities.numel() and (opacities.min() < 0 or opacities.max() > 1):
             raise ValueError("`opacities` must be in [0, 1]; got values outside. Logits? Use Gaussians.from_raw.")
         if quats.numel() and ((quats.norm(dim=-1) - 1).abs().max() > 1e-3):
             raise ValueError("`quats` must be unit quaternions (w, x, y, z); normalise them "
                              "(torch.nn.functional.normalize(q, dim=-1)) or build with Gaussians.from_raw.")
+
+def _index_fields(fields: dict, idx, n: int) -> dict:
+    "The tensors of an unbatched set indexed on their N axis by a boolean mask, index tensor, int or slice."
+    if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool and tuple(idx.shape) != (n,):
+        raise ValueError(f"a boolean mask must have shape ({n},); got {tuple(idx.shape)}.")
+    if isinstance(idx, int): idx = slice(idx, idx + 1 if idx != -1 else None)
+    return {k: v[idx] for k, v in fields.items()}
 
 # %% ../nbs/02_splats.ipynb #c39a5898
 @dataclass(frozen=True, eq=False)
@@ -85,18 +98,17 @@ class Gaussians:
     device = property(lambda self: self.means.device)
     dtype = property(lambda self: self.means.dtype)
     def __len__(self) -> int: return self.num
-    def __repr__(self): return f"Gaussians(batch_shape={self.batch_shape}, N={self.num}, sh_degree={self.sh_degree}, dtype={self.dtype})"
+    def __repr__(self):
+        return (f"Gaussians(batch_shape={self.batch_shape}, N={self.num}, sh_degree={self.sh_degree}, "
+                f"dtype={self.dtype})")
 
-    @property
-    def colors(self) -> torch.Tensor:  # [..., N, 3]
-        "RGB of the DC term: max(0, C0·sh_dc + 0.5) (not clamped above 1, as the reference rasteriser)."
-        return (SH_C0 * self.sh[..., 0, :] + 0.5).clamp_min(0)
-
+    colors = property(lambda self: (SH_C0 * self.sh[..., 0, :] + 0.5).clamp_min(0),
+                      doc="[..., N, 3] RGB of the DC term: max(0, C0·sh_dc + 0.5), not clamped above 1")
     @classmethod
     def from_raw(cls, means, quats, log_scales, opacity_logits, sh) -> Gaussians:
         "Gaussians from pre-activation values: unnormalised quaternions, log scales, opacity logits."
-        return cls(means, torch.nn.functional.normalize(quats, dim=-1), torch.exp(log_scales), torch.sigmoid(opacity_logits), sh)
-
+        quats, scales = torch.nn.functional.normalize(quats, dim=-1), torch.exp(log_scales)
+        return cls(means, quats, scales, torch.sigmoid(opacity_logits), sh)
     def _fields(self): return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     def to(self, device=None, dtype=None) -> Gaussians:
         "Move to `device` and/or cast to a floating `dtype`."
@@ -104,11 +116,10 @@ class Gaussians:
     def detach(self) -> Gaussians: return Gaussians(**{k: v.detach() for k, v in self._fields().items()})
     def __getitem__(self, idx) -> Gaussians:
         "Select Gaussians on the N axis by boolean mask, index tensor or slice (unbatched sets only)."
-        if self.batch_shape: raise ValueError(f"index a batched set per element first (batch shape {self.batch_shape}): g_b = Gaussians(...)[b].")
-        if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool and tuple(idx.shape) != (self.num,):
-            raise ValueError(f"a boolean mask must have shape ({self.num},); got {tuple(idx.shape)}.")
-        if isinstance(idx, int): idx = slice(idx, idx + 1 if idx != -1 else None)
-        return Gaussians(**{k: v[idx] for k, v in self._fields().items()})
+        if self.batch_shape:
+            raise ValueError(f"index a batched set per element first (batch shape {self.batch_shape}): "
+                             "g_b = Gaussians(...)[b].")
+        return Gaussians(**_index_fields(self._fields(), idx, self.num))
     def bbox(self) -> tuple[torch.Tensor, torch.Tensor]:
         "Axis-aligned bounds of the centres: (min [..., 3], max [..., 3])."
         return self.means.amin(-2), self.means.amax(-2)
@@ -118,8 +129,10 @@ class Gaussians:
         sets = list(sets)
         if not sets: raise ValueError("`sets` must hold at least one Gaussians.")
         if len({(s.batch_shape, s.sh_degree) for s in sets}) != 1:
-            raise ValueError(f"sets must share batch shape and SH degree; got {[(s.batch_shape, s.sh_degree) for s in sets]}.")
-        return cls(**{k: torch.cat([s._fields()[k] for s in sets], dim=len(sets[0].batch_shape)) for k in sets[0]._fields()})
+            raise ValueError("sets must share batch shape and SH degree; got "
+                             f"{[(s.batch_shape, s.sh_degree) for s in sets]}.")
+        dim = len(sets[0].batch_shape)
+        return cls(**{k: torch.cat([s._fields()[k] for s in sets], dim=dim) for k in sets[0]._fields()})
     def transform(self, world_T) -> Gaussians:
         "Apply a similarity transform (4x4, x' = s·R·x + t) to centres, orientations and scales (SH degree ≤ 1)."
         return _transform_gaussians(self, world_T)
@@ -129,29 +142,25 @@ def rotation_to_quat(R: torch.Tensor) -> torch.Tensor:  # [..., 4] wxyz, w >= 0
     "Unit quaternions (w, x, y, z) of rotation matrices `[..., 3, 3]`."
     m = R
     t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    q = torch.stack([1 + t, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+    q = torch.stack([1 + t, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
                      1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1).clamp_min(0).sqrt() / 2
-    sign = torch.stack([torch.ones_like(t), torch.sign(m[..., 2, 1] - m[..., 1, 2]), torch.sign(m[..., 0, 2] - m[..., 2, 0]),
-                        torch.sign(m[..., 1, 0] - m[..., 0, 1])], -1)
+    sign = torch.stack([torch.ones_like(t), torch.sign(m[..., 2, 1] - m[..., 1, 2]),
+                        torch.sign(m[..., 0, 2] - m[..., 2, 0]), torch.sign(m[..., 1, 0] - m[..., 0, 1])], -1)
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return torch.nn.functional.normalize(q * sign, dim=-1)
 
-def quat_to_rotation(q: torch.Tensor) -> torch.Tensor:  # [..., 3, 3]
-    "Rotation matrices of quaternions `[..., 4]` (w, x, y, z; normalised first)."
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(*q.shape[:-1], 3, 3)
-
 def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [..., 4]
     "Hamilton product a ⊗ b of (w, x, y, z) quaternions (rotation b first, then a)."
-    aw, ax, ay, az = a.unbind(-1); bw, bx, by, bz = b.unbind(-1)
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
     return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 def _transform_gaussians(g: Gaussians, world_T) -> Gaussians:
-    s, R, t = _similarity_parts(world_T)
-    if g.sh_degree > 1: raise ValueError(f"transform rotates SH up to degree 1; these Gaussians have degree {g.sh_degree}.")
+    s, R, t = similarity_parts(world_T)
+    if g.sh_degree > 1:
+        raise ValueError(f"transform rotates SH up to degree 1; these Gaussians have degree {g.sh_degree}.")
     R_, t_ = R.to(g.means), t.to(g.means)
     sh = g.sh
     if g.sh_degree == 1:  # band 1 is a vector v with (sh1, sh2, sh3) = (-v_y, v_z, -v_x) in the reference basis
@@ -163,14 +172,17 @@ def _transform_gaussians(g: Gaussians, world_T) -> Gaussians:
                      g.scales * s, g.opacities, sh)
 
 # %% ../nbs/02_splats.ipynb #99f6e23c
-PLY_PROPERTIES = (["x", "y", "z", "red", "green", "blue", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
+PLY_PROPERTIES = (["x", "y", "z", "red", "green", "blue", "f_dc_0", "f_dc_1", "f_dc_2"]
+                  + [f"f_rest_{i}" for i in range(45)]
                   + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 def save_ply(path, gaussians: Gaussians) -> Path:
     "Write an unbatched `Gaussians` as a standard 3DGS PLY file (atomically); returns the path."
     from plyfile import PlyData, PlyElement
-    if not isinstance(gaussians, Gaussians): raise TypeError(f"`gaussians` must be Gaussians; got {type(gaussians).__name__}.")
-    if gaussians.batch_shape: raise ValueError(f"save_ply writes one set [N]; got batch shape {gaussians.batch_shape}. Save each element.")
+    if not isinstance(gaussians, Gaussians):
+        raise TypeError(f"`gaussians` must be Gaussians; got {type(gaussians).__name__}.")
+    if gaussians.batch_shape:
+        raise ValueError(f"save_ply writes one set [N]; got batch shape {gaussians.batch_shape}. Save each element.")
     g = gaussians.detach().to("cpu")
     n, K = len(g), g.sh.shape[-2]
     dt = [(p, "u1" if p in ("red", "green", "blue") else "f4") for p in PLY_PROPERTIES]
@@ -190,20 +202,23 @@ def save_ply(path, gaussians: Gaussians) -> Path:
     return Path(path)
 
 # %% ../nbs/02_splats.ipynb #27e374d1
-_PLY_NEED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+_PLY_NEED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+             "rot_0", "rot_1", "rot_2", "rot_3"]
 
 def _ply_gaussians(v) -> Gaussians:
     "`Gaussians` (float64) from the vertex records `v` of a 3DGS PLY."
     names = set(v.dtype.names)
     missing = [p for p in _PLY_NEED if p not in names]
-    if missing: raise ValueError(f"missing vertex properties {missing}; a 3DGS PLY needs {_PLY_NEED} (+ optional f_rest_*).")
+    if missing:
+        raise ValueError(f"missing vertex properties {missing}; a 3DGS PLY needs {_PLY_NEED} (+ optional f_rest_*).")
     n_rest = sum(1 for p in names if p.startswith("f_rest_"))
     if n_rest % 3 or {p for p in names if p.startswith("f_rest_")} != {f"f_rest_{i}" for i in range(n_rest)}:
         raise ValueError(f"the f_rest properties must be f_rest_0 .. f_rest_{{3·(K−1)−1}}; got {n_rest} of them.")
     if len(v) == 0: raise ValueError("the PLY has no vertices (an empty splat); nothing to load.")
     per = n_rest // 3
     def col(p):
-        if v.dtype[p].kind not in "iuf": raise TypeError(f"vertex property {p!r} must be a number; got {v.dtype[p]} (a list property?).")
+        if v.dtype[p].kind not in "iuf":
+            raise TypeError(f"vertex property {p!r} must be a number; got {v.dtype[p]} (a list property?).")
         return np.asarray(v[p], dtype=np.float64)
     sh = np.zeros((len(v), per + 1, 3))
     for c in range(3):
@@ -214,9 +229,10 @@ def _ply_gaussians(v) -> Gaussians:
     t = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)
     q = t(np.stack([col(f"rot_{i}") for i in range(4)], -1))
     if (q.norm(dim=-1) == 0).any(): raise ValueError("some rot_0..3 quaternions are all zero.")
-    return Gaussians.from_raw(t(np.stack([col(c) for c in "xyz"], -1)), q, t(np.stack([col(f"scale_{i}") for i in range(3)], -1)),
-                              t(col("opacity")), t(sh[:, :(degree + 1) ** 2]))
+    means, log_scales = t(np.stack([col(c) for c in "xyz"], -1)), t(np.stack([col(f"scale_{i}") for i in range(3)], -1))
+    return Gaussians.from_raw(means, q, log_scales, t(col("opacity")), t(sh[:, :(degree + 1) ** 2]))
 
+# %% ../nbs/02_splats.ipynb #941b7c61
 def load_ply(path, dtype=torch.float32) -> Gaussians:
     "Read a 3DGS PLY file (FaceLift / reference layout) into `Gaussians`; a broken file raises one line naming it."
     import struct
@@ -225,7 +241,8 @@ def load_ply(path, dtype=torch.float32) -> Gaussians:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no PLY file at {str(path)!r}.")
     try: ply = PlyData.read(str(path))
-    except (PlyParseError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError, MemoryError, struct.error) as e:
+    except (PlyParseError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError, MemoryError,
+            struct.error) as e:
         raise ValueError(f"{path}: not a readable PLY file ({' '.join(str(e).split())[:160]}); "
                          "write it again (save_ply) or export a standard 3DGS PLY.") from None
     if "vertex" not in ply: raise ValueError(f"{path}: no 'vertex' element; not a Gaussian splat PLY.")
@@ -236,7 +253,8 @@ def load_ply(path, dtype=torch.float32) -> Gaussians:
 # %% ../nbs/02_splats.ipynb #134e30e8
 def _unbatched(g: Gaussians, fn: str) -> Gaussians:
     if not isinstance(g, Gaussians): raise TypeError(f"`gaussians` must be Gaussians; got {type(g).__name__}.")
-    if g.batch_shape: raise ValueError(f"{fn} filters one set [N]; got batch shape {g.batch_shape}. Filter each element.")
+    if g.batch_shape:
+        raise ValueError(f"{fn} filters one set [N]; got batch shape {g.batch_shape}. Filter each element.")
     return g
 
 def filter_opacity(gaussians: Gaussians, min_opacity: float = 0.04) -> Gaussians:
@@ -251,6 +269,7 @@ def filter_scale(gaussians: Gaussians, max_scale: float = 0.1, keep_above_z: flo
     if keep_above_z is not None: keep = keep | (g.means[:, 2] > keep_above_z)
     return g[keep]
 
+# %% ../nbs/02_splats.ipynb #9689d92c
 def filter_floaters(gaussians: Gaussians, xy: float = 0.6, z: float = -0.6) -> Gaussians:
     "Remove Gaussians with |x| > `xy` and |y| > `xy` and z < `z` (the published floater rule)."
     g = _unbatched(gaussians, "filter_floaters")
@@ -261,9 +280,11 @@ def crop_box(gaussians: Gaussians, lo=(-0.91, -0.91, -1.), hi=(0.91, 0.91, 1.)) 
     "Keep Gaussians whose centre lies inside the box [lo, hi] (inclusive)."
     g = _unbatched(gaussians, "crop_box")
     lo, hi = torch.as_tensor(lo, dtype=g.dtype), torch.as_tensor(hi, dtype=g.dtype)
-    if lo.shape != (3,) or hi.shape != (3,) or (lo > hi).any(): raise ValueError(f"`lo`, `hi` must be 3-vectors with lo <= hi; got {lo.tolist()}, {hi.tolist()}.")
+    if lo.shape != (3,) or hi.shape != (3,) or (lo > hi).any():
+        raise ValueError(f"`lo`, `hi` must be 3-vectors with lo <= hi; got {lo.tolist()}, {hi.tolist()}.")
     return g[((g.means >= lo.to(g.device)) & (g.means <= hi.to(g.device))).all(-1)]
 
+# %% ../nbs/02_splats.ipynb #b3341d6d
 _PRESETS = {"published": dict(max_scale=0.1, floater=0.6), "web": dict(max_scale=0.2, floater=0.75)}
 
 def facelift_filters(gaussians: Gaussians, preset: str = "published", report: bool = False):
@@ -271,8 +292,12 @@ def facelift_filters(gaussians: Gaussians, preset: str = "published", report: bo
     if preset not in _PRESETS: raise ValueError(f"`preset` must be one of {list(_PRESETS)}; got {preset!r}.")
     p = _PRESETS[preset]
     counts = {"input": len(_unbatched(gaussians, "facelift_filters"))}
-    g = filter_opacity(gaussians, 0.04); counts["opacity>0.04"] = len(g)
-    g = filter_scale(g, p["max_scale"], 0.); counts[f"scale<{p['max_scale']} or z>0"] = len(g)
-    g = filter_floaters(g, p["floater"], -p["floater"]); counts["floaters"] = len(g)
-    g = crop_box(g); counts["box"] = len(g)
+    g = filter_opacity(gaussians, 0.04)
+    counts["opacity>0.04"] = len(g)
+    g = filter_scale(g, p["max_scale"], 0.)
+    counts[f"scale<{p['max_scale']} or z>0"] = len(g)
+    g = filter_floaters(g, p["floater"], -p["floater"])
+    counts["floaters"] = len(g)
+    g = crop_box(g)
+    counts["box"] = len(g)
     return (g, counts) if report else g

@@ -1,4 +1,4 @@
-"""Procedural subjects made of Gaussians (head-like and mouse-like), rendered into the FaceLift training layouts: the data the built-in default model is trained on, and realistic test data.
+"""Procedural heads and mice made of Gaussians, rendered into the training layouts: the built-in model's data.
 
 Docs: https://facelift-nb.github.io/facelift_nb/synthetic.html.md"""
 
@@ -9,33 +9,36 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+import facelift_nb
 from .cameras import Cameras, orbit
-from .io import write_text_atomic
+from .io import atomic_folder, write_text_atomic
 from .layouts import get_layout
 from .render import render
 from .splats import Gaussians
 
 # %% auto #0
 __all__ = ['SUBJECT_KINDS', 'make_subject', 'render_views', 'gslrm_rig', 'save_rgba', 'SyntheticSpec', 'subject_seed',
-           'make_dataset', 'load_spec']
+           'load_spec', 'make_dataset']
 
-# %% ../nbs/13_synthetic.ipynb #cf478491
+# %% ../nbs/13_synthetic.ipynb #11abbeca
 SUBJECT_KINDS = ("head", "mouse")
 _SH_C0 = 0.28209479177387814
 
 @dataclass
 class _Parts:
     "Accumulates surface samples of ellipsoidal parts."
-    means: list; colors: list; scales: list
+    means: list  # [n, 3] float64 per part
+    colors: list  # [n, 3] RGB per part
+    scales: list  # [n] per part
 
-    def add(self, g: torch.Generator, n: int, center, radii, rgb, scale: float, keep=None, texture=None, jitter: float = 0.04):
+    def add(self, g: torch.Generator, n: int, center, radii, rgb, scale: float, keep=None, texture=None,
+            jitter: float = 0.04):
         "`n` Gaussians on the ellipsoid (center, radii), kept where `keep(points)` holds, coloured `rgb` × texture."
         d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
         depth = 1 - 0.12 * torch.rand(n, 1, generator=g, dtype=torch.float64)  # a thin shell: opaque, no hollow look
@@ -44,8 +47,10 @@ class _Parts:
         if texture is not None: col = col * texture(p)[:, None]
         col = col * (1 + jitter * torch.randn(n, 1, generator=g, dtype=torch.float64))
         if keep is not None:
-            m = keep(p); p, col = p[m], col[m]
-        self.means.append(p); self.colors.append(col.clamp(0, 1))
+            m = keep(p)
+            p, col = p[m], col[m]
+        self.means.append(p)
+        self.colors.append(col.clamp(0, 1))
         self.scales.append(torch.full((len(p),), scale, dtype=torch.float64))
 
 def _u(g, lo, hi) -> float: return lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
@@ -61,13 +66,15 @@ def _texture(g):
     c = torch.rand(12, 3, generator=g, dtype=torch.float64) * 1.6 - 0.8
     return lambda p: 1 - amp * (torch.cdist(p, c).min(1).values < 0.12).double()
 
+# %% ../nbs/13_synthetic.ipynb #6f2fc228
 _SKIN = [(0.96, 0.80, 0.69), (0.91, 0.72, 0.58), (0.80, 0.58, 0.43), (0.62, 0.42, 0.30), (0.45, 0.30, 0.22)]
 _HAIR = [(0.10, 0.07, 0.05), (0.35, 0.22, 0.10), (0.75, 0.58, 0.30), (0.55, 0.20, 0.08), (0.80, 0.80, 0.78)]
-_CLOTH = [(0.15, 0.30, 0.65), (0.70, 0.15, 0.15), (0.15, 0.50, 0.25), (0.85, 0.75, 0.20), (0.40, 0.40, 0.45), (0.55, 0.25, 0.60)]
-_FUR = [(0.55, 0.55, 0.55), (0.45, 0.33, 0.22), (0.93, 0.92, 0.90), (0.15, 0.14, 0.14), (0.75, 0.60, 0.40)]
-_PINK = (0.95, 0.65, 0.68)
+_CLOTH = [(0.15, 0.30, 0.65), (0.70, 0.15, 0.15), (0.15, 0.50, 0.25), (0.85, 0.75, 0.20), (0.40, 0.40, 0.45),
+          (0.55, 0.25, 0.60)]
+_EYES = [(0.1, 0.1, 0.1), (0.2, 0.35, 0.6), (0.3, 0.2, 0.1)]
 
 def _head(g, P: _Parts, density: float):
+    "A head on shoulders: skin, hair, eyes, brows, ears, nose, mouth, neck and clothed shoulders."
     n = lambda k: max(8, int(k * density))
     skin, hair, cloth = _pick(g, _SKIN), _pick(g, _HAIR), _pick(g, _CLOTH)
     rx, ry, rz = _u(g, 0.33, 0.42), _u(g, 0.38, 0.46), _u(g, 0.45, 0.53)
@@ -80,24 +87,33 @@ def _head(g, P: _Parts, density: float):
     eye_y = -ry * math.sqrt(max(1e-3, 1 - (ex / rx) ** 2 - ((ez - zc) / rz) ** 2)) - 0.01
     for s in (-1, 1):
         P.add(g, n(90), (s * ex, eye_y, ez), (0.06, 0.02, 0.04), (0.97, 0.97, 0.97), 0.015)
-        P.add(g, n(50), (s * ex, eye_y - 0.02, ez), (0.03, 0.01, 0.03), _pick(g, [(0.1, 0.1, 0.1), (0.2, 0.35, 0.6), (0.3, 0.2, 0.1)]), 0.012)
+        P.add(g, n(50), (s * ex, eye_y - 0.02, ez), (0.03, 0.01, 0.03), _pick(g, _EYES), 0.012)
         P.add(g, n(40), (s * ex, eye_y + 0.005, ez + 0.07), (0.065, 0.015, 0.012), hair, 0.012)  # brow
         P.add(g, n(260), (s * (rx + 0.01), 0.0, zc), (0.04, 0.09, 0.13), tuple(c * 0.93 for c in skin), 0.02)  # ears
     P.add(g, n(160), (0, -ry - 0.04, zc - 0.05), (0.045, 0.06, 0.09), tuple(c * 0.95 for c in skin), 0.018)  # nose
-    P.add(g, n(120), (0, -ry * 0.9, zc - rz * 0.55), (_u(g, 0.09, 0.14), 0.03, 0.025), (0.72, 0.25, 0.28), 0.014)  # mouth
+    P.add(g, n(120), (0, -ry * 0.9, zc - rz * 0.55), (_u(g, 0.09, 0.14), 0.03, 0.025), (0.72, 0.25, 0.28),
+          0.014)  # mouth
     P.add(g, n(600), (0, 0, zc - rz - 0.05), (0.16, 0.16, 0.2), skin, 0.03)  # neck
     tex = _texture(g)
     P.add(g, n(2600), (0, 0.02, -0.82), (_u(g, 0.52, 0.62), _u(g, 0.28, 0.34), 0.3), cloth, 0.04, texture=tex,
           keep=lambda p: p[:, 2] < -0.55)  # shoulders, cut at the working volume's floor
 
+# %% ../nbs/13_synthetic.ipynb #4b249b91
+_FUR = [(0.55, 0.55, 0.55), (0.45, 0.33, 0.22), (0.93, 0.92, 0.90), (0.15, 0.14, 0.14), (0.75, 0.60, 0.40)]
+_PINK = (0.95, 0.65, 0.68)
+
 def _mouse(g, P: _Parts, density: float):
+    "A mouse facing the front camera: body, belly, head, snout, nose, eyes, ears, paws and a curled tail."
     n = lambda k: max(8, int(k * density))
-    fur = _pick(g, _FUR); belly = tuple(min(1., c * 1.15 + 0.1) for c in fur)
+    fur = _pick(g, _FUR)
+    belly = tuple(min(1., c * 1.15 + 0.1) for c in fur)
     tex = _texture(g)
     bl, bw, bh = _u(g, 0.42, 0.52), _u(g, 0.26, 0.32), _u(g, 0.22, 0.28)
     P.add(g, n(3400), (0, 0.15, -0.22), (bw, bl, bh), fur, 0.035, texture=tex, keep=lambda p: p[:, 2] > -0.34)
     P.add(g, n(700), (0, 0.15, -0.3), (bw * 0.85, bl * 0.85, 0.08), belly, 0.03)
-    hr = _u(g, 0.19, 0.24); hy = 0.15 - bl - hr * 0.45; hz = -0.1 + _u(g, 0.0, 0.08)
+    hr = _u(g, 0.19, 0.24)
+    hy = 0.15 - bl - hr * 0.45
+    hz = -0.1 + _u(g, 0.0, 0.08)
     P.add(g, n(1500), (0, hy, hz), (hr * 0.95, hr * 1.1, hr * 0.9), fur, 0.03, texture=tex)
     P.add(g, n(350), (0, hy - hr * 1.05, hz - 0.04), (0.08, 0.12, 0.075), tuple(c * 0.9 for c in fur), 0.022)  # snout
     P.add(g, n(80), (0, hy - hr * 1.05 - 0.125, hz - 0.03), (0.04, 0.025, 0.035), _PINK, 0.014)  # nose
@@ -118,13 +134,29 @@ def _mouse(g, P: _Parts, density: float):
         if abs(x) > 0.85 or y > 0.88: break
         P.add(g, n(30), (x, y, z), (0.022, 0.03, 0.022), _PINK, 0.013)
 
+# %% ../nbs/13_synthetic.ipynb #4445c573
+def _posed(g, means: torch.Tensor, pose_jitter: float) -> tuple[torch.Tensor, float]:
+    "A random small rotation, scale and offset of `means`, clamped to the working volume; returns (means, scale)."
+    yaw, pitch, roll = (math.radians(_u(g, -a, a) * pose_jitter) for a in (12, 6, 5))
+    cz, sz, cx, sx = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(roll), math.sin(roll)
+    Rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]], dtype=torch.float64)
+    Rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]], dtype=torch.float64)
+    Ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=torch.float64)
+    s = 1 + 0.06 * pose_jitter * (2 * torch.rand((), generator=g, dtype=torch.float64).item() - 1)
+    off = pose_jitter * 0.04 * (2 * torch.rand(3, generator=g, dtype=torch.float64) - 1)
+    means = s * means @ (Rz @ Rx @ Ry).T + off
+    lo, hi = torch.tensor([-0.9, -0.9, -0.99], dtype=torch.float64), torch.tensor([0.9, 0.9, 0.99], dtype=torch.float64)
+    return means.clamp(lo, hi), s
+
 def make_subject(seed: int,  # everything about the subject follows from it
                  kind: str | None = None,  # "head", "mouse", or None to draw one from the seed
                  density: float = 1.0,  # Gaussian count multiplier (1.0: about 10k Gaussians)
                  pose_jitter: float = 1.0,  # scale of the random pose change (0: canonical pose)
                  dtype=torch.float32) -> Gaussians:
     "A procedural subject (Gaussians, degree-0 SH) in the FaceLift world, deterministic from `seed`."
-    if kind is not None and kind not in SUBJECT_KINDS: raise ValueError(f"`kind` must be one of {SUBJECT_KINDS} or None; got {kind!r}.")
+    if kind is not None and kind not in SUBJECT_KINDS:
+        raise ValueError(f"`kind` must be one of {SUBJECT_KINDS} or None; got {kind!r}.")
     if density <= 0: raise ValueError(f"`density` must be > 0; got {density}.")
     g = torch.Generator().manual_seed(int(seed))
     kind = kind or _pick(g, SUBJECT_KINDS)
@@ -132,21 +164,16 @@ def make_subject(seed: int,  # everything about the subject follows from it
     (_head if kind == "head" else _mouse)(g, P, density)
     means, rgb, scale = torch.cat(P.means), torch.cat(P.colors), torch.cat(P.scales)
     if kind == "mouse":  # fill the frame like a head does: wider and taller, a little longer, raised
-        means = means * torch.tensor([1.3, 1.1, 1.3], dtype=torch.float64) + torch.tensor([0., 0., 0.15], dtype=torch.float64)
+        lift = torch.tensor([0., 0., 0.15], dtype=torch.float64)
+        means = means * torch.tensor([1.3, 1.1, 1.3], dtype=torch.float64) + lift
         scale = scale * 1.2
-    yaw, pitch, roll = (math.radians(_u(g, -a, a) * pose_jitter) for a in (12, 6, 5))
-    cz, sz, cx, sx, cy, sy = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
-    Rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]], dtype=torch.float64)
-    Rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]], dtype=torch.float64)
-    Ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=torch.float64)
-    s = 1 + 0.06 * pose_jitter * (2 * torch.rand((), generator=g, dtype=torch.float64).item() - 1)
-    off = pose_jitter * 0.04 * (2 * torch.rand(3, generator=g, dtype=torch.float64) - 1)
-    means = s * means @ (Rz @ Rx @ Ry).T + off
-    means = means.clamp(torch.tensor([-0.9, -0.9, -0.99], dtype=torch.float64), torch.tensor([0.9, 0.9, 0.99], dtype=torch.float64))
+    means, s = _posed(g, means, pose_jitter)
     N = len(means)
-    quats = torch.zeros(N, 4, dtype=torch.float64); quats[:, 0] = 1
+    quats = torch.zeros(N, 4, dtype=torch.float64)
+    quats[:, 0] = 1
     sh = ((rgb - 0.5) / _SH_C0)[:, None, :]
-    return Gaussians(means, quats, (scale * s)[:, None].expand(N, 3).clone(), torch.full((N,), 0.95, dtype=torch.float64), sh).to(dtype=dtype)
+    opacities = torch.full((N,), 0.95, dtype=torch.float64)
+    return Gaussians(means, quats, (scale * s)[:, None].expand(N, 3).clone(), opacities, sh).to(dtype=dtype)
 
 # %% ../nbs/13_synthetic.ipynb #c5708fd5
 def render_views(subject: Gaussians, cameras: Cameras, supersample: int = 2) -> torch.Tensor:
@@ -174,28 +201,65 @@ def gslrm_rig(layout="facelift6", n: int = 32, size: int = 512, seed: int = 0, e
 
 def save_rgba(rgba: torch.Tensor, path) -> Path:
     "Write one `[H, W, 4]` float RGBA image in [0, 1] as an 8-bit PNG."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((rgba.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy(), "RGBA").save(path)
     return path
 
-# %% ../nbs/13_synthetic.ipynb #d498ae70
+# %% ../nbs/13_synthetic.ipynb #1ed2d5c7
 @dataclass(frozen=True)
 class SyntheticSpec:
     "What `make_dataset` was asked for (stored in dataset.json)."
-    n_subjects: int
-    layout: dict
-    mv_size: int
-    gslrm_size: int
-    n_gslrm_views: int
-    n_val: int
-    kinds: tuple
-    seed: int
-    density: float
+    n_subjects: int  # subjects in total (train + val)
+    layout: dict  # the MV layout, as `ViewLayout.to_dict` writes it
+    mv_size: int  # MV views are mv_size²
+    gslrm_size: int  # GS-LRM views are gslrm_size²
+    n_gslrm_views: int  # views per GS-LRM sample
+    n_val: int  # held-out subjects (the last ones)
+    kinds: tuple  # subject families, alternating
+    seed: int  # the dataset's seed (see `subject_seed`)
+    density: float  # Gaussian density of the subjects
 
-def subject_seed(seed: int, i: int) -> int:
+def subject_seed(seed: int,  # the dataset's seed
+                 i: int,  # the subject's index
+                 ) -> int:
     "The `make_subject` seed of subject `i` of a dataset made with `seed`."
     return int(seed) * 1_000_003 + int(i)
 
+def load_spec(root,  # a folder `make_dataset` wrote
+              ) -> SyntheticSpec:
+    "The `SyntheticSpec` a dataset was made with (its dataset.json)."
+    p = Path(root) / "dataset.json"
+    if not p.is_file(): raise FileNotFoundError(f"{p} missing: {root} was not written by make_dataset.")
+    d = json.loads(p.read_text())["spec"]
+    return SyntheticSpec(**{**d, "kinds": tuple(d["kinds"])})
+
+# %% ../nbs/13_synthetic.ipynb #5e528e3d
+def _write_subject(folder: Path, name: str, subj: Gaussians, mv_cams: Cameras, rig: Cameras) -> None:
+    "Render one subject into `folder/mv/<name>` (the layout's slots) and `folder/gslrm/<name>` (views + cameras)."
+    for j, im in enumerate(render_views(subj, mv_cams)): save_rgba(im, folder / "mv" / name / f"cam_{j:03d}.png")
+    rig = Cameras(rig.K, rig.w2c, rig.hw, meta=tuple({"file_path": f"images/cam_{j:03d}.png"} for j in range(len(rig))))
+    for j, im in enumerate(render_views(subj, rig)):
+        save_rgba(im, folder / "gslrm" / name / "images" / f"cam_{j:03d}.png")
+    rig.to_facelift_json(folder / "gslrm" / name / "opencv_cameras.json", rig_id=name)
+
+def _write_lists(folder: Path, names: list[str], n_val: int) -> tuple[list[str], list[str]]:
+    "The train/val list files of both layouts (the last `n_val` subjects held out); returns (train, val)."
+    train, val = names[:len(names) - n_val], names[len(names) - n_val:]
+    for part in ("mv", "gslrm"):
+        (folder / f"{part}_train.txt").write_text("".join(f"{part}/{n}\n" for n in train))
+        (folder / f"{part}_val.txt").write_text("".join(f"{part}/{n}\n" for n in val))
+    return train, val
+
+def _check_dataset_request(root: Path, n_subjects: int, n_val: int, kinds: tuple) -> None:
+    "Raise on a `make_dataset` request that cannot be written."
+    if root.exists(): raise FileExistsError(f"{root} exists; choose a new folder (make_dataset never overwrites).")
+    if not 0 <= n_val < n_subjects:
+        raise ValueError(f"`n_val` must be in [0, n_subjects); got {n_val} with n_subjects={n_subjects}.")
+    if not kinds or any(k not in SUBJECT_KINDS for k in kinds):
+        raise ValueError(f"`kinds` must be a non-empty subset of {SUBJECT_KINDS}; got {kinds}.")
+
+# %% ../nbs/13_synthetic.ipynb #c98ab04e
 def make_dataset(root,  # new folder (refused if it exists)
                  n_subjects: int,  # subjects in total (train + val)
                  layout="facelift6",  # the MV layout (any ViewLayout or registered name)
@@ -204,47 +268,27 @@ def make_dataset(root,  # new folder (refused if it exists)
                  n_gslrm_views: int = 32,  # views per GS-LRM sample (the layout's first)
                  n_val: int = 0,  # the last n_val subjects go to the *_val.txt lists
                  kinds=SUBJECT_KINDS,  # subject families, alternating
-                 seed: int = 0,
-                 density: float = 1.0,
+                 seed: int = 0,  # the dataset's seed (see `subject_seed`)
+                 density: float = 1.0,  # Gaussian density of the subjects
                  progress: bool = True) -> Path:
     "Render `n_subjects` procedural subjects into the MV and GS-LRM training layouts; returns `root`."
-    root = Path(root)
-    if root.exists(): raise FileExistsError(f"{root} exists; choose a new folder (make_dataset never overwrites).")
-    layout = get_layout(layout)
-    if not 0 <= n_val < n_subjects: raise ValueError(f"`n_val` must be in [0, n_subjects); got {n_val} with n_subjects={n_subjects}.")
-    kinds = tuple(kinds)
-    if not kinds or any(k not in SUBJECT_KINDS for k in kinds): raise ValueError(f"`kinds` must be a non-empty subset of {SUBJECT_KINDS}; got {kinds}.")
-    tmp = root.with_name(f".{root.name}.tmp-{time.strftime('%Y%m%d-%H%M%S')}")
-    tmp.mkdir(parents=True)
+    root, layout, kinds = Path(root), get_layout(layout), tuple(kinds)
+    _check_dataset_request(root, n_subjects, n_val, kinds)
     mv_cams = layout.cameras(hw=(mv_size, mv_size))
     it = range(n_subjects)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc="subjects")
-    names = []
-    for i in it:
-        subj = make_subject(subject_seed(seed, i), kinds[i % len(kinds)], density)
-        name = f"sample_{i:05d}"; names.append(name)
-        for j, im in enumerate(render_views(subj, mv_cams)): save_rgba(im, tmp / "mv" / name / f"cam_{j:03d}.png")
-        rig = gslrm_rig(layout, n_gslrm_views, gslrm_size, seed=subject_seed(seed, i))
-        rig = Cameras(rig.K, rig.w2c, rig.hw, meta=tuple({"file_path": f"images/cam_{j:03d}.png"} for j in range(len(rig))))
-        for j, im in enumerate(render_views(subj, rig)): save_rgba(im, tmp / "gslrm" / name / "images" / f"cam_{j:03d}.png")
-        rig.to_facelift_json(tmp / "gslrm" / name / "opencv_cameras.json", rig_id=name)
-    train, val = names[:n_subjects - n_val], names[n_subjects - n_val:]
-    for part in ("mv", "gslrm"):
-        (tmp / f"{part}_train.txt").write_text("".join(f"{part}/{n}\n" for n in train))
-        (tmp / f"{part}_val.txt").write_text("".join(f"{part}/{n}\n" for n in val))
-    import facelift_nb
-    spec = SyntheticSpec(n_subjects, dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
-                                          elevations_deg=list(layout.elevations_deg)), mv_size, gslrm_size, n_gslrm_views, n_val, kinds, seed, density)
-    write_text_atomic(tmp / "dataset.json", json.dumps(dict(spec=asdict(spec), generator="facelift_nb.synthetic.make_dataset",
-                                                             facelift_nb=facelift_nb.__version__, train=train, val=val), indent=1))
-    tmp.rename(root)
+    with atomic_folder(root) as tmp:
+        names = [f"sample_{i:05d}" for i in range(n_subjects)]
+        for i in it:
+            subj = make_subject(subject_seed(seed, i), kinds[i % len(kinds)], density)
+            rig = gslrm_rig(layout, n_gslrm_views, gslrm_size, seed=subject_seed(seed, i))  # its own generator
+            _write_subject(tmp, names[i], subj, mv_cams, rig)
+        train, val = _write_lists(tmp, names, n_val)
+        spec = SyntheticSpec(n_subjects, layout.to_dict(), mv_size, gslrm_size, n_gslrm_views, n_val, kinds, seed,
+                             density)
+        info = dict(spec=asdict(spec), generator="facelift_nb.synthetic.make_dataset",
+                    facelift_nb=facelift_nb.__version__, train=train, val=val)
+        write_text_atomic(tmp / "dataset.json", json.dumps(info, indent=1))
     return root
-
-def load_spec(root) -> SyntheticSpec:
-    "The `SyntheticSpec` a dataset was made with (its dataset.json)."
-    p = Path(root) / "dataset.json"
-    if not p.is_file(): raise FileNotFoundError(f"{p} missing: {root} was not written by make_dataset.")
-    d = json.loads(p.read_text())["spec"]
-    return SyntheticSpec(**{**d, "kinds": tuple(d["kinds"])})

@@ -1,4 +1,4 @@
-"""Fixtures for tests and examples: the optional reference data, synthetic samples at the published rigs, small seeded scenes.
+"""Fixtures for tests and examples: the optional reference data, synthetic samples at published rigs, seeded scenes.
 
 Docs: https://facelift-nb.github.io/facelift_nb/testing.html.md"""
 
@@ -43,19 +43,22 @@ def has_reference(*parts: str) -> bool:
     return _find_reference(parts) is not None
 
 def reference_path(*parts: str) -> Path:
-    "Path of a file or folder inside the optional reference data, e.g. `reference_path('facelift_prompt_embeds_6view')`."
+    "A file or folder inside the optional reference data, e.g. `reference_path('facelift_prompt_embeds_6view')`."
     found = _find_reference(parts)
     if found is not None: return found
     env = os.environ.get(REFERENCE_ENV)
-    where = f"${REFERENCE_ENV} = {env!r}" if env else f"{[str(r) for r in _reference_roots()[:3]]}... (shared/reference above here)"
-    raise FileNotFoundError(f"reference data {'/'.join(parts) or 'folder'!r} not found in {where}. The reference folder is optional "
-                            f"(real upstream sample files, used only by tests marked `reference`); to use it, set {REFERENCE_ENV} "
-                            "to the folder that holds it.")
+    roots = [str(r) for r in _reference_roots()[:3]]
+    where = f"${REFERENCE_ENV} = {env!r}" if env else f"{roots}... (shared/reference above here)"
+    what = "/".join(parts) or "folder"
+    raise FileNotFoundError(f"reference data {what!r} not found in {where}. The reference folder "
+                            "is optional (real upstream sample files, used only by tests marked `reference`); to use "
+                            f"it, set {REFERENCE_ENV} to the folder that holds it.")
 
 # %% ../nbs/14_testing.ipynb #7e3b2a02
 def _new_folder(folder) -> Path:
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()): raise FileExistsError(f"{folder} exists and is not empty; pass a new folder.")
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} exists and is not empty; pass a new folder.")
     return folder
 
 def write_mv_sample(folder,  # new sample folder, gets cam_000.png ... cam_005.png
@@ -109,13 +112,14 @@ def _blob(g, n, center, radii, rgb, scale, jitter=0.08):
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
     r = torch.rand(n, 1, generator=g, dtype=torch.float64) ** (1 / 3)
     col = torch.tensor(rgb, dtype=torch.float64) * (1 + jitter * torch.randn(n, 1, generator=g, dtype=torch.float64))
-    return torch.tensor(center, dtype=torch.float64) + d * r * torch.tensor(radii, dtype=torch.float64), col.clamp(0, 1), torch.full((n, 3), scale, dtype=torch.float64)
+    means = torch.tensor(center, dtype=torch.float64) + d * r * torch.tensor(radii, dtype=torch.float64)
+    return means, col.clamp(0, 1), torch.full((n, 3), scale, dtype=torch.float64)
 
 def head_scene(n: int = 6000, seed: int = 0, dtype=torch.float32) -> Gaussians:
     "A coloured head-like cluster in the FaceLift world (Z up, facing -Y), deterministic from `seed`."
     g = torch.Generator().manual_seed(seed)
     parts = [((0, 0, 0), (0.42, 0.46, 0.55), (0.93, 0.75, 0.62), 0.03, 0.70),  # head
-             ((0, 0.05, 0.18), (0.45, 0.45, 0.42), (0.25, 0.15, 0.08), 0.03, 0.22),  # hair (kept to the top and back below)
+             ((0, 0.05, 0.18), (0.45, 0.45, 0.42), (0.25, 0.15, 0.08), 0.03, 0.22),  # hair (top and back, see below)
              ((-0.16, -0.4, 0.12), (0.06, 0.03, 0.04), (0.1, 0.1, 0.15), 0.012, 0.02),  # subject's right eye (-X)
              ((0.16, -0.4, 0.12), (0.06, 0.03, 0.04), (0.1, 0.1, 0.15), 0.012, 0.02),  # left eye
              ((0, -0.5, -0.02), (0.05, 0.08, 0.1), (0.85, 0.55, 0.45), 0.015, 0.02),  # nose
@@ -125,8 +129,12 @@ def head_scene(n: int = 6000, seed: int = 0, dtype=torch.float32) -> Gaussians:
     means, cols, scales = [], [], []
     for center, radii, rgb, scale, frac in parts:
         m, c, s = _blob(g, max(1, int(n * frac)), center, radii, rgb, scale)
-        if rgb == (0.25, 0.15, 0.08): keep = (m[:, 2] > 0.12) | (m[:, 1] > 0.1); m, c, s = m[keep], c[keep], s[keep]
-        means.append(m); cols.append(c); scales.append(s)
+        if rgb == (0.25, 0.15, 0.08):
+            keep = (m[:, 2] > 0.12) | (m[:, 1] > 0.1)
+            m, c, s = m[keep], c[keep], s[keep]
+        means.append(m)
+        cols.append(c)
+        scales.append(s)
     m, c, s = torch.cat(means), torch.cat(cols), torch.cat(scales)
     k = len(m)
     quats = torch.nn.functional.normalize(torch.randn(k, 4, generator=g, dtype=torch.float64), dim=-1)

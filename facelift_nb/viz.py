@@ -18,21 +18,24 @@ from .io import atomic_path
 from .layouts import ViewLayout, get_layout, layout_stats
 
 # %% auto #0
-__all__ = ['frustum_lines', 'plot_rig', 'plot_azimuths', 'plot_layouts', 'save_figure']
+__all__ = ['AZIMUTH_ZERO_DEG', 'AZIMUTH_CLOCKWISE', 'frustum_lines', 'plot_rig', 'page_angle_deg', 'plot_azimuths',
+           'plot_layouts', 'save_figure']
 
 # %% ../nbs/11_viz.ipynb #e88befe5
 def frustum_lines(cameras: Cameras,  # a rig `[V]`
                   depth: float = 0.5,  # distance of the drawn image plane from the camera centre (world units)
                  ) -> dict[str, np.ndarray]:
-    "World-space points of each camera's frustum: `apex [V,3]`, image-plane `corners [V,4,3]` (TL, TR, BR, BL), `up [V,3]` tick tip."
+    """World-space points of each camera's frustum: `apex [V,3]`, image-plane `corners [V,4,3]` (TL, TR, BR, BL),
+    `top [V,3]` (top-edge centre) and `up [V,3]` (tip of the up tick)."""
     if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1:
         raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
     if depth <= 0: raise ValueError(f"`depth` must be positive; got {depth}.")
     H, W = cameras.hw
     K, c2w = cameras.K.detach().double().cpu(), cameras.c2w.detach().double().cpu()
     px = torch.tensor([[0., 0.], [W, 0.], [W, H], [0., H], [W / 2, 0.]], dtype=torch.float64)  # corners + top centre
+    ones = torch.ones(len(K), 5, dtype=torch.float64)
     cam = torch.stack([(px[None, :, 0] - K[:, None, 0, 2]) / K[:, None, 0, 0],
-                       (px[None, :, 1] - K[:, None, 1, 2]) / K[:, None, 1, 1], torch.ones(len(K), 5, dtype=torch.float64)], -1) * depth
+                       (px[None, :, 1] - K[:, None, 1, 2]) / K[:, None, 1, 1], ones], -1) * depth
     world = cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
     up_dir = -c2w[:, :3, 1]  # image up = -y in OpenCV
     return {"apex": c2w[:, :3, 3].numpy(), "corners": world[:, :4].numpy(),
@@ -45,17 +48,10 @@ def _colors(n: int):
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
-def plot_rig(cameras: Cameras,  # a rig `[V]` (names, when present, label the frusta)
-             ax=None,  # a matplotlib 3D axis to draw into (default: a new figure)
-             depth: float = 0.8,  # drawn frustum depth
-             subject_radius: float | None = 0.5,  # draw a wireframe sphere of this radius at the origin (None: no sphere)
-             points=None,  # optional [N, 3] points (e.g. splat centres) to scatter
-             title: str | None = None):
-    "Draw camera frusta (apex, image plane, up tick, `index:name` label, colour by slot) and world axes in 3D."
-    import matplotlib.pyplot as plt
-    if ax is None: ax = plt.figure(figsize=(4.5, 4.5)).add_subplot(projection="3d")
-    fl, V = frustum_lines(cameras, depth), len(cameras)
-    for i, col in enumerate(_colors(V)):
+def _draw_frusta(ax, cameras: Cameras, depth: float) -> np.ndarray:
+    "Draw each frustum (thick top edge, up tick, `index:name` label) into a 3D axis; returns the drawn points `[P, 3]`."
+    fl = frustum_lines(cameras, depth)
+    for i, col in enumerate(_colors(len(cameras))):
         a, c = fl["apex"][i], fl["corners"][i]
         for k in range(4): ax.plot(*np.stack([a, c[k]]).T, color=col, lw=0.8)
         ax.plot(*np.concatenate([c, c[:1]]).T, color=col, lw=1.2)
@@ -63,6 +59,19 @@ def plot_rig(cameras: Cameras,  # a rig `[V]` (names, when present, label the fr
         ax.plot(*np.stack([fl["top"][i], fl["up"][i]]).T, color=col, lw=1.2)
         name = cameras.names[i] if cameras.names else ""
         ax.text(*(a + (a - c.mean(0)) * 0.35), f"{i}:{name}" if name else f"{i}", color=col, fontsize=7, ha="center")
+    return np.concatenate([fl["apex"], fl["corners"].reshape(-1, 3)])
+
+# %% ../nbs/11_viz.ipynb #b38ceadf
+def plot_rig(cameras: Cameras,  # a rig `[V]` (names, when present, label the frusta)
+             ax=None,  # a matplotlib 3D axis to draw into (default: a new figure)
+             depth: float = 0.8,  # drawn frustum depth
+             subject_radius: float | None = 0.5,  # radius of a wireframe sphere drawn at the origin (None: none)
+             points=None,  # optional [N, 3] points (e.g. splat centres) to scatter
+             title: str | None = None):
+    "Draw camera frusta (apex, image plane, up tick, `index:name` label, colour by slot) and world axes in 3D."
+    import matplotlib.pyplot as plt
+    if ax is None: ax = plt.figure(figsize=(4.5, 4.5)).add_subplot(projection="3d")
+    drawn = _draw_frusta(ax, cameras, depth)
     L = 0.6
     for v, col, lab in zip(np.eye(3) * L, ("tab:red", "tab:green", "tab:blue"), "XYZ"):
         ax.plot(*np.stack([np.zeros(3), v]).T, color=col, lw=2)
@@ -74,33 +83,53 @@ def plot_rig(cameras: Cameras,  # a rig `[V]` (names, when present, label the fr
     if points is not None:
         p = np.asarray(points, dtype=float).reshape(-1, 3)
         ax.scatter(*p.T, s=1, c="0.3")
-    ext = np.abs(np.concatenate([fl["apex"], fl["corners"].reshape(-1, 3)])).max() * 1.05
+    ext = np.abs(drawn).max() * 1.05
     ax.set(xlim=(-ext, ext), ylim=(-ext, ext), zlim=(-ext, ext), xlabel="x", ylabel="y", zlabel="z")
     ax.set_box_aspect((1, 1, 1))
     ax.view_init(elev=25, azim=-60)
     if title: ax.set_title(title, fontsize=9)
     return ax
 
+# %% ../nbs/11_viz.ipynb #b0a54884
+AZIMUTH_ZERO_DEG = 270.  # page angle (counter-clockwise from the page's +x) where azimuth 0° (front) is drawn: bottom
+AZIMUTH_CLOCKWISE = True  # azimuths grow clockwise on the page: seen from above, the subject's right is the page's left
+
+def page_angle_deg(azimuth_deg,  # azimuth(s) in the layout's convention (front 0°, toward the subject's right)
+                   zero_deg: float = AZIMUTH_ZERO_DEG,  # page angle of azimuth 0°
+                   clockwise: bool = AZIMUTH_CLOCKWISE,  # whether azimuths grow clockwise on the page
+                   ) -> np.ndarray:
+    "Where a top-down plot draws an azimuth: degrees counter-clockwise from the page's +x axis, in [0, 360)."
+    a = np.asarray(azimuth_deg, dtype=float)
+    return (zero_deg - a if clockwise else zero_deg + a) % 360
+
 # %% ../nbs/11_viz.ipynb #56efc83a
-def plot_azimuths(layout: str | ViewLayout, ax=None, title: str | None = None):
-    "Top-down polar plot of a layout's views in world azimuth (front camera at the bottom, as seen from above)."
+def plot_azimuths(layout: str | ViewLayout,  # a layout (or its registered name)
+                  ax=None,  # a matplotlib polar axis to draw into (default: a new figure)
+                  title: str | None = None):
+    "Top-down polar plot of a layout's views, angles in the layout's convention (front 0° at the bottom, right 90°)."
     import matplotlib.pyplot as plt
     layout = get_layout(layout)
     if ax is None: ax = plt.figure(figsize=(3, 3)).add_subplot(projection="polar")
-    th = np.deg2rad(270. - np.asarray(layout.azimuths_deg))
+    ax.set_theta_offset(np.deg2rad(AZIMUTH_ZERO_DEG))
+    ax.set_theta_direction(-1 if AZIMUTH_CLOCKWISE else 1)
+    th = np.deg2rad(np.asarray(layout.azimuths_deg))
     r = np.cos(np.deg2rad(layout.elevations_deg))
     for i, col in enumerate(_colors(len(layout))):
         ax.plot([0, th[i]], [0, r[i]], color=col, lw=1)
         ax.scatter([th[i]], [r[i]], color=col, s=30, zorder=3)
-        ax.annotate(f"{i}:{layout.names[i]}", (th[i], r[i]), xytext=(th[i], r[i] + 0.22), ha="center", fontsize=7, color=col)
-    ax.annotate("", xy=(np.deg2rad(270), 0.35), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="k"))  # facing
-    ax.set_ylim(0, 1.35); ax.set_yticks([]); ax.set_xticks(np.deg2rad([0, 90, 180, 270]), ["+X", "+Y", "−X", "−Y"], fontsize=7)
+        ax.annotate(f"{i}:{layout.names[i]}", (th[i], r[i]), xytext=(th[i], r[i] + 0.22), ha="center", fontsize=7,
+                    color=col)
+    ax.annotate("", xy=(0., 0.35), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="k"))  # facing: front
+    ax.set_ylim(0, 1.35)
+    ax.set_yticks([])
+    ax.set_xticks(np.deg2rad([0, 90, 180, 270]), ["0°", "90°", "180°", "270°"], fontsize=7)
     if title: ax.set_title(title, fontsize=9)
     return ax
 
 # %% ../nbs/11_viz.ipynb #22c41766
 def plot_layouts(layouts: Sequence[str | ViewLayout],  # layouts to compare, one column each
-                 radius: float = 2.7, fov_deg: float = 50.):
+                 radius: float = 2.7,  # camera distance of the drawn rigs
+                 fov_deg: float = 50.):  # field of view of the drawn rigs
     "A figure comparing layouts side by side: 3D rig (top), top-down view with coverage metrics (bottom)."
     import matplotlib.pyplot as plt
     layouts = [get_layout(l) for l in layouts]
@@ -114,11 +143,14 @@ def plot_layouts(layouts: Sequence[str | ViewLayout],  # layouts to compare, one
         ax3.tick_params(labelsize=6)
         axp = plot_azimuths(lay, ax=fig.add_subplot(2, n, n + col + 1, projection="polar"))
         axp.set_xlabel(f"largest gap {st.largest_azimuth_gap_deg:.0f}°, closest pair {st.min_pairwise_angle_deg:.0f}°\n"
-                       f"coverage: mean {st.mean_coverage_deg:.1f}°, worst {st.max_coverage_deg:.1f}°", fontsize=8, labelpad=14)
+                       f"coverage: mean {st.mean_coverage_deg:.1f}°, worst {st.max_coverage_deg:.1f}°", fontsize=8,
+                       labelpad=14)
     fig.tight_layout()
     return fig
 
-def save_figure(fig, path, dpi: int = 110) -> Path:
+def save_figure(fig,  # a matplotlib figure
+                path,  # where to write it (the format follows the suffix)
+                dpi: int = 110) -> Path:
     "Save a matplotlib figure atomically (format from the suffix)."
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return Path(path)

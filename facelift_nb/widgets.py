@@ -1,4 +1,4 @@
-"""See cameras, layouts and splats in JupyterLab: plotly figures of frusta against splats, and widgets to compare layouts, inspect rigs, view splats and play turntables.
+"""Plotly figures of camera frusta against splats, and JupyterLab widgets: compare layouts, inspect rigs, view splats.
 
 Docs: https://facelift-nb.github.io/facelift_nb/widgets.html.md"""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import traceback
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -18,17 +19,22 @@ from .cameras import Cameras
 from .data import WORKING_VOLUME
 from .layouts import get_layout, layout_stats, match_layout
 from .splats import Gaussians
-from .viz import frustum_lines
+from .viz import AZIMUTH_CLOCKWISE, AZIMUTH_ZERO_DEG, frustum_lines, page_angle_deg
 
 # %% auto #0
-__all__ = ['PALETTE', 'camera_segments', 'splat_sample', 'layout_table', 'plot_cameras', 'LayoutComparer', 'SplatViewer',
-           'RigInspector', 'TurntablePlayer']
+__all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'camera_segments', 'splat_sample', 'layout_table', 'frustum_traces', 'above_axis',
+           'axis_page_angle_deg', 'above_traces', 'splat_trace', 'scene_traces', 'plot_cameras', 'BaseWidget',
+           'refresh_figure', 'rigs_figure', 'above_figure', 'layout_renders', 'layout_generations', 'LayoutComparer',
+           'splat_figure', 'replace_splats', 'SplatViewer', 'rig_match', 'rig_figure', 'RigInspector',
+           'TurntablePlayer']
 
-# %% ../nbs/09_widgets.ipynb #a1faf383
+# %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
-def camera_segments(cameras: Cameras, depth: float = 0.5) -> list[dict]:
-    "Per camera: its colour, `index:name` label, label position and the polyline of its frustum (NaN-separated strokes)."
+def camera_segments(cameras: Cameras,  # a rig `[V]`
+                    depth: float = 0.5,  # drawn frustum depth (world units)
+                    ) -> list[dict]:
+    "Per camera: its colour, `index:name` label, label position and its frustum's polyline (NaN-separated strokes)."
     fl = frustum_lines(cameras, depth)
     out = []
     for i in range(len(cameras)):
@@ -40,28 +46,91 @@ def camera_segments(cameras: Cameras, depth: float = 0.5) -> list[dict]:
                         xyz=np.stack(strokes), label_at=a + (a - c.mean(0)) * 0.3, apex=a))
     return out
 
-def splat_sample(gaussians: Gaussians, max_points: int = 20_000, seed: int = 0, min_opacity: float = 0.0) -> dict:
-    "Splat centres to draw: at most `max_points` (a seeded subsample) of those with opacity ≥ `min_opacity`, with RGB colours."
+# %% ../nbs/09_widgets.ipynb #435732fb
+def splat_sample(gaussians: Gaussians,  # one set of splats (no batch dimension)
+                 max_points: int = 20_000,  # draw at most this many (a seeded subsample)
+                 seed: int = 0,  # seed of the subsample
+                 min_opacity: float = 0.0,  # draw only splats at least this opaque
+                 ) -> dict:
+    "Splat centres to draw: at most `max_points` of those with opacity ≥ `min_opacity`, with RGB colours."
     if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
         raise TypeError("`gaussians` must be one Gaussians set (no batch dimension).")
-    keep = torch.nonzero(gaussians.opacities.detach().cpu() >= min_opacity).flatten()
+    opac = gaussians.opacities.detach().cpu()
+    keep = torch.nonzero(opac >= min_opacity).flatten()
     n = len(keep)
-    if n > max_points: keep = keep[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]].sort().values
+    if n > max_points:
+        keep = keep[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]].sort().values
     rgb = gaussians.colors.detach().cpu()[keep].clamp(0, 1).numpy()
-    return dict(xyz=gaussians.means.detach().cpu()[keep].numpy(), rgb=rgb, shown=len(keep), total=len(gaussians), eligible=n,
-                scales=gaussians.scales.detach().cpu()[keep].max(-1).values.numpy(), opacity=gaussians.opacities.detach().cpu()[keep].numpy())
+    scales = gaussians.scales.detach().cpu()[keep].max(-1).values.numpy()
+    return dict(xyz=gaussians.means.detach().cpu()[keep].numpy(), rgb=rgb, shown=len(keep), total=len(gaussians),
+                eligible=n, scales=scales, opacity=opac[keep].numpy())
 
-def layout_table(layouts: Sequence) -> list[dict]:
+def layout_table(layouts: Sequence,  # layouts (or their registered names)
+                 ) -> list[dict]:
     "Coverage metrics of each layout (`layout_stats`), one row per layout."
     rows = []
     for l in layouts:
-        lay = get_layout(l); s = layout_stats(lay)
-        rows.append(dict(layout=lay.label or f"{len(lay)} views", views=len(lay), largest_gap_deg=round(s.largest_azimuth_gap_deg, 1),
-                         closest_pair_deg=round(s.min_pairwise_angle_deg, 1), mean_coverage_deg=round(s.mean_coverage_deg, 1),
+        lay = get_layout(l)
+        s = layout_stats(lay)
+        rows.append(dict(layout=lay.label or f"{len(lay)} views", views=len(lay),
+                         largest_gap_deg=round(s.largest_azimuth_gap_deg, 1),
+                         closest_pair_deg=round(s.min_pairwise_angle_deg, 1),
+                         mean_coverage_deg=round(s.mean_coverage_deg, 1),
                          azimuths=", ".join(f"{a:.0f}" for a in lay.azimuths_deg)))
     return rows
 
-# %% ../nbs/09_widgets.ipynb #f27ab6be
+# %% ../nbs/09_widgets.ipynb #9997190f
+def frustum_traces(cameras: Cameras,  # a rig `[V]`
+                   depth: float = 0.5,  # drawn frustum depth (world units)
+                   width: float = 4,  # line width
+                   color: str | None = None,  # one colour for every frustum (default: one per slot, from PALETTE)
+                   prefix: str = "",  # put before each trace's `index:name` label (e.g. "rig ")
+                   shift=(0., 0., 0.),  # world offset added to every point (to place rigs side by side)
+                   labels: bool = False,  # also a text trace per camera with its label (grouped with its frustum)
+                   **props,  # more Scatter3d properties of the frustum traces (e.g. opacity, showlegend, hoverinfo)
+                   ) -> list[dict]:
+    "Plotly `Scatter3d` properties of each camera's frustum (and, with `labels`, of its label): one dict per trace."
+    shift, out = np.asarray(shift, dtype=float), []
+    for s in camera_segments(cameras, depth):
+        p, name, col = s["xyz"] + shift, prefix + s["label"], color or s["color"]
+        group = dict(legendgroup=name) if labels else {}
+        out.append(dict(type="scatter3d", x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines",
+                        line=dict(color=col, width=width), name=name, **group, **props))
+        if labels:
+            q = s["label_at"] + shift
+            out.append(dict(type="scatter3d", x=[q[0]], y=[q[1]], z=[q[2]], mode="text", text=[s["label"]],
+                            textfont=dict(color=col, size=11), showlegend=False, hoverinfo="skip", **group))
+    return out
+
+# %% ../nbs/09_widgets.ipynb #cb993554
+AZIMUTH_TICKS_DEG = tuple(range(0, 360, 45))
+
+def above_axis() -> dict:
+    "The top-down plot's plotly `angularaxis`: 0° (front) at the bottom, clockwise, ticks labelled in degrees."
+    return dict(rotation=AZIMUTH_ZERO_DEG, direction="clockwise" if AZIMUTH_CLOCKWISE else "counterclockwise",
+                tickmode="array", tickvals=list(AZIMUTH_TICKS_DEG), ticktext=[f"{a}°" for a in AZIMUTH_TICKS_DEG])
+
+def axis_page_angle_deg(theta_deg, axis: dict) -> np.ndarray:
+    "Where a plotly polar `angularaxis` (its `rotation` and `direction`) draws angle `theta_deg` on the page."
+    return page_angle_deg(theta_deg, zero_deg=axis["rotation"], clockwise=axis["direction"] == "clockwise")
+
+def above_traces(layouts: Sequence) -> list[dict]:
+    "Plotly `Scatterpolar` properties of each layout's views seen from above (radius cos(elevation)), one per layout."
+    out = []
+    for l in layouts:
+        lay = get_layout(l)
+        out.append(dict(type="scatterpolar", theta=np.asarray(lay.azimuths_deg, dtype=float),
+                        r=np.cos(np.deg2rad(lay.elevations_deg)), mode="markers+text", text=list(lay.names),
+                        name=lay.label or f"{len(lay)} views", marker=dict(size=9)))
+    return out
+
+# %% ../nbs/09_widgets.ipynb #7a3afb7b
+def splat_trace(smp: dict) -> dict:
+    "Plotly `Scatter3d` properties of splat centres from `splat_sample`, coloured by their RGB."
+    cols = [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in smp["rgb"]]
+    return dict(type="scatter3d", x=smp["xyz"][:, 0], y=smp["xyz"][:, 1], z=smp["xyz"][:, 2], mode="markers",
+                marker=dict(size=2, color=cols), name=f"splats ({smp['shown']:,}/{smp['total']:,})", hoverinfo="skip")
+
 def _box_lines(box) -> np.ndarray:
     (x0, x1), (y0, y1), (z0, z1) = box
     c = np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)])
@@ -69,12 +138,39 @@ def _box_lines(box) -> np.ndarray:
     gap = np.full(3, np.nan)
     return np.concatenate([np.stack([c[a], c[b], gap]) for a, b in edges])
 
-def plot_cameras(cameras: Cameras, gaussians: Gaussians | None = None, depth: float = 0.5, max_points: int = 20_000,
-                 subject_center=(0., 0., 0.), volume=WORKING_VOLUME, axes: bool = True, title: str | None = None,
-                 backend: str = "plotly", min_opacity: float = 0.0):
+def scene_traces(subject_center=(0., 0., 0.),  # a black cross here (None: none)
+                 volume=WORKING_VOLUME,  # a dashed box `((x0, x1), (y0, y1), (z0, z1))` (None: none)
+                 axes: bool = True,  # the world axes
+                 ) -> list[dict]:
+    "Plotly `Scatter3d` properties of the scene's landmarks: subject centre, working volume, world axes."
+    out = []
+    if subject_center is not None:
+        c = subject_center
+        out.append(dict(type="scatter3d", x=[c[0]], y=[c[1]], z=[c[2]], mode="markers", name="subject centre",
+                        marker=dict(size=5, color="black", symbol="x")))
+    if volume is not None:
+        b = _box_lines(volume)
+        out.append(dict(type="scatter3d", x=b[:, 0], y=b[:, 1], z=b[:, 2], mode="lines", hoverinfo="name",
+                        line=dict(color="#999", width=2, dash="dash"), name="GS-LRM working volume"))
+    for v, col, lab in zip(np.eye(3) * 0.6 if axes else [], ("red", "green", "blue"), "XYZ"):
+        out.append(dict(type="scatter3d", x=[0, v[0]], y=[0, v[1]], z=[0, v[2]], mode="lines+text", text=["", lab],
+                        line=dict(color=col, width=6), name=f"world {lab}", showlegend=False))
+    return out
+
+# %% ../nbs/09_widgets.ipynb #f530d326
+def plot_cameras(cameras: Cameras,  # a rig `[V]`
+                 gaussians: Gaussians | None = None,  # splats to draw with the rig (None: none)
+                 depth: float = 0.5,  # drawn frustum depth
+                 max_points: int = 20_000,  # draw at most this many splat centres
+                 subject_center=(0., 0., 0.),  # mark the subject centre here (None: no mark)
+                 volume=WORKING_VOLUME,  # draw this box (None: none)
+                 axes: bool = True,  # draw the world axes
+                 title: str | None = None,  # the figure's title (default: the number of cameras)
+                 backend: str = "plotly",  # "plotly" (interactive) or "matplotlib" (static docs)
+                 min_opacity: float = 0.0):  # draw only splats at least this opaque
     "A 3D figure of camera frusta and splat centres: plotly (interactive) or matplotlib (static docs)."
-    if backend not in ("plotly", "matplotlib"): raise ValueError(f'`backend` must be "plotly" or "matplotlib"; got {backend!r}.')
-    segs = camera_segments(cameras, depth)
+    if backend not in ("plotly", "matplotlib"):
+        raise ValueError(f'`backend` must be "plotly" or "matplotlib"; got {backend!r}.')
     smp = splat_sample(gaussians, max_points, min_opacity=min_opacity) if gaussians is not None else None
     head = title or f"{len(cameras)} cameras"
     if smp is not None: head += f" · splats: showing {smp['shown']:,} of {smp['total']:,}"
@@ -85,44 +181,32 @@ def plot_cameras(cameras: Cameras, gaussians: Gaussians | None = None, depth: fl
         if volume is not None: ax.plot(*_box_lines(volume).T, color="0.6", lw=0.6)
         return ax.figure
     import plotly.graph_objects as go
-    fig = go.Figure()
-    for s in segs:
-        fig.add_trace(go.Scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color=s["color"], width=4),
-                                   name=s["label"], legendgroup=s["label"], hoverinfo="name"))
-        fig.add_trace(go.Scatter3d(x=[s["label_at"][0]], y=[s["label_at"][1]], z=[s["label_at"][2]], mode="text", text=[s["label"]],
-                                   textfont=dict(color=s["color"], size=11), showlegend=False, legendgroup=s["label"], hoverinfo="skip"))
-    if smp is not None and smp["shown"]:
-        cols = [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in smp["rgb"]]
-        fig.add_trace(go.Scatter3d(x=smp["xyz"][:, 0], y=smp["xyz"][:, 1], z=smp["xyz"][:, 2], mode="markers",
-                                   marker=dict(size=2, color=cols), name=f"splats ({smp['shown']:,}/{smp['total']:,})", hoverinfo="skip"))
-    if subject_center is not None:
-        fig.add_trace(go.Scatter3d(x=[subject_center[0]], y=[subject_center[1]], z=[subject_center[2]], mode="markers",
-                                   marker=dict(size=5, color="black", symbol="x"), name="subject centre"))
-    if volume is not None:
-        b = _box_lines(volume)
-        fig.add_trace(go.Scatter3d(x=b[:, 0], y=b[:, 1], z=b[:, 2], mode="lines", line=dict(color="#999", width=2, dash="dash"),
-                                   name="GS-LRM working volume", hoverinfo="name"))
-    if axes:
-        for v, col, lab in zip(np.eye(3) * 0.6, ("red", "green", "blue"), "XYZ"):
-            fig.add_trace(go.Scatter3d(x=[0, v[0]], y=[0, v[1]], z=[0, v[2]], mode="lines+text", text=["", lab],
-                                       line=dict(color=col, width=6), name=f"world {lab}", showlegend=False))
-    fig.update_layout(title=dict(text=head, font=dict(size=13)), scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z",
-                      camera=dict(eye=dict(x=1.2, y=-1.6, z=0.9))), margin=dict(l=0, r=0, t=40, b=0), height=480, legend=dict(font=dict(size=10)))
+    traces = frustum_traces(cameras, depth, labels=True, hoverinfo="name")
+    if smp is not None and smp["shown"]: traces.append(splat_trace(smp))
+    fig = go.Figure(traces + scene_traces(subject_center, volume, axes))
+    scene = dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z",
+                 camera=dict(eye=dict(x=1.2, y=-1.6, z=0.9)))
+    fig.update_layout(title=dict(text=head, font=dict(size=13)), scene=scene, margin=dict(l=0, r=0, t=40, b=0),
+                      height=480, legend=dict(font=dict(size=10)))
     return fig
 
-# %% ../nbs/09_widgets.ipynb #b53bc7d7
+# %% ../nbs/09_widgets.ipynb #926392ec
 def _widgets():
-    try: import ipywidgets
-    except ImportError as e: raise ImportError("the widgets need ipywidgets (pip install ipywidgets, a facelift_nb dependency).") from e
+    try:
+        import ipywidgets
+    except ImportError as e:
+        raise ImportError("the widgets need ipywidgets (pip install ipywidgets, a facelift_nb dependency).") from e
     return ipywidgets
 
-class _Logged:
-    "Mixin: `self.log` (an Output) and `self._safe(fn)` wrapping callbacks so their errors are shown, not lost."
+class BaseWidget:
+    "What every widget shares: `.log` (an Output), `.errors`, `_safe(fn)` for callbacks, and display of `.widget`."
+    widget = None  # the top ipywidget, set by the subclass
     def _init_log(self):
         W = _widgets()
         self.log = W.Output(layout=W.Layout(border="1px solid #ddd", max_height="160px", overflow="auto"))
         self.errors: list[str] = []
     def _safe(self, fn):
+        "`fn` wrapped for use as a callback: an exception is appended to `.errors` and printed in `.log`."
         def run(*a, **k):
             try: return fn(*a, **k)
             except Exception:
@@ -130,213 +214,350 @@ class _Logged:
                 self.errors.append(msg)
                 with self.log: print(msg)
         return run
+    def _ipython_display_(self):
+        from IPython.display import display
+        for fig in self.figures():  # send each plot's whole state with the display, as plotly does for a lone figure
+            fig._repr_mimebundle_()  # (a nested FigureWidget's first sync can miss the browser: an empty plot)
+            fig.send_state()
+        display(self.widget)
+    def figures(self) -> list:
+        "The plotly FigureWidgets among this widget's attributes."
+        import plotly.graph_objects as go
+        return [v for v in vars(self).values() if isinstance(v, go.FigureWidget)]
 
+def refresh_figure(fig,  # a plotly FigureWidget, changed in place
+                   data: list[dict],  # its new traces
+                   layout: dict | None = None):  # layout properties to update
+    "Replace a FigureWidget's traces and update its layout in one `batch_update` (one message to the browser)."
+    with fig.batch_update():
+        fig.data = ()
+        fig.add_traces(data)
+        if layout: fig.update_layout(**layout)
+
+# %% ../nbs/09_widgets.ipynb #49e0117e
 def _png(image) -> bytes:
     "PNG bytes of one `[H, W, 3]` image (float in [0, 1] or uint8)."
     from PIL import Image
 
     from facelift_nb.render import to_uint8
-    buf = io.BytesIO(); Image.fromarray(to_uint8(image)).save(buf, format="PNG"); return buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
+    return buf.getvalue()
 
 def _table_html(rows: list[dict]) -> str:
     if not rows: return ""
     head = "".join(f"<th style='padding:2px 8px'>{k}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{v}</td>" for v in r.values()) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{v}</td>" for v in r.values()) + "</tr>"
+                   for r in rows)
     return f"<table class='facelift-table'><tr>{head}</tr>{body}</table>"
 
-class LayoutComparer(_Logged):
-    "Compare view layouts side by side: rigs, azimuths from above, coverage metrics (renders given Gaussians; generated views given a pipeline and an image)."
-    def __init__(self, layouts: Sequence = ("uniform4", "facelift6", "uniform8"), gaussians: Gaussians | None = None,
-                 held_out_deg: Sequence[float] = (22.5, 135., 225.), render_hw=(96, 96), pipeline=None, image=None,
-                 num_inference_steps: int = 20, seed: int = 4):
-        from facelift_nb.layouts import list_layouts
+def _image_rows(rows: list[tuple]) -> list:
+    "One VBox per `(caption, image or None)`: the caption, then the image (when there is one)."
+    W = _widgets()
+    return [W.VBox([W.HTML(cap)] + ([W.Image(value=_png(img), format="png")] if img is not None else []))
+            for cap, img in rows]
+
+# %% ../nbs/09_widgets.ipynb #e277eb4b
+def rigs_figure(layouts: Sequence) -> dict:
+    "The comparer's 3D figure: each layout's rig (frusta and a caption), side by side along x."
+    lays, traces = [get_layout(l) for l in layouts], []
+    for k, lay in enumerate(lays):
+        traces += frustum_traces(lay.cameras(), depth=0.7, width=3, prefix=f"{lay.label}: ", shift=(7.0 * k, 0, 0),
+                                 showlegend=False)
+        traces.append(dict(type="scatter3d", x=[7.0 * k], y=[0], z=[1.3], mode="text", showlegend=False,
+                           text=[f"{lay.label} ({len(lay)})"]))
+    return dict(data=traces, layout=dict(title=f"rigs: {', '.join(l.label or '?' for l in lays)}",
+                                         scene=dict(aspectmode="data"), height=360, width=560,
+                                         margin=dict(l=0, r=0, t=30, b=0)))
+
+def above_figure(layouts: Sequence) -> dict:
+    "The comparer's top-down figure: each layout's azimuths, labelled in the layout's convention."
+    return dict(data=above_traces(layouts),
+                layout=dict(title="seen from above (front camera at the bottom)", height=360, width=420,
+                            polar=dict(radialaxis=dict(visible=False, range=[0, 1.2]), angularaxis=above_axis()),
+                            margin=dict(l=30, r=30, t=40, b=20)))
+
+# %% ../nbs/09_widgets.ipynb #b5e2c4f2
+def layout_renders(gaussians: Gaussians,  # the subject
+                   layouts: Sequence,  # layouts to render from
+                   held_out_deg: Sequence[float] = (22.5, 135., 225.),  # also render from these azimuths
+                   hw=(96, 96),  # render size
+                   ) -> list[tuple]:
+    "`(caption, image grid)` per layout (its views in slot order), then one of the held-out angles."
+    from facelift_nb.cameras import orbit
+    from facelift_nb.render import image_grid, render
+    rows = []
+    for lay in (get_layout(l) for l in layouts):
+        img = render(gaussians, lay.cameras(hw=hw)).rgb
+        rows.append((f"{lay.label}: {', '.join(lay.names)}", image_grid(img, ncols=len(lay))))
+    held = render(gaussians, orbit(list(held_out_deg), hw=hw)).rgb
+    rows.append((f"held-out angles {', '.join(f'{a:g}°' for a in held_out_deg)}",
+                 image_grid(held, ncols=len(held_out_deg))))
+    return rows
+
+# %% ../nbs/09_widgets.ipynb #56e3c61b
+def layout_generations(mv,  # an MVDiffusionPipeline
+                       image,  # the input image
+                       layouts: Sequence,  # layouts to generate
+                       num_inference_steps: int = 20,  # denoising steps
+                       seed: int = 4,  # generator seed
+                       ) -> list[tuple]:
+    "`(caption, image grid or None)` per layout: the views `mv` generates (prompts encoded for the layout when it can)."
+    from facelift_nb.models.mvdiffusion import same_views
+    from facelift_nb.render import image_grid
+    rows, keep = [], (mv.layout, mv.prompt_embeds)
+    try:
+        for lay in (get_layout(l) for l in layouts):
+            if not same_views(lay, mv.layout):
+                if mv.text_encoder is None:
+                    why = "no prompt embeddings for this layout (the pipeline has no text encoder)"
+                    rows.append((f"{lay.label}: {why}", None))
+                    continue
+                mv.encode_prompts(lay)
+            out = mv(image, layout=lay, num_inference_steps=num_inference_steps, generator=seed)
+            grid = image_grid(out.images, ncols=len(lay))
+            rows.append((f"generated, {lay.label}: {', '.join(out.layout.names)}", grid))
+    finally: mv.set_prompt_embeds(keep[1], keep[0])  # leave the pipeline as it was
+    return rows
+
+# %% ../nbs/09_widgets.ipynb #1bc343bd
+def _diffusion_of(pipeline, image):
+    "The MVDiffusionPipeline to generate with: `pipeline` itself or a FaceLiftPipeline's; None without a pipeline."
+    mv = getattr(pipeline, "mvdiffusion", pipeline)
+    if (mv is None) != (image is None):
+        raise ValueError("pass both `pipeline` and `image` to compare generated views (or neither).")
+    return mv
+
+def _comparer_controls(layouts: Sequence, button: str | None) -> SimpleNamespace:
+    "The comparer's children: the layout picker, table, two FigureWidgets, the button (when `button`), status, renders."
+    import plotly.graph_objects as go
+
+    from facelift_nb.layouts import list_layouts
+    W = _widgets()
+    options = list(dict.fromkeys([*(get_layout(l).label or str(l) for l in layouts), *list_layouts()]))
+    select = W.SelectMultiple(options=options, value=tuple(get_layout(l).label for l in layouts),
+                              description="layouts", rows=min(6, len(options)))
+    run = W.Button(description=button or "", icon="play", layout=W.Layout(display=None if button else "none"))
+    return SimpleNamespace(select=select, rigs=go.FigureWidget(rigs_figure(layouts)), renders=W.VBox(), button=run,
+                           above=go.FigureWidget(above_figure(layouts)), status=W.HTML(),
+                           table=W.HTML(_table_html(layout_table(layouts))))
+
+# %% ../nbs/09_widgets.ipynb #5a4e6957
+class LayoutComparer(BaseWidget):
+    "Compare view layouts side by side: rigs, azimuths from above, coverage; renders or generated views on a button."
+    def __init__(self, layouts: Sequence = ("uniform4", "facelift6", "uniform8"),  # layouts selected at first
+                 gaussians: Gaussians | None = None,  # render this subject from each layout (None: no renders)
+                 held_out_deg: Sequence[float] = (22.5, 135., 225.),  # also render from these azimuths
+                 render_hw=(96, 96),  # render size
+                 pipeline=None,  # a FaceLiftPipeline or MVDiffusionPipeline: generate each layout's views of `image`
+                 image=None,  # the input image of `pipeline`
+                 num_inference_steps: int = 20, seed: int = 4):  # of the generation
         W = _widgets()
         self._init_log()
         self.gaussians, self.held_out, self.hw = gaussians, tuple(held_out_deg), tuple(render_hw)
-        mv = getattr(pipeline, "mvdiffusion", pipeline)  # a FaceLiftPipeline or an MVDiffusionPipeline
-        if (mv is None) != (image is None): raise ValueError("pass both `pipeline` and `image` to compare generated views (or neither).")
-        self.mv, self.image, self.steps, self.seed = mv, image, num_inference_steps, seed
-        options = list(dict.fromkeys([*(get_layout(l).label or str(l) for l in layouts), *list_layouts()]))
-        self.select = W.SelectMultiple(options=options, value=tuple(get_layout(l).label for l in layouts), description="layouts", rows=min(6, len(options)))
-        self.plots = W.HBox()  # fresh FigureWidgets per update (state set before display always reaches the browser)
-        self.table = W.HTML()
-        self.renders = W.VBox()
+        self.mv, self.image, self.steps, self.seed = _diffusion_of(pipeline, image), image, num_inference_steps, seed
+        c = _comparer_controls(layouts, "generate views" if self.mv is not None else
+                               "render views" if gaussians is not None else None)
+        self.select, self.rigs, self.above, self.table = c.select, c.rigs, c.above, c.table
+        self.button, self.status, self.renders = c.button, c.status, c.renders
         self.select.observe(self._safe(lambda change: self.update()), names="value")
-        self.widget = W.VBox([W.HTML("<b>Layout comparer</b>"), self.select, self.table, self.plots, self.renders, self.log])
-        self.update()
+        self.button.on_click(self._safe(lambda b: self.run()))
+        plots, run = W.HBox([self.rigs, self.above]), W.HBox([self.button, self.status])
+        self.widget = W.VBox([W.HTML("<b>Layout comparer</b>"), self.select, self.table, plots, run, self.renders,
+                              self.log])
+        self.run()
 
     def update(self) -> None:
-        "Redraw everything for the selected layouts."
+        "Redraw the cheap views (table, rigs, from above) for the selected layouts; mark the renders out of date."
+        if not self.select.value: raise ValueError("select at least one layout.")
         lays = [get_layout(n) for n in self.select.value]
-        if not lays: raise ValueError("select at least one layout.")
-        import plotly.graph_objects as go
         self.table.value = _table_html(layout_table(lays))
-        self.rigs, self.above = go.Figure(), go.Figure()
-        for k, lay in enumerate(lays):
-            shift = np.array([7.0 * k, 0, 0])
-            for s in camera_segments(lay.cameras(), depth=0.7):
-                p = s["xyz"] + shift
-                self.rigs.add_scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines", line=dict(color=s["color"], width=3),
-                                        name=f"{lay.label}: {s['label']}", showlegend=False)
-            self.rigs.add_scatter3d(x=[shift[0]], y=[0], z=[1.3], mode="text", text=[f"{lay.label} ({len(lay)})"], showlegend=False)
-        self.rigs.update_layout(title=f"rigs: {', '.join(l.label or '?' for l in lays)}", scene=dict(aspectmode="data"),
-                                height=360, width=560, margin=dict(l=0, r=0, t=30, b=0))
-        for lay in lays:
-            az = np.asarray(lay.azimuths_deg)
-            self.above.add_scatterpolar(theta=(270. - az) % 360, r=np.cos(np.deg2rad(lay.elevations_deg)), mode="markers+text",
-                                        text=list(lay.names), name=lay.label or f"{len(lay)} views", marker=dict(size=9))
-        self.above.update_layout(title="seen from above (front camera at the bottom)", height=360, width=420,
-                                 polar=dict(radialaxis=dict(visible=False, range=[0, 1.2]), angularaxis=dict(rotation=0, direction="counterclockwise")),
-                                 margin=dict(l=30, r=30, t=40, b=20))
-        self.rigs, self.above = go.FigureWidget(self.rigs), go.FigureWidget(self.above)
-        self.plots.children = [self.rigs, self.above]
-        self.renders.children = (self._render_rows(lays) if self.gaussians is not None else []) + (self._generated_rows(lays) if self.mv is not None else [])
+        for fig, make in ((self.rigs, rigs_figure), (self.above, above_figure)):
+            refresh_figure(fig, **make(lays))
+        stale = self._shown != tuple(self.select.value) and bool(self.renders.children)
+        self.status.value = "<i>the selection changed: press the button to update the views below</i>" if stale else ""
 
-    def _generated_rows(self, lays):
-        "The views the pipeline generates for each layout (prompts encoded for the layout when its text encoder allows)."
-        from facelift_nb.models.mvdiffusion import _same_views
-        from facelift_nb.render import image_grid
-        W = _widgets()
-        rows, keep = [], (self.mv.layout, self.mv.prompt_embeds)
-        try:
-            for lay in lays:
-                if not _same_views(lay, self.mv.layout):
-                    if self.mv.text_encoder is None:
-                        rows.append(W.HTML(f"{lay.label}: no prompt embeddings for this layout (the pipeline has no text encoder)")); continue
-                    self.mv.encode_prompts(lay)
-                out = self.mv(self.image, layout=lay, num_inference_steps=self.steps, generator=self.seed)
-                rows.append(W.VBox([W.HTML(f"generated, {lay.label}: {', '.join(out.layout.names)}"),
-                                    W.Image(value=_png(image_grid(out.images, ncols=len(lay))), format="png")]))
-        finally: self.mv.set_prompt_embeds(keep[1], keep[0])  # leave the pipeline as it was
-        return rows
+    def run(self) -> None:
+        "The expensive part: renders (given Gaussians) and generated views (given a pipeline) of the selected layouts."
+        lays, g = [get_layout(n) for n in self.select.value], self.gaussians
+        rows = layout_renders(g, lays, self.held_out, self.hw) if g is not None else []
+        if self.mv is not None: rows += layout_generations(self.mv, self.image, lays, self.steps, self.seed)
+        self.renders.children = _image_rows(rows)
+        self._shown, self.status.value = tuple(self.select.value), ""
 
-    def _render_rows(self, lays):
-        from facelift_nb.cameras import orbit
-        from facelift_nb.render import image_grid, render
-        W = _widgets()
-        rows = []
-        for lay in lays:
-            img = render(self.gaussians, lay.cameras(hw=self.hw)).rgb
-            rows.append(W.VBox([W.HTML(f"{lay.label}: {', '.join(lay.names)}"), W.Image(value=_png(image_grid(img, ncols=len(lay))), format="png")]))
-        held = render(self.gaussians, orbit(list(self.held_out), hw=self.hw)).rgb
-        rows.append(W.VBox([W.HTML(f"held-out angles {', '.join(f'{a:g}°' for a in self.held_out)}"),
-                            W.Image(value=_png(image_grid(held, ncols=len(self.held_out))), format="png")]))
-        return rows
+# %% ../nbs/09_widgets.ipynb #c723fc5b
+def _splat_backend(backend: str) -> str:
+    "The splat viewer's backend: `backend`, or for `auto` ipyvolume when it is installed and plotly otherwise."
+    if backend not in ("auto", "ipyvolume", "plotly"):
+        raise ValueError(f'`backend` must be "auto", "ipyvolume" or "plotly"; got {backend!r}.')
+    if backend != "auto": return backend
+    import importlib.util
+    return "ipyvolume" if importlib.util.find_spec("ipyvolume") else "plotly"
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+def _ipv_points(smp: dict) -> dict:
+    "ipyvolume scatter properties of splat centres from `splat_sample`: positions, colours, sizes (by scale)."
+    med = float(np.median(smp["scales"])) if len(smp["scales"]) else 1.
+    size = np.clip(smp["scales"] / max(med, 1e-6), 0.3, 4.0)
+    x, y, z = smp["xyz"].T.astype(np.float32)
+    return dict(x=x, y=y, z=z, color=smp["rgb"].astype(np.float32), size=size.astype(np.float32))
 
-class SplatViewer(_Logged):
+def _ipv_view(smp: dict, cameras: Cameras | None) -> tuple:
+    "`(figure, scatter)`: ipyvolume's splat centres and frusta, and its scatter (updated in place)."
+    import ipyvolume as ipv
+    f = ipv.figure(width=520, height=480)
+    scatter = ipv.scatter(**_ipv_points(smp), marker="sphere")
+    for s in camera_segments(cameras, depth=0.5) if cameras is not None else []:
+        xyz = s["xyz"][~np.isnan(s["xyz"]).any(1)]
+        ipv.plot(*xyz.T.astype(np.float32), color=s["color"])
+    ipv.xyzlim(-3, 3)
+    return f, scatter
+
+# %% ../nbs/09_widgets.ipynb #1e93d710
+def splat_figure(gaussians: Gaussians,  # the splats
+                 cameras: Cameras | None,  # a rig to overlay (None: the splat centres alone)
+                 max_points: int, min_opacity: float) -> dict:  # as in `splat_sample`
+    "The splat viewer's plotly figure: `plot_cameras` with a rig, the splat centres alone without; one splat trace."
+    smp = splat_sample(gaussians, max_points, min_opacity=min_opacity)
+    if cameras is None:
+        return dict(data=[splat_trace(smp)], layout=dict(scene=dict(aspectmode="data"), height=480,
+                                                          margin=dict(l=0, r=0, t=10, b=0)))
+    f = plot_cameras(cameras, gaussians, max_points=max_points, min_opacity=min_opacity).to_dict()
+    if not smp["shown"]: f["data"].append(splat_trace(smp))  # an empty one, to be filled when the threshold drops
+    return f
+
+def replace_splats(fig,  # a FigureWidget made from `splat_figure`, changed in place
+                   figure: dict):  # a newer `splat_figure`
+    "Rewrite the splat trace and the title of `fig` from `figure`, in one `batch_update` (the frusta stay)."
+    new = next(d for d in figure["data"] if str(d.get("name", "")).startswith("splats"))
+    k = next(k for k, d in enumerate(fig.data) if str(d.name or "").startswith("splats"))
+    with fig.batch_update():
+        fig.data[k].update({p: v for p, v in new.items() if p != "type"})
+        if "title" in figure["layout"]: fig.layout.title = figure["layout"]["title"]
+
+# %% ../nbs/09_widgets.ipynb #109a59e1
+class SplatViewer(BaseWidget):
     "Splat centres with an opacity threshold slider and the camera frusta overlaid (ipyvolume, or plotly without it)."
-    def __init__(self, gaussians: Gaussians, cameras: Cameras | None = None, max_points: int = 30_000, backend: str = "auto"):
+    def __init__(self, gaussians: Gaussians,  # the splats
+                 cameras: Cameras | None = None,  # a rig to overlay (None: none)
+                 max_points: int = 30_000,  # draw at most this many centres
+                 backend: str = "auto"):  # "ipyvolume", "plotly", or "auto" (ipyvolume when installed)
         W = _widgets()
         self._init_log()
         self.gaussians, self.cameras, self.max_points = gaussians, cameras, max_points
-        if backend not in ("auto", "ipyvolume", "plotly"): raise ValueError(f'`backend` must be "auto", "ipyvolume" or "plotly"; got {backend!r}.')
-        if backend == "auto":
-            import importlib.util
-            backend = "ipyvolume" if importlib.util.find_spec("ipyvolume") else "plotly"
-        self.backend = backend
-        self.threshold = W.FloatSlider(value=0.05, min=0., max=0.99, step=0.01, description="opacity ≥", continuous_update=False)
-        self.info = W.HTML()
-        self.view = W.Box()
+        self.backend = backend = _splat_backend(backend)
+        self.threshold = W.FloatSlider(value=0.05, min=0., max=0.99, step=0.01, description="opacity ≥",
+                                       continuous_update=False)
+        self.info, self.view = W.HTML(), W.Box()
+        if backend == "plotly":
+            import plotly.graph_objects as go
+            self.fig = go.FigureWidget(splat_figure(gaussians, cameras, max_points, self.threshold.value))
+        else:
+            smp = splat_sample(gaussians, max_points, min_opacity=self.threshold.value)
+            self.fig, self.scatter = _ipv_view(smp, cameras)
+        self.view.children = [self.fig]
         self.threshold.observe(self._safe(lambda change: self.update()), names="value")
         self.widget = W.VBox([W.HTML("<b>Splat viewer</b>"), self.threshold, self.info, self.view, self.log])
-        self.update()
+        self.update(redraw=False)  # the figure already shows this threshold
 
-    def update(self) -> None:
-        "Redraw with the current opacity threshold."
-        smp = splat_sample(self.gaussians, self.max_points, min_opacity=self.threshold.value)
-        self.info.value = f"showing {smp['shown']:,} of {smp['eligible']:,} splats with opacity ≥ {self.threshold.value:.2f} ({smp['total']:,} in all)"
-        if self.backend == "plotly":
-            import plotly.graph_objects as go
-            fig = plot_cameras(self.cameras, self.gaussians, max_points=self.max_points, min_opacity=self.threshold.value) if self.cameras is not None else None
-            if fig is None:
-                cols = [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in smp["rgb"]]
-                fig = go.Figure(go.Scatter3d(x=smp["xyz"][:, 0], y=smp["xyz"][:, 1], z=smp["xyz"][:, 2], mode="markers", marker=dict(size=2, color=cols)))
-                fig.update_layout(scene=dict(aspectmode="data"), height=480, margin=dict(l=0, r=0, t=10, b=0))
-            self.view.children = [go.FigureWidget(fig)]
-        else:
-            import ipyvolume as ipv
-            f = ipv.figure(width=520, height=480)
-            size = np.clip(smp["scales"] / max(float(np.median(smp["scales"])), 1e-6), 0.3, 4.0)
-            ipv.scatter(*smp["xyz"].T.astype(np.float32), color=smp["rgb"].astype(np.float32), size=size.astype(np.float32), marker="sphere")
-            if self.cameras is not None:
-                for s in camera_segments(self.cameras, depth=0.5):
-                    xyz = s["xyz"][~np.isnan(s["xyz"]).any(1)]
-                    ipv.plot(*xyz.T.astype(np.float32), color=s["color"])
-            ipv.xyzlim(-3, 3)
-            self.view.children = [f]
+    def update(self, redraw: bool = True) -> None:
+        "Show the current threshold: the count, and the splats rewritten in place (plotly trace or ipyvolume scatter)."
+        t = self.threshold.value
+        smp = splat_sample(self.gaussians, self.max_points, min_opacity=t)
+        self.info.value = (f"showing {smp['shown']:,} of {smp['eligible']:,} splats with opacity ≥ {t:.2f} "
+                           f"({smp['total']:,} in all)")
+        if not redraw: return
+        if self.backend == "ipyvolume":
+            with self.scatter.hold_sync():
+                for k, v in _ipv_points(smp).items(): setattr(self.scatter, k, v)
+            return
+        replace_splats(self.fig, splat_figure(self.gaussians, self.cameras, self.max_points, t))
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+# %% ../nbs/09_widgets.ipynb #2db7859d
+def rig_match(cameras: Cameras, layout) -> tuple:
+    """`(match, note, rows)`: `match_layout` of the rig to `layout`, one table row per slot. A rig that does not fit
+    gets its best assignment, with the reason in `note`."""
+    lay = get_layout(layout)
+    try: m, note = match_layout(cameras, lay), ""
+    except ValueError as e:  # the rig does not fit: still show the best assignment, and why it does not fit
+        m = match_layout(cameras, lay, max_residual_deg=180.)
+        note = f"<p style='color:#b00'>{str(e).splitlines()[0]}</p>"
+    names = cameras.names or [""] * len(cameras)
+    rows = [dict(slot=f"{j}:{lay.names[j]}", camera=f"{c}:{names[c]}" if names[c] else str(c),
+                 residual_deg=round(float(r), 1))
+            for j, (c, r) in enumerate(zip(m.indices, m.residuals_deg))]
+    return m, note, rows
 
-class RigInspector(_Logged):
-    "A real rig (and, with `before=`, the same rig before conversion/normalization) next to a target layout: the match_layout assignment, residuals, thumbnails."
-    def __init__(self, cameras: Cameras, images=None, target="facelift6", thumb: int = 96, before: Cameras | None = None):
+def rig_figure(cameras: Cameras, layout, before: Cameras | None = None) -> dict:
+    "The rig inspector's figure: the rig (colour), the rig before conversion (faint) and the target layout (grey)."
+    lay = get_layout(layout)
+    ref = lay.cameras(radius=float(np.linalg.norm(cameras.centers.detach().cpu().numpy(), axis=-1).mean()))
+    traces = frustum_traces(cameras, 0.5, width=4, prefix="rig ")
+    if before is not None: traces += frustum_traces(before, 0.5, width=1, prefix="before ", opacity=0.35)
+    traces += frustum_traces(ref, 0.5, width=2, color="#999", prefix="target ")
+    title = f"rig (colour) vs {lay.label} (grey)" + (" and before (faint)" if before is not None else "")
+    return dict(data=traces, layout=dict(title=title, scene=dict(aspectmode="data"), height=420, width=640,
+                                         margin=dict(l=0, r=0, t=30, b=0)))
+
+# %% ../nbs/09_widgets.ipynb #cbaaab00
+def _thumbs(images, match, layout, size: int) -> list:
+    "One thumbnail per camera image, captioned with the slot it is assigned to."
+    from PIL import Image
+
+    from facelift_nb.render import to_uint8
+    W, lay = _widgets(), get_layout(layout)
+    slot_of = {c: f"{j}:{lay.names[j]}" for j, c in enumerate(match.indices)}
+    tiles = []
+    for i, im in enumerate(images):
+        a = Image.fromarray(to_uint8(im if isinstance(im, torch.Tensor) else torch.as_tensor(np.asarray(im))))
+        tiles.append(W.VBox([W.Image(value=_png(np.asarray(a.resize((size, size)))), format="png"),
+                             W.HTML(f"<small>camera {i} → {slot_of.get(i, 'unused')}</small>")]))
+    return tiles
+
+# %% ../nbs/09_widgets.ipynb #acd1bd05
+class RigInspector(BaseWidget):
+    """A real rig (and, with `before=`, the same rig before conversion/normalization) next to a target layout:
+    the `match_layout` assignment, residuals, thumbnails."""
+    def __init__(self, cameras: Cameras,  # the rig `[V]`
+                 images=None,  # one image per camera, for thumbnails (None: none)
+                 target="facelift6",  # the layout selected at first
+                 thumb: int = 96,  # thumbnail size (pixels)
+                 before: Cameras | None = None):  # the same rig before conversion/normalization (None: none)
+        import plotly.graph_objects as go
+
+        from facelift_nb.layouts import list_layouts
         W = _widgets()
         self._init_log()
-        if before is not None and len(before) != len(cameras): raise ValueError(f"`before` has {len(before)} cameras, `cameras` {len(cameras)}.")
+        if before is not None and len(before) != len(cameras):
+            raise ValueError(f"`before` has {len(before)} cameras, `cameras` {len(cameras)}.")
         self.cameras, self.images, self.thumb, self.before = cameras, images, thumb, before
-        from facelift_nb.layouts import list_layouts
         self.target = W.Dropdown(options=list_layouts(), value=get_layout(target).label, description="target")
-        self.table, self.plot, self.thumbs = W.HTML(), W.Output(), W.HBox()
+        self.table, self.thumbs = W.HTML(), W.HBox()
+        self.fig = go.FigureWidget(rig_figure(cameras, self.target.value, before))
+        self._drawn = self.target.value
         self.target.observe(self._safe(lambda change: self.update()), names="value")
-        self.widget = W.VBox([W.HTML("<b>Rig inspector</b>"), self.target, self.table, self.plot, self.thumbs, self.log])
+        self.widget = W.VBox([W.HTML("<b>Rig inspector</b>"), self.target, self.table, self.fig, self.thumbs, self.log])
         self.update()
 
     def update(self) -> None:
-        lay = get_layout(self.target.value)
-        try: m, note = match_layout(self.cameras, lay), ""
-        except ValueError as e:  # the rig does not fit: still show the best assignment, and why it does not fit
-            m, note = match_layout(self.cameras, lay, max_residual_deg=180.), f"<p style='color:#b00'>{str(e).splitlines()[0]}</p>"
-        self.match = m
-        cam_names = self.cameras.names or [""] * len(self.cameras)
-        rows = [dict(slot=f"{j}:{lay.names[j]}", camera=f"{c}:{cam_names[c]}" if cam_names[c] else str(c), residual_deg=round(float(r), 1))
-                for j, (c, r) in enumerate(zip(m.indices, m.residuals_deg))]
+        "Match the rig to the selected target and redraw."
+        self.match, note, rows = rig_match(self.cameras, self.target.value)
         self.table.value = note + _table_html(rows)
-        ref = lay.cameras(radius=float(np.linalg.norm(self.cameras.centers.detach().cpu().numpy(), axis=-1).mean()))
-        import plotly.graph_objects as go
-        self.fig = go.Figure()
-        for s in camera_segments(self.cameras, depth=0.5):
-            self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color=s["color"], width=4), name=f"rig {s['label']}")
-        if self.before is not None:
-            for s in camera_segments(self.before, depth=0.5):
-                self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color=s["color"], width=1),
-                                       opacity=0.35, name=f"before {s['label']}")
-        for s in camera_segments(ref, depth=0.5):
-            self.fig.add_scatter3d(x=s["xyz"][:, 0], y=s["xyz"][:, 1], z=s["xyz"][:, 2], mode="lines", line=dict(color="#999", width=2),
-                                   name=f"target {s['label']}")
-        self.fig.update_layout(title=f"rig (colour) vs {lay.label} (grey)" + (" and before (faint)" if self.before is not None else ""), scene=dict(aspectmode="data"), height=420, width=640,
-                               margin=dict(l=0, r=0, t=30, b=0))
-        from IPython.display import display
-        self.plot.clear_output(wait=True)
-        with self.plot: display(self.fig)  # a plain plotly figure in an Output (re-drawn on each update)
+        if self._drawn != self.target.value:
+            refresh_figure(self.fig, **rig_figure(self.cameras, self.target.value, self.before))
+            self._drawn = self.target.value
         if self.images is not None:
-            W = _widgets()
-            from PIL import Image
+            self.thumbs.children = _thumbs(self.images, self.match, self.target.value, self.thumb)
 
-            from facelift_nb.render import to_uint8
-            tiles = []
-            slot_of = {c: f"{j}:{lay.names[j]}" for j, c in enumerate(m.indices)}
-            for i, im in enumerate(self.images):
-                a = Image.fromarray(to_uint8(torch.as_tensor(np.asarray(im)) if not isinstance(im, torch.Tensor) else im)).resize((self.thumb, self.thumb))
-                tiles.append(W.VBox([W.Image(value=_png(np.asarray(a)), format="png"), W.HTML(f"<small>camera {i} → {slot_of.get(i, 'unused')}</small>")]))
-            self.thumbs.children = tiles
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
-
-class TurntablePlayer(_Logged):
+# %% ../nbs/09_widgets.ipynb #20209ca1
+class TurntablePlayer(BaseWidget):
     "Play or scrub through turntable frames (`[F, H, W, 3]`, or a RenderOutput)."
-    def __init__(self, frames, fps: int = 15):
+    def __init__(self, frames,  # `[F, H, W, 3]` images, or a RenderOutput
+                 fps: int = 15):  # playback speed
         W = _widgets()
         self._init_log()
         rgb = frames.rgb if hasattr(frames, "rgb") else frames
-        if not hasattr(rgb, "shape") or len(rgb.shape) != 4 or rgb.shape[-1] != 3: raise ValueError("`frames` must be [F, H, W, 3] or a RenderOutput.")
+        if not hasattr(rgb, "shape") or len(rgb.shape) != 4 or rgb.shape[-1] != 3:
+            raise ValueError("`frames` must be [F, H, W, 3] or a RenderOutput.")
         self.pngs = [_png(f) for f in rgb]
         n = len(self.pngs)
         self.play = W.Play(value=0, min=0, max=n - 1, interval=int(1000 / fps), description="play")
@@ -347,9 +568,6 @@ class TurntablePlayer(_Logged):
         self.widget = W.VBox([W.HTML("<b>Turntable</b>"), W.HBox([self.play, self.slider]), self.image, self.log])
 
     def show(self, i: int) -> None:
+        "Show frame `i`."
         if not 0 <= i < len(self.pngs): raise IndexError(f"frame {i} is outside 0..{len(self.pngs) - 1}.")
         self.image.value = self.pngs[i]
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)

@@ -4,11 +4,13 @@ Every step writes into WORK (default ./default_model_work) and refuses to overwr
 
     python recipes/default_model.py data      # procedural subjects -> WORK/data (MV + GS-LRM layouts, held-out lists)
     python recipes/default_model.py vae       # fit the 32² autoencoder -> WORK/vae
-    python recipes/default_model.py mv        # untrained pipeline around it -> WORK/mv_init; train_mvdiffusion -> WORK/mv_run
+    python recipes/default_model.py mv        # untrained pipeline around it -> WORK/mv_init;
+                                              # train_mvdiffusion -> WORK/mv_run
     python recipes/default_model.py gslrm     # train_gslrm -> WORK/gslrm_run
     python recipes/default_model.py gslrm2    # stage 2: fine-tune WORK/gslrm_run/final for longer -> WORK/gslrm_run2
     python recipes/default_model.py evaluate  # held-out figures -> WORK/evaluation.json
-    python recipes/default_model.py export    # fp16 weights + card.json -> facelift_nb/weights/default (old copy kept as .bak)
+    python recipes/default_model.py export    # fp16 weights + card.json -> facelift_nb/weights/default
+                                              # (the old copy kept as .bak)
 
 `all` runs them in order. `mv` and `gslrm` are independent and can run at the same time (one thread each:
 `--threads 1`). The exact configurations are the dicts below; the run logs (train_log.jsonl) stay in WORK.
@@ -47,10 +49,11 @@ def step_mv(work: Path):
     from facelift_nb.default_model import build_mv_pipeline
     from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
     if not (work / "mv_init").exists(): build_mv_pipeline(work / "vae").save_pretrained(work / "mv_init")
-    cfg = MVTrainConfig(data=str(work / "data" / "mv_train.txt"), output_dir=str(work / "mv_run"), pretrained=str(work / "mv_init"),
-                        resume=(work / "mv_run" / "checkpoints").is_dir() and any((work / "mv_run" / "checkpoints").glob("checkpoint-*")), **MV)
-    res = train_mvdiffusion(cfg)
-    print("MV loss first/last 50 steps:", sum(r["loss"] for r in res["history"][:50]) / 50, sum(r["loss"] for r in res["history"][-50:]) / 50)
+    ck = work / "mv_run" / "checkpoints"
+    cfg = MVTrainConfig(data=str(work / "data" / "mv_train.txt"), output_dir=str(work / "mv_run"),
+                        pretrained=str(work / "mv_init"), resume=ck.is_dir() and any(ck.glob("checkpoint-*")), **MV)
+    h = train_mvdiffusion(cfg).history
+    print("MV loss first/last 50 steps:", sum(r["loss"] for r in h[:50]) / 50, sum(r["loss"] for r in h[-50:]) / 50)
 
 
 def _train_gslrm(work: Path, out: str, run: dict, fine_tune_from: str | None = None):
@@ -59,10 +62,12 @@ def _train_gslrm(work: Path, out: str, run: dict, fine_tune_from: str | None = N
     from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
     ck = work / out / "checkpoints"
     resume = ck.is_dir() and any(ck.glob("checkpoint-*"))
-    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / out), model_config=default_gslrm_config(),
-                           resume=resume, fine_tune_from=None if resume or fine_tune_from is None else str(work / fine_tune_from), **run)
-    h = train_gslrm(cfg)["history"]
-    print(f"GS-LRM ({out}) training PSNR first/last 50 steps: {sum(r['psnr'] for r in h[:50]) / 50:.2f} / {sum(r['psnr'] for r in h[-50:]) / 50:.2f} dB")
+    start = None if resume or fine_tune_from is None else str(work / fine_tune_from)
+    cfg = GSLRMTrainConfig(data=str(work / "data" / "gslrm_train.txt"), output_dir=str(work / out),
+                           model_config=default_gslrm_config(), resume=resume, fine_tune_from=start, **run)
+    h = train_gslrm(cfg).history
+    first, last = sum(r["psnr"] for r in h[:50]) / 50, sum(r["psnr"] for r in h[-50:]) / 50
+    print(f"GS-LRM ({out}) training PSNR first/last 50 steps: {first:.2f} / {last:.2f} dB")
 
 
 def step_gslrm(work: Path): _train_gslrm(work, "gslrm_run", GSLRM_RUN)
@@ -74,7 +79,8 @@ def step_gslrm2(work: Path): _train_gslrm(work, "gslrm_run2", GSLRM_RUN2, fine_t
 def step_evaluate(work: Path):
     from facelift_nb.default_model import evaluate_gslrm, evaluate_pipeline
     from facelift_nb.pipeline import FaceLiftPipeline
-    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=work / "mv_run" / "pipeline", gslrm=work / "gslrm_run2" / "final")
+    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=work / "mv_run" / "pipeline",
+                                            gslrm=work / "gslrm_run2" / "final")
     gs = evaluate_gslrm(pipe.gslrm, work / "data" / "gslrm_val.txt")
     mv = evaluate_pipeline(pipe, work / "data" / "mv_val.txt", work / "data" / "gslrm_val.txt")
     res = {"gslrm": gs, "mvdiffusion": mv}
@@ -83,20 +89,24 @@ def step_evaluate(work: Path):
 
 
 def step_export(work: Path):
-    from facelift_nb.default_model import WEIGHTS_DIR, export_default_weights
+    from facelift_nb.builtin import WEIGHTS_DIR
+    from facelift_nb.default_model import export_default_weights
     ev = json.loads((work / "evaluation.json").read_text())
     card = dict(made_by="recipes/default_model.py", made=time.strftime("%Y-%m-%d"), data=DATA, vae=VAE, mv=MV,
                 gslrm={k: list(v) if isinstance(v, tuple) else v for k, v in GSLRM_RUN.items()},
-                gslrm_stage2={k: list(v) if isinstance(v, tuple) else v for k, v in GSLRM_RUN2.items()} | {"fine_tune_from": "gslrm_run/final"},
+                gslrm_stage2={k: list(v) if isinstance(v, tuple) else v for k, v in GSLRM_RUN2.items()}
+                | {"fine_tune_from": "gslrm_run/final"},
                 vae_fit={k: v for k, v in json.loads((work / "vae_fit.json").read_text()).items() if k != "mse"},
-                input_framing=dict(fill=None, note="inputs as rendered by facelift_nb.synthetic (layout camera, subject unscaled: a head "
-                                   "fills ~77% of the side, a mouse ~45%); the pipeline keeps the input's framing"),
+                input_framing=dict(fill=None, note="inputs as rendered by facelift_nb.synthetic (layout camera, "
+                                   "subject unscaled: a head fills ~77% of the side, a mouse ~45%); the pipeline keeps "
+                                   "the input's framing"),
                 evaluation=ev, licence="trained here on procedural data only; no published weights involved")
     export_default_weights(work / "mv_run" / "pipeline", work / "gslrm_run2" / "final", WEIGHTS_DIR, card)
     print("wrote", WEIGHTS_DIR)
 
 
-STEPS = {"data": step_data, "vae": step_vae, "mv": step_mv, "gslrm": step_gslrm, "gslrm2": step_gslrm2, "evaluate": step_evaluate, "export": step_export}
+STEPS = {"data": step_data, "vae": step_vae, "mv": step_mv, "gslrm": step_gslrm, "gslrm2": step_gslrm2,
+         "evaluate": step_evaluate, "export": step_export}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,8 +115,10 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
     for name in (STEPS if a.step == "all" else [a.step]):
-        t = time.time(); print(f"== {name}", flush=True)
+        t = time.time()
+        print(f"== {name}", flush=True)
         STEPS[name](work)
         print(f"== {name} done in {time.time() - t:.0f} s", flush=True)

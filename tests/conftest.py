@@ -19,7 +19,7 @@ _HAS_REFERENCE = has_reference()  # decided once, from the environment pytest wa
 
 
 def pytest_collection_modifyitems(config, items):
-    "Skip `gpu` tests without CUDA, `weights` without the published checkpoints, `reference` without the reference data."
+    "Skip `gpu` tests without CUDA, `weights` without the published checkpoints, `reference` without reference data."
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from facelift_nb.cameras import Cameras, from_blender, from_colmap, orbit, to_colmap
 from facelift_nb.cli import main
-from facelift_nb.io import atomic_path, make_temp_dir, read_yaml_config, write_text_atomic
+from facelift_nb.io import atomic_folder, atomic_path, load_image, make_temp_dir, read_yaml_config, write_text_atomic
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import load_prompt_embeds
-from facelift_nb.pipeline import _read_image, load_gslrm
+from facelift_nb.pipeline import load_gslrm
 from facelift_nb.splats import Gaussians, load_ply, save_ply
 from facelift_nb.train.gslrm import GSLRMTrainConfig
 from facelift_nb.train.mvdiffusion import MVTrainConfig
@@ -64,9 +64,9 @@ def scratch(tmp_path_factory, name):
 def ply_bytes(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     n = 5
-    gs = Gaussians(torch.randn(n, 3, generator=g), torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-                   torch.rand(n, 3, generator=g) * 0.1 + 0.01, torch.rand(n, generator=g) * 0.9 + 0.05,
-                   torch.randn(n, 4, 3, generator=g) * 0.2)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    gs = Gaussians(torch.randn(n, 3, generator=g), quats, torch.rand(n, 3, generator=g) * 0.1 + 0.01,
+                   torch.rand(n, generator=g) * 0.9 + 0.05, torch.randn(n, 4, 3, generator=g) * 0.2)
     return save_ply(tmp_path_factory.mktemp("ply") / "g.ply", gs).read_bytes()
 
 
@@ -75,7 +75,8 @@ def _ply_header(props, n, fmt="binary_little_endian"):
             + "end_header\n").encode()
 
 
-NEED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+NEED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+        "rot_0", "rot_1", "rot_2", "rot_3"]
 
 
 def test_ply_hand_made_cases(tmp_path, ply_bytes):
@@ -86,12 +87,15 @@ def test_ply_hand_made_cases(tmp_path, ply_bytes):
         "random": bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)),
         "empty": b"",
         "ascii garbage": _ply_header([("float", q) for q in NEED], 1, "ascii") + b"1 2 three\n",
-        "missing properties": _ply_header([("float", "x"), ("float", "y"), ("float", "z")], 1) + np.zeros(3, "<f4").tobytes(),
+        "missing properties": _ply_header([("float", "x"), ("float", "y"), ("float", "z")], 1)
+        + np.zeros(3, "<f4").tobytes(),
         "zero vertices": _ply_header([("float", q) for q in NEED], 0),
         "nan values": _ply_header([("float", q) for q in NEED], 1) + np.full(len(NEED), np.nan, "<f4").tobytes(),
         "list property": _ply_header([("float", q) for q in NEED[:-1]], 1).replace(
-            b"end_header", b"property list uchar float rot_3\nend_header") + np.ones(len(NEED) - 1, "<f4").tobytes() + b"\x01" + np.ones(1, "<f4").tobytes(),
-        "no vertex element": b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n",
+            b"end_header", b"property list uchar float rot_3\nend_header")
+        + np.ones(len(NEED) - 1, "<f4").tobytes() + b"\x01" + np.ones(1, "<f4").tobytes(),
+        "no vertex element": b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\n"
+                             b"end_header\n",
     }
     for name, data in cases.items():
         p.write_bytes(data)
@@ -111,7 +115,8 @@ def test_ply_ascii_and_wrong_types_load_when_valid(tmp_path):
 
 
 @FUZZ
-@given(cut=st.floats(0, 1, exclude_max=True), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6))
+@given(cut=st.floats(0, 1, exclude_max=True),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6))
 def test_ply_fuzz(tmp_path_factory, ply_bytes, cut, flips):
     d = scratch(tmp_path_factory, "plyfuzz")
     b = bytearray(ply_bytes)
@@ -140,8 +145,9 @@ def test_camera_json_hand_made_cases(tmp_path, cam_json):
     def frame(**kw):
         fr = dict(cam_json["frames"][0], **kw)
         return json.dumps({"frames": [{k: v for k, v in fr.items() if v is not None}]})
-    cases = [b"not json", b"\xff\xfe\x00garbage", b"[]", b"{}", b'{"frames": []}', b'{"frames": "x"}', b'{"frames": [1]}',
-             frame(w2c=None), frame(w=None), frame(w2c=[[1, 0, 0], [0, 1, 0], [0, 0, 1]]), frame(w2c=[[1, 0, 0, 0]] * 4),
+    cases = [b"not json", b"\xff\xfe\x00garbage", b"[]", b"{}", b'{"frames": []}', b'{"frames": "x"}',
+             b'{"frames": [1]}', frame(w2c=None), frame(w=None), frame(w2c=[[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+             frame(w2c=[[1, 0, 0, 0]] * 4),
              frame(w2c="eye"), frame(fx="500"), frame(w=64.5), frame(w=True), frame(h=-1), frame(fx=float("nan")),
              frame(cx=float("inf")), frame(w=float("inf")), frame(h=float("nan")), frame(w=1e400),
              frame(w2c=[[float("nan")] * 4] * 4), frame(w2c=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 2]]),
@@ -152,8 +158,10 @@ def test_camera_json_hand_made_cases(tmp_path, cam_json):
     assert_clear(lambda: Cameras.from_facelift_json(tmp_path / "nope.json"), tmp_path / "nope.json")
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=5),
-                           lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=4), c, max_size=4), max_leaves=20)
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
+                           | st.text(max_size=5),
+                           lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=4), c, max_size=4),
+                           max_leaves=20)
 
 
 @FUZZ
@@ -169,7 +177,8 @@ def test_camera_json_fuzz(tmp_path_factory, cam_json, key, value):
 
 
 @FUZZ
-@given(cut=st.floats(0, 1, exclude_max=True), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=4))
+@given(cut=st.floats(0, 1, exclude_max=True),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=4))
 def test_camera_json_byte_fuzz(tmp_path_factory, cams, cut, flips):
     d = scratch(tmp_path_factory, "cambytes")
     raw = cams.to_facelift_json(d / "ok.json").read_bytes()
@@ -185,11 +194,12 @@ def test_colmap_hand_made_cases(tmp_path, cams):
     good = to_colmap(cams, tmp_path / "good")
     cams_txt, imgs_txt = (good / "cameras.txt").read_text(), (good / "images.txt").read_text()
     first_img = next(l for l in imgs_txt.splitlines() if l and not l.startswith("#"))
-    cases = {"cameras.txt": ["1 PINHOLE 64\n", "1 FISHEYE 64 64 1 2 3 4\n", "1 PINHOLE 64 64 1 2 3\n", "1 PINHOLE 64 64 a b c d\n",
-                             "1 PINHOLE 64 64 nan 50 32 32\n", "1 PINHOLE 64 64 -50 50 32 32\n", "1 PINHOLE 0 64 50 50 32 32\n",
-                             "\xff"],
-             "images.txt": ["1 1 0 0\n\n", "1 0 0 0 0 0 0 0 1 a.png\n\n", "1 1 0 0 0 0 0 0 7 a.png\n\n", "1 x 0 0 0 0 0 0 1 a.png\n\n",
-                            "1 nan 0 0 0 0 0 0 1 a.png\n\n", "1 1 0 0 0 inf 0 0 1 a.png\n\n", "", first_img.replace(" 1 ", " 9 ", 1)]}
+    cases = {"cameras.txt": ["1 PINHOLE 64\n", "1 FISHEYE 64 64 1 2 3 4\n", "1 PINHOLE 64 64 1 2 3\n",
+                             "1 PINHOLE 64 64 a b c d\n", "1 PINHOLE 64 64 nan 50 32 32\n",
+                             "1 PINHOLE 64 64 -50 50 32 32\n", "1 PINHOLE 0 64 50 50 32 32\n", "\xff"],
+             "images.txt": ["1 1 0 0\n\n", "1 0 0 0 0 0 0 0 1 a.png\n\n", "1 1 0 0 0 0 0 0 7 a.png\n\n",
+                            "1 x 0 0 0 0 0 0 1 a.png\n\n", "1 nan 0 0 0 0 0 0 1 a.png\n\n",
+                            "1 1 0 0 0 inf 0 0 1 a.png\n\n", "", first_img.replace(" 1 ", " 9 ", 1)]}
     for fname, texts in cases.items():
         for text in texts:
             d = tmp_path / "m"
@@ -205,8 +215,9 @@ def test_colmap_hand_made_cases(tmp_path, cams):
 
 def test_blender_parameters():
     eye = torch.eye(4)[None]
-    for bad in dict(matrix_world=torch.eye(3)[None]), dict(matrix_world="eye"), dict(lens_mm=float("nan")), dict(lens_mm=-5.),\
-            dict(matrix_world=torch.full((1, 4, 4), float("nan"))), dict(sensor_fit="DIAGONAL"), dict(sensor_mm=0.), dict(hw=(0, 64)):
+    for bad in (dict(matrix_world=torch.eye(3)[None]), dict(matrix_world="eye"), dict(lens_mm=float("nan")),
+                dict(lens_mm=-5.), dict(matrix_world=torch.full((1, 4, 4), float("nan"))), dict(sensor_fit="DIAGONAL"),
+                dict(sensor_mm=0.), dict(hw=(0, 64))):
         kw = dict(matrix_world=eye, lens_mm=50., hw=(64, 64)) | bad
         with pytest.raises((ValueError, TypeError)) as e: from_blender(**kw)
         assert "\n" not in str(e.value).strip()
@@ -274,7 +285,8 @@ def test_the_pickle_with_code_is_refused_not_run(tmp_path):
     p = tmp_path / "evil.pt"
     p.write_bytes(pickle.dumps({"model": Evil()}))
     assert_clear(lambda: _load(p), p)
-    with pytest.raises(pickle.UnpicklingError): torch.load(p, weights_only=True)  # what the library turns into its error
+    # what the library turns into its error
+    with pytest.raises(pickle.UnpicklingError): torch.load(p, weights_only=True)
     assert not marker.exists()
 
 
@@ -314,7 +326,8 @@ def test_inspect_checkpoint_reports_broken_files(tmp_path, ckpt):
 # ---------------------------------------------------------------- images
 def _png_header(w, h, bit_depth=8, color=6):
     "A PNG whose IHDR claims w x h; only the header and an empty IDAT: no pixel memory is ever needed."
-    def chunk(t, data): return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, color, 0, 0, 0)) + \
         chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
@@ -330,18 +343,18 @@ def png_bytes():
 def test_image_hand_made_cases(tmp_path, png_bytes):
     from PIL import Image
     p = tmp_path / "bad.png"
-    cases = {"truncated": png_bytes[: len(png_bytes) // 2], "random": bytes(range(256)), "empty": b"", "text": b"hello, world\n",
-             "bomb": _png_header(30000, 30000), "bomb_warning": _png_header(10000, 10000)}
+    cases = {"truncated": png_bytes[: len(png_bytes) // 2], "random": bytes(range(256)), "empty": b"",
+             "text": b"hello, world\n", "bomb": _png_header(30000, 30000), "bomb_warning": _png_header(10000, 10000)}
     for name, data in cases.items():
         p.write_bytes(data)
-        msg = assert_clear(lambda: _read_image(p), p)
+        msg = assert_clear(lambda: load_image(p), p)
         if name.startswith("bomb"): assert "too large" in msg and "pixels" in msg, msg
     Image.new("RGB", (1, 1)).save(p)
-    assert_clear(lambda: _read_image(p), p, contains="1x1")
+    assert_clear(lambda: load_image(p), p, contains="1x1")
     jpg = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (80, 80), (0, 255, 0, 0)).save(jpg)
-    assert_clear(lambda: _read_image(jpg), jpg, contains="CMYK")
-    assert_clear(lambda: _read_image(tmp_path / "none.png"), tmp_path / "none.png")
+    assert_clear(lambda: load_image(jpg), jpg, contains="CMYK")
+    assert_clear(lambda: load_image(tmp_path / "none.png"), tmp_path / "none.png")
 
 
 def test_16_bit_png_keeps_its_range(tmp_path):
@@ -349,29 +362,32 @@ def test_16_bit_png_keeps_its_range(tmp_path):
     p = tmp_path / "deep.png"
     a = np.linspace(0, 65535, 80 * 80).reshape(80, 80).astype(np.uint16)
     Image.fromarray(a).save(p)
-    x = _read_image(p)
+    x = load_image(p)
     assert x.shape == (1, 80, 80) and abs(x.max().item() - 1) < 1e-3 and abs(x.mean().item() - 0.5) < 0.01
 
 
 @FUZZ
-@given(cut=st.floats(0, 1, exclude_max=True), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=4))
+@given(cut=st.floats(0, 1, exclude_max=True),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=4))
 def test_image_fuzz(tmp_path_factory, png_bytes, cut, flips):
     p = scratch(tmp_path_factory, "imfuzz") / "f.png"
     b = bytearray(png_bytes)
     for pos, val in flips: b[int(pos * len(b))] = val
     for data in (bytes(b), png_bytes[: int(cut * len(png_bytes))]):
         p.write_bytes(data)
-        valid_or_clear(lambda: _read_image(p), p)
+        valid_or_clear(lambda: load_image(p), p)
 
 
 # ---------------------------------------------------------------- YAML configs
-@pytest.mark.parametrize("cls,base", [(GSLRMTrainConfig, "data: d\noutput_dir: o\n"), (MVTrainConfig, "data: d\noutput_dir: o\npretrained: p\n")])
+@pytest.mark.parametrize("cls,base", [(GSLRMTrainConfig, "data: d\noutput_dir: o\n"),
+                                      (MVTrainConfig, "data: d\noutput_dir: o\npretrained: p\n")])
 def test_yaml_configs(tmp_path, cls, base):
     p = tmp_path / "c.yaml"
     p.write_text(base + "max_steps: 3\n")
     assert read_yaml_config(cls, p).max_steps == 3 and cls.from_yaml(p).max_steps == 3
     for text in ["- a\n- b\n", "just a string\n", "42\n", base + "learning_rate: 1\n", base + "max_steps: ten\n",
-                 base + "max_steps: 1.5\n", base + "lr: fast\n", base + "resume: 3\n", base + "mixed_precision: no\n", base + "seed: [1]\n",
+                 base + "max_steps: 1.5\n", base + "lr: fast\n", base + "resume: 3\n", base + "mixed_precision: no\n",
+                 base + "seed: [1]\n",
                  base + "max_steps: 0\n", "data: [unclosed\n", "output_dir: o\n", "{a: 1}: 2\n"]:
         p.write_text(text)
         assert_clear(lambda: cls.from_yaml(p), p)
@@ -381,7 +397,9 @@ def test_yaml_configs(tmp_path, cls, base):
 
 
 @FUZZ
-@given(key=st.sampled_from(["max_steps", "lr", "betas", "resume", "mixed_precision", "model_config", "input_views", "bg"]), value=json_values)
+@given(key=st.sampled_from(["max_steps", "lr", "betas", "resume", "mixed_precision", "model_config", "input_views",
+                            "bg"]),
+       value=json_values)
 def test_yaml_fuzz(tmp_path_factory, key, value):
     p = scratch(tmp_path_factory, "yamlfuzz") / "c.yaml"
     p.write_text("data: d\noutput_dir: o\n" + f"{key}: {json.dumps(value)}\n")
@@ -394,8 +412,9 @@ def test_prompt_embeddings(tmp_path):
     torch.save(torch.randn(6, 77, 16), p)
     assert load_prompt_embeds(p, layout="facelift6").shape == (6, 77, 16)
     good = p.read_bytes()
-    cases = [torch.randn(6, 76, 16), torch.randn(77, 16), torch.randint(0, 9, (6, 77, 16)), torch.randn(6, 77, 16).bool(),
-             torch.randn(5, 77, 16), {"embeds": torch.randn(6, 77, 16)}, [1, 2], torch.full((6, 77, 16), float("nan"))]
+    cases = [torch.randn(6, 76, 16), torch.randn(77, 16), torch.randint(0, 9, (6, 77, 16)),
+             torch.randn(6, 77, 16).bool(), torch.randn(5, 77, 16), {"embeds": torch.randn(6, 77, 16)}, [1, 2],
+             torch.full((6, 77, 16), float("nan"))]
     for obj in cases:
         torch.save(obj, p)
         assert_clear(lambda: load_prompt_embeds(p, layout="facelift6"), p)
@@ -408,7 +427,6 @@ def test_prompt_embeddings(tmp_path):
 # ---------------------------------------------------------------- atomic writers and the umask
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_and_folders_respect_the_umask(tmp_path, umask, cams):
-    from facelift_nb.checkpoints import atomic_folder
     old = os.umask(umask)
     try:
         f = write_text_atomic(tmp_path / "a.txt", "x")
@@ -523,7 +541,8 @@ def test_cli_bad_input_in_process(bad_files, tmp_path, capsys):
 def test_cli_bad_input_subprocess_has_no_traceback(bad_files, tmp_path):
     b, good = bad_files
     out = tmp_path / "out"
-    for argv in (["render", str(b / "trunc.ply"), "-o", str(out / "r")], ["run", str(b / "bomb.png"), "-o", str(out / "x"), "--default"],
+    for argv in (["render", str(b / "trunc.ply"), "-o", str(out / "r")],
+                 ["run", str(b / "bomb.png"), "-o", str(out / "x"), "--default"],
                  ["train-gslrm", str(b / "wrong.yaml")]):
         r = subprocess.run([sys.executable, "-m", "facelift_nb", *argv], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, (argv, r.stderr)

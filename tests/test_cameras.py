@@ -161,7 +161,8 @@ def test_blender_round_trip(seed, fit, sx, sy):
     b0 = to_blender(rig, sensor_fit=fit)
     cams = from_blender(b0.matrix_world, b0.lens_mm, b0.sensor_mm, rig.hw, sensor_fit=fit, shift_x=sx, shift_y=sy)
     b = to_blender(cams, sensor_fit=fit)
-    back = from_blender(b.matrix_world, b.lens_mm, b.sensor_mm, cams.hw, sensor_fit=fit, shift_x=b.shift_x, shift_y=b.shift_y)
+    back = from_blender(b.matrix_world, b.lens_mm, b.sensor_mm, cams.hw, sensor_fit=fit, shift_x=b.shift_x,
+                        shift_y=b.shift_y)
     torch.testing.assert_close(back.w2c, cams.w2c, atol=2e-5, rtol=0)
     torch.testing.assert_close(back.K, cams.K, atol=1e-3, rtol=0)
     torch.testing.assert_close(cams.w2c, rig.w2c, atol=2e-5, rtol=0)
@@ -204,7 +205,8 @@ def test_colmap_models_sorting_and_distortion(tmp_path):
     torch.testing.assert_close(cams.centers, torch.tensor([[0., 0, -2.7]] * 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        from_colmap(_write_colmap(tmp_path / "n", ["1 SIMPLE_RADIAL 64 48 50 32 24 0"], ["1 1 0 0 0 0 0 1 1 a.png", ""]))
+        from_colmap(_write_colmap(tmp_path / "n", ["1 SIMPLE_RADIAL 64 48 50 32 24 0"],
+                                  ["1 1 0 0 0 0 0 1 1 a.png", ""]))
 
 
 @pytest.mark.parametrize("cams,imgs,msg", [
@@ -363,7 +365,8 @@ def test_check_cameras_flags(published_json):
     ref = Cameras.from_facelift_json(published_json)
     assert check_cameras(ref, radius=2.7).ok
     w2c = ref.w2c.clone()
-    scaled = w2c.clone(); scaled[3, :3, :3] *= 1.5  # a scaled rotation never becomes a Cameras
+    scaled = w2c.clone()
+    scaled[3, :3, :3] *= 1.5  # a scaled rotation never becomes a Cameras
     with pytest.raises(ValueError, match="camera 3 has .*scaled by about 1.5"):
         Cameras(ref.K, scaled, ref.hw)
     w2c[4] = torch.linalg.inv(ref.w2c[4]) @ torch.diag(torch.tensor([1., 1, 1, 1]))  # c2w passed as w2c
@@ -400,12 +403,14 @@ def _cams():
 
 
 ERRORS = [
-    (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), names=("a",), meta=({},)).crop((0, 0, 0, 1)), ValueError, "x1 > x0"),
+    (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), names=("a",), meta=({},)).crop((0, 0, 0, 1)),
+     ValueError, "x1 > x0"),
     (lambda: _cams()[5], IndexError, "out of range"),
     (lambda: _cams()[[0, 5]], IndexError, "out of range"),
     (lambda: _cams()[1.5], TypeError, "selected by int"),
     (lambda: _cams().resize((0, 8)), ValueError, "positive integers"),
-    (lambda: _cams().transform(torch.tensor([[1., 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]])), ValueError, "last row"),
+    (lambda: _cams().transform(torch.tensor([[1., 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]])),
+     ValueError, "last row"),
     (lambda: Cameras.stack([]), TypeError, "non-empty"),
     (lambda: Cameras.from_fov(50., (8, 8), c2w=torch.eye(4)[None], w2c=torch.eye(4)[None]), ValueError, "exactly one"),
     (lambda: orbit([float("nan")]), ValueError, "finite"),
@@ -417,7 +422,8 @@ ERRORS = [
     (lambda: check_cameras("cams"), TypeError, "must be Cameras"),
     (lambda: from_blender(torch.eye(4), 50.), ValueError, "[..., V, 4, 4]"),
     (lambda: from_blender(torch.eye(4)[None], 50., sensor_fit="FIT"), ValueError, "sensor_fit"),
-    (lambda: to_blender(Cameras(torch.tensor([[[10., 0, 4], [0, 20, 4], [0, 0, 1]]]), torch.eye(4)[None], (8, 8))), ValueError, "square pixels"),
+    (lambda: to_blender(Cameras(torch.tensor([[[10., 0, 4], [0, 20, 4], [0, 0, 1]]]), torch.eye(4)[None], (8, 8))),
+     ValueError, "square pixels"),
     (lambda: to_colmap(Cameras.stack([_cams()] * 2), "/tmp/x"), ValueError, "one rig"),
     (lambda: intrinsics_from_fov(50., (8, 8.5)), ValueError, "positive integers"),
     (lambda: Cameras(torch.eye(3)[None], object(), (8, 8)), TypeError, "`w2c` must be a tensor"),
@@ -426,9 +432,12 @@ ERRORS = [
     (lambda: Cameras(torch.eye(3)[None], torch.eye(4).expand(2, 4, 4), (8, 8)), ValueError, "share the batch shape"),
     (lambda: Cameras(torch.eye(3)[None].double(), torch.eye(4)[None], (8, 8)), ValueError, "share dtype and device"),
     (lambda: Cameras(torch.eye(3)[None] * float("inf"), torch.eye(4)[None], (8, 8)), ValueError, "finite"),
-    (lambda: Cameras(torch.tensor([[[1., 0.5, 0], [0, 1, 0], [0, 0, 1]]]), torch.eye(4)[None], (8, 8)), ValueError, "no skew"),
-    (lambda: Cameras(torch.tensor([[[1., 0, 0], [0, 1, 0], [0, 0, 2]]]), torch.eye(4)[None], (8, 8)), ValueError, "no skew"),
-    (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), names=("a", "b")), ValueError, "one entry per view"),
+    (lambda: Cameras(torch.tensor([[[1., 0.5, 0], [0, 1, 0], [0, 0, 1]]]), torch.eye(4)[None], (8, 8)),
+     ValueError, "no skew"),
+    (lambda: Cameras(torch.tensor([[[1., 0, 0], [0, 1, 0], [0, 0, 2]]]), torch.eye(4)[None], (8, 8)),
+     ValueError, "no skew"),
+    (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), names=("a", "b")),
+     ValueError, "one entry per view"),
     (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), meta=({}, {})), ValueError, "one entry per view"),
     (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), names=(3,)), TypeError, "strings"),
     (lambda: Cameras(torch.eye(3)[None], torch.eye(4)[None], (8, 8), meta=("x",)), TypeError, "dicts"),
@@ -450,7 +459,8 @@ ERRORS = [
     (lambda: plucker_inputs(torch.zeros(2, 8, 8, 3), _cams()), ValueError, "Channels-last"),
     (lambda: plucker_inputs(torch.full((2, 3, 8, 8), 2.), _cams()), ValueError, "Divide by 255"),
     (lambda: plucker_inputs(torch.zeros(2, 3, 4, 4), _cams()), ValueError, "cameras.resize"),
-    (lambda: check_cameras(orbit([0.]), subject_center=(0, 0, 0), strict=True, radius=1.), ValueError, "check_cameras found problems"),
+    (lambda: check_cameras(orbit([0.]), subject_center=(0, 0, 0), strict=True, radius=1.),
+     ValueError, "check_cameras found problems"),
 ]
 
 

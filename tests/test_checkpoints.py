@@ -11,7 +11,6 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from facelift_nb.checkpoints import (
-    atomic_folder,
     check_disk_space,
     checkpoint_paths,
     forecast_disk_usage,
@@ -26,10 +25,12 @@ from facelift_nb.checkpoints import (
     restore_checkpoint,
     rotate_checkpoints,
     safetensors_problems,
+    trash_temp_leftovers,
     unpin_checkpoint,
     verify_manifest,
     write_manifest,
 )
+from facelift_nb.io import atomic_folder
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, tiny_mv_unet_config
 
@@ -117,13 +118,13 @@ def test_manifest_hashes(tmp_path):
 
 
 def test_atomic_folder_survives_an_interrupted_write(tmp_path):
-    final = tmp_path / "checkpoint-1"
-    with atomic_folder(final) as t:
+    final, trash = tmp_path / "checkpoint-1", tmp_path / "trash"
+    with atomic_folder(final, overwrite=True, backup_dir=trash) as t:
         (t / "weights.bin").write_bytes(b"good")
     code = f"""
         import os
-        from facelift_nb.checkpoints import atomic_folder
-        with atomic_folder({str(final)!r}) as t:
+        from facelift_nb.io import atomic_folder
+        with atomic_folder({str(final)!r}, overwrite=True) as t:
             (t / "weights.bin").write_bytes(b"half")
             os._exit(9)  # killed mid-write: no cleanup runs
     """
@@ -132,12 +133,17 @@ def test_atomic_folder_survives_an_interrupted_write(tmp_path):
     assert (final / "weights.bin").read_bytes() == b"good"  # the complete folder is untouched
     stale = list(tmp_path.glob(".checkpoint-1.tmp-*"))
     assert len(stale) == 1 and checkpoint_paths(tmp_path) == [final]  # leftovers are not checkpoints
-    with atomic_folder(final) as t:
+    with atomic_folder(final, overwrite=True, backup_dir=trash) as t:
         (t / "weights.bin").write_bytes(b"newer")
+    trash_temp_leftovers(final)
     assert (final / "weights.bin").read_bytes() == b"newer"
     assert not list(tmp_path.glob(".checkpoint-1.tmp-*"))
     trashed = sorted(p.name for p in (tmp_path / "trash").iterdir())
-    assert any(n.startswith(".checkpoint-1.tmp-") for n in trashed) and "checkpoint-1" in trashed  # nothing deleted
+    old = [n for n in trashed if n.startswith("checkpoint-1.bak-")]  # the replaced folder, under a unique backup name
+    assert any(n.startswith(".checkpoint-1.tmp-") for n in trashed) and len(old) == 1  # nothing deleted
+    (tmp_path / "restored").mkdir()
+    back = restore_checkpoint(trash / old[0], tmp_path / "restored")
+    assert back == tmp_path / "restored" / "checkpoint-1" and (back / "weights.bin").read_bytes() == b"good"
 
 
 def test_rotation_trash_restore_and_pins(tmp_path, gslrm):

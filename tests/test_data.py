@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facelift_nb.data import ImageTransform
+from facelift_nb.framing import ImageTransform
 from facelift_nb.layouts import get_layout
 
 

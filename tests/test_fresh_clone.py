@@ -1,5 +1,5 @@
-"""A fresh clone has no reference folder: only the `reference` tests skip (with the reason), nothing fails, nothing errors,
-and no notebook depends on the reference data."""
+"""A fresh clone has no reference folder: only the `reference` tests skip (with the reason), nothing fails, nothing
+errors, and no notebook depends on the reference data."""
 import json
 import os
 import re
@@ -16,8 +16,8 @@ NO_REFERENCE = "/nonexistent/facelift_nb_reference"
 def _pytest(*args):
     "pytest in a subprocess, as on a fresh clone (no reference data), from the repository root."
     env = {**os.environ, "FACELIFT_NB_REFERENCE": NO_REFERENCE}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
 
 
 def _counts(summary: str) -> dict:
@@ -43,13 +43,14 @@ def test_reference_tests_only_skip_without_the_reference(reference_run):
     assert r.returncode == 0, out[-3000:]
     counts = _counts(out.strip().splitlines()[-1])
     assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0, out[-3000:]
-    assert counts.get("passed", 0) == 0 and counts.get("skipped", 0) >= 5, out[-3000:]  # every selected test skipped ...
+    # every selected test skipped ...
+    assert counts.get("passed", 0) == 0 and counts.get("skipped", 0) >= 5, out[-3000:]
     reasons = [l for l in out.splitlines() if l.startswith("SKIPPED")]
     assert reasons and all("needs the optional reference data" in l for l in reasons), reasons  # ... for the reason
 
 
 def test_no_notebook_depends_on_the_reference_data():
-    "A notebook may show the real upstream files where they exist, but only in a cell that checks `has_reference` first."
+    "A notebook may show the real upstream files where they exist, but only in a cell that checks `has_reference` first"
     nbs = sorted((ROOT / "nbs").rglob("*.ipynb"))
     assert len(nbs) > 10
     users = []
@@ -70,6 +71,7 @@ def test_shipped_camera_files_are_package_data():
     from facelift_nb.cameras import PUBLISHED_CAMERA_FILES, published_cameras_path
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["facelift_nb"]
     pkg = ROOT / "facelift_nb"
-    shipped = [published_cameras_path(rig).relative_to(pkg) for rig in PUBLISHED_CAMERA_FILES] + [Path("assets/PROVENANCE.md")]
+    shipped = [published_cameras_path(rig).relative_to(pkg) for rig in PUBLISHED_CAMERA_FILES]
+    shipped += [Path("assets/PROVENANCE.md")]
     assert (pkg / "assets" / "PROVENANCE.md").is_file()
     assert all(any(fnmatch.fnmatch(p.as_posix(), g) for g in globs) for p in shipped), (shipped, globs)

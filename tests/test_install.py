@@ -1,4 +1,4 @@
-"""A plain `pip install .` works: every third-party import of the library is declared, and no module needs a dev tool."""
+"""A plain `pip install .` works: every third-party import of the library is declared; no module needs a dev tool."""
 import ast
 import importlib.metadata as md
 import os
@@ -51,7 +51,8 @@ def _handler_names_extra(tries, node, extra: str, source: str) -> bool:
         if not any(node is n or node in ast.walk(n) for n in t.body): continue
         for h in t.handlers:
             caught = ast.unparse(h.type) if h.type is not None else ""
-            if ("ImportError" in caught or "ModuleNotFoundError" in caught) and f"facelift-nb[{extra}]" in ast.get_source_segment(source, h):
+            names_extra = f"facelift-nb[{extra}]" in ast.get_source_segment(source, h)
+            if ("ImportError" in caught or "ModuleNotFoundError" in caught) and names_extra:
                 return True
     return False
 
@@ -70,10 +71,13 @@ def test_every_third_party_import_is_declared():
                 problems.append(f"{where}: imports the dev-only package {module!r}")
                 continue
             extra = next((k for k, v in extras.items() if dist in v), None)
-            if extra is None: problems.append(f"{where}: imports {module!r} ({dist}), which is not a declared dependency")
-            elif func is None: problems.append(f"{where}: the optional {module!r} (extra [{extra}]) is imported at module scope")
+            if extra is None:
+                problems.append(f"{where}: imports {module!r} ({dist}), which is not a declared dependency")
+            elif func is None:
+                problems.append(f"{where}: the optional {module!r} (extra [{extra}]) is imported at module scope")
             elif not _handler_names_extra(tries, node, extra, source):
-                problems.append(f"{where}: the optional {module!r} is imported without an ImportError naming facelift-nb[{extra}]")
+                problems.append(f"{where}: the optional {module!r} is imported without an ImportError naming "
+                                f"facelift-nb[{extra}]")
     assert not problems, "\n".join(problems)
 
 
@@ -81,8 +85,10 @@ def test_the_import_check_catches_what_it_should():
     "The checker itself: an undeclared import, a module-scope optional import and an unguarded one are each found."
     src = "import numpy\nimport gsplat\ndef f():\n    import gsplat\ndef g():\n    try: import gsplat\n" \
           "    except ImportError as e: raise ImportError('pip install \"facelift-nb[gsplat]\"') from e\n"
-    found = [(m, n.lineno, f is not None, _handler_names_extra(t, n, "gsplat", src)) for m, n, f, t in _imports(ast.parse(src))]
-    assert found == [("numpy", 1, False, False), ("gsplat", 2, False, False), ("gsplat", 4, True, False), ("gsplat", 6, True, True)]
+    found = [(m, n.lineno, f is not None, _handler_names_extra(t, n, "gsplat", src))
+             for m, n, f, t in _imports(ast.parse(src))]
+    assert found == [("numpy", 1, False, False), ("gsplat", 2, False, False), ("gsplat", 4, True, False),
+                     ("gsplat", 6, True, True)]
 
 
 BLOCK_DEV = """
@@ -99,16 +105,19 @@ sys.meta_path[:] = [_HideDevTools(f) for f in sys.meta_path]
 
 
 def plain_install_env(tmp_path) -> dict:
-    "Environment variables for a subprocess in which the dev-only packages cannot be imported (as after `pip install .`)."
+    "Environment of a subprocess in which the dev-only packages cannot be imported (as after `pip install .`)."
     (tmp_path / "sitecustomize.py").write_text(BLOCK_DEV.format(dev=DEV_ONLY))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return dict(os.environ, PYTHONPATH=path)
 
 
 def test_every_module_imports_without_dev_tools(tmp_path):
     code = ("import importlib, pkgutil, facelift_nb\n"
-            "try:\n    import fastcore\n    raise SystemExit('the dev-package block is not active')\nexcept ImportError: pass\n"
+            "try:\n    import fastcore\n    raise SystemExit('the dev-package block is not active')\n"
+            "except ImportError: pass\n"
             "for m in pkgutil.walk_packages(facelift_nb.__path__, 'facelift_nb.'): importlib.import_module(m.name)\n"
             "from facelift_nb import pipeline\nprint('ok', pipeline.get_layout('facelift6').names)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plain_install_env(tmp_path), cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plain_install_env(tmp_path),
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "front_right" in r.stdout

@@ -203,7 +203,7 @@ def test_cfg_and_conditioning_follow_the_published_rule(tiny_pipe, front, monkey
 def test_noise_augmentation_at_level_zero_keeps_the_embedding(tiny_pipe, front):
     from facelift_nb.models.mvdiffusion import _image_tensor
     x = _image_tensor(front, (1., 1., 1.))
-    e = tiny_pipe._image_embeds(x, torch.Generator().manual_seed(0))
+    e = tiny_pipe.image_embeds(x, torch.Generator().manual_seed(0))
     pix = tiny_pipe.feature_extractor(images=Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()), return_tensors="pt").pixel_values
     clean = tiny_pipe.image_encoder(pix).image_embeds
     torch.testing.assert_close(e[:, :32], clean, atol=0.05, rtol=0.05)

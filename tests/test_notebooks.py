@@ -10,7 +10,8 @@ NBS = sorted(_ROOT.glob("[!_]*.ipynb")) + sorted((_ROOT / "tutorials").glob("[!_
 
 
 def test_notebooks_found():
-    assert {p.stem for p in NBS} >= {"index", "00_cameras", "01_layouts", "compare_layouts", "your_rig", "fine_tune", "image_to_turntable"}
+    assert {p.stem for p in NBS} >= {"index", "00_cameras", "01_layouts", "compare_layouts", "your_rig", "fine_tune",
+                                     "image_to_turntable"}
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])

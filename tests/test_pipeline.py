@@ -53,7 +53,7 @@ def test_tiny_warns_loudly_and_runs(front_png, default_pipe):
 
 
 def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
-    import facelift_nb.default_model as dm
+    import facelift_nb.builtin as dm
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the built-in model is trained: no random-weights warning
         pipe = FaceLiftPipeline.default()

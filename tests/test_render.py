@@ -51,7 +51,8 @@ def test_fast_cpu_matches_torch(seed, hw, degree, blend):
 def test_batched_gaussians_and_cameras(blend):
     g1, g2 = shell_scene(500, seed=1), head_scene(800)
     n = min(len(g1), len(g2))
-    gb = Gaussians(*(torch.stack([getattr(g1, f)[:n], getattr(g2, f)[:n]]) for f in ("means", "quats", "scales", "opacities", "sh")))
+    fields = ("means", "quats", "scales", "opacities", "sh")
+    gb = Gaussians(*(torch.stack([getattr(g1, f)[:n], getattr(g2, f)[:n]]) for f in fields))
     cams = Cameras.stack([orbit([0., 90.], hw=(24, 24))] * 2)
     out = render(gb, cams, backend="cpu")
     assert out.rgb.shape == (2, 2, 24, 24, 3)
@@ -87,7 +88,8 @@ def test_alpha_cap_and_early_stop(blend):
     # 4th would give 6.25e-6 < 1e-4, so the pixel stops with T = 1.25e-4 after three; opacity 1 is capped at 0.99
     n = 5
     means = torch.stack([torch.tensor([0., -0.5 + 0.1 * i, 0]) for i in range(n)])
-    g = Gaussians(means, torch.tensor([[1., 0, 0, 0]] * n), torch.full((n, 3), 0.2), torch.full((n,), 0.95), torch.zeros(n, 1, 3))
+    g = Gaussians(means, torch.tensor([[1., 0, 0, 0]] * n), torch.full((n, 3), 0.2), torch.full((n,), 0.95),
+                  torch.zeros(n, 1, 3))
     cam = orbit([0.], hw=(9, 9))
     for be in ("cpu", "torch"):
         out = render(g, cam, backend=be)
@@ -106,7 +108,8 @@ def test_gradcheck_torch_backend():
         out = render(g, cam, backend="torch", bg=(0.3, 0.3, 0.3))
         return out.rgb, out.alpha
 
-    inputs = tuple(t.clone().requires_grad_() for t in (base.means * 0.6, base.scales, base.opacities, base.sh, base.quats))
+    fields = (base.means * 0.6, base.scales, base.opacities, base.sh, base.quats)
+    inputs = tuple(t.clone().requires_grad_() for t in fields)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
@@ -176,8 +179,8 @@ def test_similarity_transform_keeps_images():
 
 
 def test_project_matches_facts_front_camera():
-    g = Gaussians(torch.tensor([[0., 0, 0]]), torch.tensor([[1., 0, 0, 0]]), torch.full((1, 3), 0.01), torch.tensor([0.5]),
-                  torch.zeros(1, 1, 3))
+    g = Gaussians(torch.tensor([[0., 0, 0]]), torch.tensor([[1., 0, 0, 0]]), torch.full((1, 3), 0.01),
+                  torch.tensor([0.5]), torch.zeros(1, 1, 3))
     cam = orbit([0.])
     p = project(g, cam.K[0], cam.w2c[0], cam.hw)
     torch.testing.assert_close(p.means2d[0], torch.tensor([256., 256.]))

@@ -28,8 +28,10 @@ def _args(g, cam):
 def test_c_and_numba_blends_agree(hw, seed, monkeypatch):
     g = shell_scene(6000, seed=seed, scale_range=(0.003, 0.03))
     cam = orbit([25. * seed], [10.], radius=2.2, fov_deg=35., hw=hw)
-    monkeypatch.setenv("FACELIFT_NB_BLEND", "numba"); a = rk.rasterize(*_args(g, cam))
-    monkeypatch.setenv("FACELIFT_NB_BLEND", "c"); b = rk.rasterize(*_args(g, cam))
+    monkeypatch.setenv("FACELIFT_NB_BLEND", "numba")
+    a = rk.rasterize(*_args(g, cam))
+    monkeypatch.setenv("FACELIFT_NB_BLEND", "c")
+    b = rk.rasterize(*_args(g, cam))
     assert np.abs(a[..., :4] - b[..., :4]).max() < 1e-4
     assert np.abs(a[..., 4] - b[..., 4]).max() < 1e-3 * a[..., 4].max()
     assert a[..., 3].max() > 0.9 and a[..., 3].min() < 0.1
@@ -40,7 +42,8 @@ def test_many_equal_depths_keep_index_order(monkeypatch):
     n = 300
     gen = torch.Generator().manual_seed(0)
     from facelift_nb.splats import Gaussians
-    means = torch.zeros(n, 3); means[:, 0] = torch.rand(n, generator=gen) * 0.02  # x varies, depth (y) identical
+    means = torch.zeros(n, 3)
+    means[:, 0] = torch.rand(n, generator=gen) * 0.02  # x varies, depth (y) identical
     rgb = torch.rand(n, 3, generator=gen)
     g = Gaussians(means, torch.tensor([[1., 0, 0, 0]]).repeat(n, 1), torch.full((n, 3), 0.02), torch.full((n,), 0.3),
                   ((rgb - 0.5) / 0.28209479)[:, None])
@@ -55,7 +58,8 @@ def test_parallel_binning_equals_serial():
     rng = np.random.default_rng(0)
     gx, gy, n = 7, 5, 400
     x0, y0 = rng.integers(0, gx, n), rng.integers(0, gy, n)
-    rect = np.stack([x0, y0, np.minimum(gx, x0 + rng.integers(0, 3, n)), np.minimum(gy, y0 + rng.integers(0, 3, n))], 1).astype(np.int32)
+    x1, y1 = np.minimum(gx, x0 + rng.integers(0, 3, n)), np.minimum(gy, y0 + rng.integers(0, 3, n))
+    rect = np.stack([x0, y0, x1, y1], 1).astype(np.int32)
     for chunks in (1, 3, 16):
         offsets, lists = rk.bin_nb(rect, gx, gy, chunks, np.empty(0, np.int32))
         for t in range(gx * gy):
@@ -78,7 +82,8 @@ def test_empty_and_fully_culled_scenes(impl, monkeypatch):
 
 
 def _run(code, env):
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env={**os.environ, **env})
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env={**os.environ, **env})
     assert res.returncode == 0, res.stderr
     return res
 
@@ -95,7 +100,8 @@ def test_c_kernel_is_cached_across_processes(tmp_path):
     assert first["blend"] == "c" and first["compiled_now"] and first["path"].startswith(str(tmp_path))
     mtime = os.stat(first["path"]).st_mtime_ns
     second = json.loads(_run(code, env).stdout.strip().splitlines()[-1])
-    assert not second["compiled_now"] and second["path"] == first["path"] and os.stat(first["path"]).st_mtime_ns == mtime
+    assert not second["compiled_now"] and second["path"] == first["path"]
+    assert os.stat(first["path"]).st_mtime_ns == mtime
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [os.path.basename(first["path"])]  # no temp files left
 
 
@@ -135,3 +141,50 @@ def test_workspace_is_reused_and_released():
     rk.release_workspace()
     assert not hasattr(rk._WS, "G")
     rk.rasterize(*args)  # works again after release
+
+
+def test_numba_quaternion_rotation_matches_the_library_one():
+    "The kernel's scalar quaternion -> rotation (numba cannot call torch) is the library's `quat_to_rotation`."
+    from facelift_nb.cameras import quat_to_rotation
+    q = torch.randn(500, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    q[:10] *= 1e-3  # far from unit length: both normalise first
+    mine = torch.tensor([rk.quat_rotation_nb(*map(float, qi)) for qi in q], dtype=torch.float64).reshape(-1, 3, 3)
+    torch.testing.assert_close(mine, quat_to_rotation(q), atol=1e-12, rtol=0)
+
+
+def test_rasteriser_constants_are_defined_once():
+    "The C program holds none of the constants; the -D flags carry render's values as exact float32 literals."
+    from facelift_nb import render as r
+    src = rk.c_source()
+    for literal in ("#define TILE", "#define ROW", "0.99f", "1e-4f", "255.0f"):
+        assert literal not in src, literal
+    defs = dict(d[2:].split("=") for d in rk.c_defines())
+    assert int(defs["TILE"]) == r.TILE == 16 and int(defs["ROW"]) == rk.ROW
+    for name in ("ALPHA_MIN", "ALPHA_MAX", "T_MIN"):
+        assert np.float32(float.fromhex(defs[name].rstrip("f"))) == np.float32(getattr(r, name)), name
+    assert rk.NEAR is r.NEAR and rk.DILATION is r.DILATION  # numba reads render's globals
+
+
+def test_c_source_is_package_data():
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["facelift_nb"]
+    rel = rk.C_SOURCE_PATH.relative_to(root / "facelift_nb").as_posix()
+    assert rk.C_SOURCE_PATH.is_file() and any(fnmatch(rel, g) for g in globs), (rel, globs)
+
+
+def test_c_cache_key_covers_the_constants(tmp_path, monkeypatch):
+    "Other constants build (and cache) another library, never reuse one built with the old values."
+    cc, flags = rk._compiler(), rk._c_flags()
+    if cc is None or os.name == "nt": pytest.skip("no C toolchain here")
+    monkeypatch.setenv("FACELIFT_NB_CACHE", str(tmp_path))
+    first = {}
+    rk._load_c(cc, flags, first)
+    orig = rk.c_defines
+    other = lambda: [d if not d.startswith("-DT_MIN=") else "-DT_MIN=0x1p-12f" for d in orig()]
+    monkeypatch.setattr(rk, "c_defines", other)
+    second = {}
+    rk._load_c(cc, flags, second)
+    assert first["compiled_now"] and second["compiled_now"] and second["path"] != first["path"]

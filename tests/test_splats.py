@@ -1,4 +1,5 @@
-"""Gaussian container, PLY round trips (incl. the published layout), filters against the published filter rules, transforms."""
+"""Gaussian container, PLY round trips (incl. the published layout), filters against the published filter rules,
+transforms."""
 import numpy as np
 import pytest
 import torch
@@ -6,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from plyfile import PlyData, PlyElement
 
+from facelift_nb.cameras import quat_to_rotation
 from facelift_nb.splats import (
     PLY_PROPERTIES,
     SH_C0,
@@ -17,7 +19,6 @@ from facelift_nb.splats import (
     filter_scale,
     load_ply,
     quat_multiply,
-    quat_to_rotation,
     rotation_to_quat,
     save_ply,
 )
@@ -26,8 +27,9 @@ from facelift_nb.testing import head_scene, shell_scene
 
 def rand_g(n=300, degree=0, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Gaussians.from_raw(torch.randn(n, 3, generator=g), torch.randn(n, 4, generator=g), torch.randn(n, 3, generator=g) - 3,
-                              torch.randn(n, generator=g) * 3, torch.randn(n, (degree + 1) ** 2, 3, generator=g))
+    return Gaussians.from_raw(torch.randn(n, 3, generator=g), torch.randn(n, 4, generator=g),
+                              torch.randn(n, 3, generator=g) - 3, torch.randn(n, generator=g) * 3,
+                              torch.randn(n, (degree + 1) ** 2, 3, generator=g))
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
@@ -65,10 +67,12 @@ def test_ply_layout_matches_facts(tmp_path):
 def _published_style_ply(path, n=50, seed=0, with_rgb=True, n_rest=45):
     "A PLY written the way the FaceLift code writes one: raw values, f_rest zeros, rgb bytes."
     rng = np.random.default_rng(seed)
-    names = ["x", "y", "z"] + (["red", "green", "blue"] if with_rgb else []) + [f"f_dc_{i}" for i in range(3)] + \
-            [f"f_rest_{i}" for i in range(n_rest)] + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    names = (["x", "y", "z"] + (["red", "green", "blue"] if with_rgb else []) + [f"f_dc_{i}" for i in range(3)]
+             + [f"f_rest_{i}" for i in range(n_rest)]
+             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
     v = np.zeros(n, dtype=[(p, "u1" if p in ("red", "green", "blue") else "f4") for p in names])
-    raw = {p: rng.normal(size=n).astype(np.float32) for p in names if p not in ("red", "green", "blue") and not p.startswith("f_rest")}
+    raw = {p: rng.normal(size=n).astype(np.float32) for p in names
+           if p not in ("red", "green", "blue") and not p.startswith("f_rest")}
     raw.update({f"scale_{i}": (rng.normal(size=n) - 4).astype(np.float32) for i in range(3)})
     for p, a in raw.items(): v[p] = a
     if with_rgb:
@@ -86,7 +90,8 @@ def test_load_published_layout(tmp_path, with_rgb, n_rest):
     torch.testing.assert_close(g.quats, torch.nn.functional.normalize(q, dim=-1))
     torch.testing.assert_close(g.scales, torch.exp(torch.tensor(np.stack([raw[f"scale_{i}"] for i in range(3)], -1))))
     torch.testing.assert_close(g.opacities, torch.sigmoid(torch.tensor(raw["opacity"])))
-    torch.testing.assert_close(g.colors, (SH_C0 * torch.tensor(np.stack([raw[f"f_dc_{i}"] for i in range(3)], -1)) + 0.5).clamp_min(0))
+    dc = torch.tensor(np.stack([raw[f"f_dc_{i}"] for i in range(3)], -1))
+    torch.testing.assert_close(g.colors, (SH_C0 * dc + 0.5).clamp_min(0))
 
 
 def test_load_errors(tmp_path):

@@ -38,7 +38,7 @@ def make_cfg(gslrm_sample):
 
 def test_short_finetune_lowers_loss(make_cfg, tmp_path):
     res = train_gslrm(make_cfg(tmp_path, max_steps=30, checkpoint_every=30))
-    losses = [r["loss"] for r in res["history"]]
+    losses = [r["loss"] for r in res.history]
     assert len(losses) == 30 and all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -62,22 +62,22 @@ def test_checkpoints_reload_exactly_and_resume(make_cfg, tmp_path):
     assert [p.name for p in ckpts] == ["checkpoint-3", "checkpoint-6"]
     final = _weights(a / "final")
     _assert_same(final, _weights(ckpts[-1] / "gslrm"))  # the checkpoint holds exactly the trained weights
-    assert res["published"] == a / "published" / "ckpt_0000000000000006.pt"
-    pub = torch.load(res["published"], weights_only=True)
+    assert res.published == a / "published" / "ckpt_0000000000000006.pt"
+    pub = torch.load(res.published, weights_only=True)
     assert {"model", "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step", "model_config"} <= set(pub)
-    _assert_same(final, GSLRM.from_facelift_checkpoint(res["published"]).state_dict())
+    _assert_same(final, GSLRM.from_facelift_checkpoint(res.published).state_dict())
     # a second run that stopped at step 3, resumed from the Accelerate folder, ends bit-identical to the uninterrupted run
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
     shutil.copytree(ckpts[0], b / "checkpoints" / ckpts[0].name)
     res = train_gslrm(make_cfg(b, resume=True))
-    assert [r["step"] for r in res["history"]] == [4, 5, 6]
+    assert [r["step"] for r in res.history] == [4, 5, 6]
     _assert_same(final, _weights(b / "final"))
     # ... and resumed from a published-format file (older runs, the published training code)
     c = tmp_path / "c"
     export_published_checkpoint(ckpts[0], c / "checkpoints" / "ckpt_0000000000000003.pt")
     res = train_gslrm(make_cfg(c, resume=True))
-    assert [r["step"] for r in res["history"]] == [4, 5, 6]
+    assert [r["step"] for r in res.history] == [4, 5, 6]
     _assert_same(final, _weights(c / "final"))
 
 
@@ -95,10 +95,10 @@ def test_exact_layout_with_relative_output_dir(make_cfg, tmp_path, monkeypatch):
 
 def test_fine_tune_from_weights(make_cfg, tmp_path):
     res = train_gslrm(make_cfg(tmp_path / "a", max_steps=3))
-    res = train_gslrm(make_cfg(tmp_path / "b", max_steps=2, fine_tune_from=str(res["published"])))
-    assert [r["step"] for r in res["history"]] == [1, 2]  # fresh optimizer and step count
+    res = train_gslrm(make_cfg(tmp_path / "b", max_steps=2, fine_tune_from=str(res.published)))
+    assert [r["step"] for r in res.history] == [1, 2]  # fresh optimizer and step count
     res = train_gslrm(make_cfg(tmp_path / "c", max_steps=1, fine_tune_from=str(tmp_path / "a" / "final")))
-    assert len(res["history"]) == 1
+    assert len(res.history) == 1
 
 
 def test_rotation_moves_old_checkpoints_to_trash(make_cfg, tmp_path):
@@ -126,16 +126,16 @@ def test_latest_valid_skips_broken(make_cfg, tmp_path, caplog):
     assert latest_gslrm_checkpoint(ck) == good
     assert "truncated" in caplog.text and "weights only" in caplog.text and "does not load" in caplog.text
     res = train_gslrm(make_cfg(tmp_path, max_steps=4, resume=True))
-    assert [r["step"] for r in res["history"]] == [4]
+    assert [r["step"] for r in res.history] == [4]
 
 
 def test_export_refuses_broken_or_existing(make_cfg, tmp_path):
     res = train_gslrm(make_cfg(tmp_path, max_steps=1))
     with pytest.raises(FileExistsError):
-        export_published_checkpoint(res["checkpoints"][-1], res["published"])
-    (res["checkpoints"][-1] / "scheduler.bin").unlink()
+        export_published_checkpoint(res.checkpoints[-1], res.published)
+    (res.checkpoints[-1] / "scheduler.bin").unlink()
     with pytest.raises(ValueError, match="weights only"):
-        export_published_checkpoint(res["checkpoints"][-1], tmp_path / "x.pt")
+        export_published_checkpoint(res.checkpoints[-1], tmp_path / "x.pt")
 
 
 def test_dataset_reports_broken_samples(gslrm_sample, tmp_path):
@@ -213,11 +213,11 @@ def test_random_crops_keep_images_and_intrinsics_together(gslrm_sample):
         GSLRMDataset(gslrm_sample, random_crop=(0.9, 0.5))
     res = train_gslrm(GSLRMTrainConfig(data=str(gslrm_sample), output_dir=str(Path(tempfile.mkdtemp())), model_config=GSLRM.tiny_config(),
                                        image_size=16, num_target=6, max_steps=1, warmup_steps=1, random_crop=(0.6, 1.0)))
-    assert np.isfinite(res["history"][0]["loss"])
+    assert np.isfinite(res.history[0]["loss"])
 
 
 def test_checkpoints_carry_their_architecture(make_cfg, tmp_path):
-    ck = train_gslrm(make_cfg(tmp_path, max_steps=1, checkpoint_every=1))["published"]
+    ck = train_gslrm(make_cfg(tmp_path, max_steps=1, checkpoint_every=1)).published
     obj = torch.load(ck, weights_only=True)
     assert obj["model_config"]["width"] == GSLRM.tiny_config()["width"] and set(obj) >= {"model", "optimizer", "lr_scheduler", "param_update_step"}
     m = GSLRM.from_facelift_checkpoint(ck)  # no config needed
@@ -236,4 +236,4 @@ def test_published_sample_reads_and_trains(tmp_path):
     assert it["images"].shape == (8, 3, 32, 32) and abs(it["K"][0, 0, 0].item() - 548.9937744140625 / 16) < 1e-3
     res = train_gslrm(GSLRMTrainConfig(data=str(ref), output_dir=str(tmp_path), model_config=GSLRM.tiny_config(),
                                        image_size=16, num_target=6, max_steps=1, warmup_steps=1))
-    assert np.isfinite(res["history"][0]["loss"])
+    assert np.isfinite(res.history[0]["loss"])

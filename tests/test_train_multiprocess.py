@@ -15,7 +15,7 @@ import torch
 
 from facelift_nb.checkpoints import verify_manifest
 from facelift_nb.models.gslrm import GSLRM
-from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, _unet_weights
+from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, load_unet_weights
 from facelift_nb.testing import write_gslrm_sample, write_mv_sample
 from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
 from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
@@ -45,7 +45,7 @@ for name, cls, train, key in runs:
         out = Path(spec[name]["output_dir"] + "_" + run)
         res = train(cls(**spec[name] | {"output_dir": str(out), "resume": resume}))
         state = PartialState()  # after the first Accelerator (it reads ACCELERATE_USE_CPU), so the same processes
-        record = {"digest": digest(res[key]), "history": res["history"], "world": state.num_processes}
+        record = {"digest": digest(getattr(res, key)), "history": res.history, "world": state.num_processes}
         Path(spec["hashes"], f"{name}_{run}_rank{state.process_index}.json").write_text(json.dumps(record))
         if run == "a" and state.is_main_process:  # run b resumes from a's step-2 checkpoint (rotated to the trash)
             shutil.copytree(out / "checkpoints" / "trash" / "checkpoint-2",
@@ -144,7 +144,7 @@ def test_processes_agree_and_resume_is_exact(launched, name):
     assert a0["history"] == a1["history"]  # and log the same (gathered) loss
     # the weights on disk are the processes' weights
     ck = root / f"{name}_a" / "checkpoints" / "checkpoint-4"
-    disk = GSLRM.from_pretrained(ck / "gslrm").state_dict() if name == "gslrm" else _unet_weights(ck / "unet")
+    disk = GSLRM.from_pretrained(ck / "gslrm").state_dict() if name == "gslrm" else load_unet_weights(ck / "unet")
     assert _digest(disk) == a0["digest"]
     # resumed at step 2 in the two-process run: bit-identical to the uninterrupted run (same split, same reductions)
     assert b0["digest"] == b1["digest"] == a0["digest"]
@@ -167,7 +167,7 @@ LOSS_RTOL, UPDATE_RTOL = 1e-4, 1e-2
 
 
 def _weights(name, folder: Path) -> dict:
-    return GSLRM.from_pretrained(folder / "gslrm").state_dict() if name == "gslrm" else _unet_weights(folder / "unet")
+    return GSLRM.from_pretrained(folder / "gslrm").state_dict() if name == "gslrm" else load_unet_weights(folder / "unet")
 
 
 @pytest.mark.parametrize("name", ["gslrm", "mv"])
@@ -176,13 +176,13 @@ def test_matches_one_process_with_the_same_global_batch(setup, launched, name, t
     _, ranks = launched
     cfg = {"gslrm": gslrm, "mv": mv}[name] | {"output_dir": str(tmp_path / "one"), "batch_size": 2}
     res = train_gslrm(GSLRMTrainConfig(**cfg)) if name == "gslrm" else train_mvdiffusion(MVTrainConfig(**cfg))
-    one, two = res["history"], ranks[(name, "a", 0)]["history"]
+    one, two = res.history, ranks[(name, "a", 0)]["history"]
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, STEPS + 1))
     torch.testing.assert_close(torch.tensor([r["loss"] for r in two]), torch.tensor([r["loss"] for r in one]),
                                rtol=LOSS_RTOL, atol=0)
     assert [r["lr"] for r in one] == [r["lr"] for r in two]
     ck = root / f"{name}_a" / "checkpoints"
-    w1, w2, mid = res[{"gslrm": "model", "mv": "unet"}[name]].state_dict(), _weights(name, ck / "checkpoint-4"), \
+    w1, w2, mid = getattr(res, {"gslrm": "model", "mv": "unet"}[name]).state_dict(), _weights(name, ck / "checkpoint-4"), \
         _weights(name, ck / "trash" / "checkpoint-2")
     assert w1.keys() == w2.keys() == mid.keys()
     norm = lambda d: sum(v.double().square().sum() for v in d.values()).sqrt().item()
@@ -207,7 +207,7 @@ def test_cli_under_accelerate_launch(setup, tmp_path):
 
 def test_lost_processes_are_an_error(monkeypatch):
     "`accelerate launch --multi_gpu` without CUDA starts processes that do not join: stop instead of racing."
-    from facelift_nb.train.gslrm import make_accelerator
+    from facelift_nb.train.common import make_accelerator
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="ACCELERATE_USE_CPU=1"):
         make_accelerator()

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, _unet_weights, tiny_mv_unet_config
+from facelift_nb.checkpoints import STATE_FILE
+from facelift_nb.models.mvdiffusion import MVDiffusionPipeline, load_unet_weights, tiny_mv_unet_config
 from facelift_nb.train.mvdiffusion import (
-    STATE_FILE,
     MVDataset,
     MVTrainConfig,
     check_mv_sample,
@@ -110,10 +110,10 @@ def test_checkpoint_paths_rotation_and_final_pipeline(mv_sample, make_cfg, tiny_
     assert state["step"] == 6 and state["layout"]["names"][5] == "front_left" and state["config"]["lr"] == 1e-3
     cfg = json.loads((ck / "unet" / "config.json").read_text())
     assert cfg["num_views"] == 6 and cfg["sparse_mv_attention"] is True
-    assert res["pipeline"] == Path("runs/exp1/pipeline")
-    pipe = MVDiffusionPipeline.from_pretrained(res["pipeline"]); pipe.set_progress_bar_config(disable=True)
+    assert res.pipeline == Path("runs/exp1/pipeline")
+    pipe = MVDiffusionPipeline.from_pretrained(res.pipeline); pipe.set_progress_bar_config(disable=True)
     assert pipe.layout.names[1] == "front_right"
-    for k, v in _unet_weights(ck / "unet").items():
+    for k, v in load_unet_weights(ck / "unet").items():
         assert torch.equal(v, pipe.unet.state_dict()[k])  # the final pipeline holds the last weights
     assert pipe(Image.open(mv_sample / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (6, 16, 16, 3)
 
@@ -124,13 +124,13 @@ def test_resume_is_exact(make_cfg, tiny_folder, tmp_path, ema):
     # a run that stopped after its step-2 checkpoint, resumed: it must end bit-identical to the uninterrupted run
     shutil.copytree(tmp_path / "a" / "checkpoints" / "checkpoint-2", tmp_path / "b" / "checkpoints" / "checkpoint-2")
     resumed = train_mvdiffusion(make_cfg(tmp_path / "b", tiny_folder, max_steps=4, resume=True, ema=ema, ema_decay=0.9))
-    assert [r["step"] for r in resumed["history"]] == [3, 4]
-    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"][2:]]
-    wa = _unet_weights(tmp_path / "a" / "pipeline" / "unet"); wb = _unet_weights(tmp_path / "b" / "pipeline" / "unet")
+    assert [r["step"] for r in resumed.history] == [3, 4]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history[2:]]
+    wa = load_unet_weights(tmp_path / "a" / "pipeline" / "unet"); wb = load_unet_weights(tmp_path / "b" / "pipeline" / "unet")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     if ema:
         assert (tmp_path / "b" / "checkpoints" / "checkpoint-4" / "ema_state.pt").is_file()
-        last = _unet_weights(tmp_path / "b" / "checkpoints" / "checkpoint-4" / "unet")
+        last = load_unet_weights(tmp_path / "b" / "checkpoints" / "checkpoint-4" / "unet")
         assert any(not torch.equal(wb[k], last[k]) for k in wb)  # the final pipeline carries the EMA weights
 
 
@@ -155,7 +155,7 @@ def test_other_layout_and_widened_base_unet(mv_sample, make_cfg, tiny_folder, tm
     base.save_pretrained(base_dir)
     res = train_mvdiffusion(make_cfg(tmp_path / "run4", tiny_folder, data=str(tmp_path / "four"), layout="uniform4",
                                      unet_from=str(base_dir), max_steps=2))
-    pipe = MVDiffusionPipeline.from_pretrained(res["pipeline"]); pipe.set_progress_bar_config(disable=True)
+    pipe = MVDiffusionPipeline.from_pretrained(res.pipeline); pipe.set_progress_bar_config(disable=True)
     assert pipe.layout.names == ("front", "right", "back", "left") and pipe.unet.config.in_channels == 8 and pipe.unet.mv_num_views == 4
     assert pipe(Image.open(mv_sample / "cam_000.png"), num_inference_steps=2, generator=0).images.shape == (4, 16, 16, 3)
     with pytest.raises(ValueError, match="no usable samples"):  # 6-view samples are refused for a 4-view layout
@@ -191,8 +191,8 @@ def test_config_validation_and_cli(mv_sample, make_cfg, tiny_folder, tmp_path):
 def test_gradient_checkpointing_gives_the_same_step(make_cfg, tiny_folder, tmp_path):
     a = train_mvdiffusion(make_cfg(tmp_path / "a", tiny_folder, max_steps=1, checkpoint_every=1))
     b = train_mvdiffusion(make_cfg(tmp_path / "b", tiny_folder, max_steps=1, checkpoint_every=1, gradient_checkpointing=True))
-    assert abs(a["history"][0]["loss"] - b["history"][0]["loss"]) < 1e-6
-    wa, wb = _unet_weights(tmp_path / "a" / "pipeline" / "unet"), _unet_weights(tmp_path / "b" / "pipeline" / "unet")
+    assert abs(a.history[0]["loss"] - b.history[0]["loss"]) < 1e-6
+    wa, wb = load_unet_weights(tmp_path / "a" / "pipeline" / "unet"), load_unet_weights(tmp_path / "b" / "pipeline" / "unet")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
@@ -206,4 +206,4 @@ def test_published_sample_reads_and_trains(tiny_folder, tmp_path):
     assert it["views"].shape == (6, 3, 32, 32) and torch.equal(it["input"], it["views"][0])
     res = train_mvdiffusion(MVTrainConfig(data=str(ref), output_dir=str(tmp_path / "run"), pretrained=str(tiny_folder),
                                           max_steps=1, checkpoint_every=1))
-    assert len(res["history"]) == 1 and torch.isfinite(torch.tensor(res["history"][0]["loss"]))
+    assert len(res.history) == 1 and torch.isfinite(torch.tensor(res.history[0]["loss"]))

@@ -1,4 +1,4 @@
-"""Build the documentation site offline, without quarto: nbdev's processed notebooks → Markdown → mkdocs (material theme).
+"""Build the documentation site offline, without quarto: nbdev's processed notebooks → Markdown → mkdocs (material).
 
     python tools/build_docs.py --out _site        # then open _site/index.html
 
@@ -39,29 +39,37 @@ def build(out: Path, proc: Path | None = None) -> Path:
     from nbconvert import MarkdownExporter
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not (out / ".facelift_docs").is_file():
-        raise FileExistsError(f"{out} exists and is not a site built here; mkdocs would replace its contents. Pick another --out.")
+        raise FileExistsError(f"{out} exists and is not a site built here; mkdocs would replace its contents. "
+                              "Pick another --out.")
     if proc is None:
         subprocess.run(["nbdev-proc-nbs"], cwd=ROOT, check=True, capture_output=True, text=True)
         proc = ROOT / "_proc"
     with tempfile.TemporaryDirectory() as tmp:
-        docs = Path(tmp) / "docs"; docs.mkdir()
+        docs = Path(tmp) / "docs"
+        docs.mkdir()
         nav = []
         tutorials = []
-        for nbp in sorted(proc.glob("*.ipynb"), key=lambda p: (p.stem != "index", p.stem)) + sorted(proc.glob("tutorials/*.ipynb")):
+        pages = sorted(proc.glob("*.ipynb"), key=lambda p: (p.stem != "index", p.stem))
+        for nbp in pages + sorted(proc.glob("tutorials/*.ipynb")):
             nb = nbformat.read(nbp, 4)
             title = _title(nb)
-            nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]  # front matter: not for mkdocs
+            # front matter: not for mkdocs
+            nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]
             for c in nb.cells:  # nbdev's processing leaves its own bookkeeping keys; the exporter validates strictly
-                for k in [k for k in c if k not in ("cell_type", "metadata", "source", "outputs", "execution_count", "id", "attachments")]: del c[k]
+                keep = ("cell_type", "metadata", "source", "outputs", "execution_count", "id", "attachments")
+                for k in [k for k in c if k not in keep]: del c[k]
                 c.metadata.pop("execution", None)
             for c in nb.cells:  # plotly/widget outputs cannot render in static Markdown: keep their text, drop the rest
                 for o in c.get("outputs", []):
                     if "data" in o:
-                        for k in [k for k in o["data"] if k.startswith("application/vnd.") or k == "application/javascript"]: del o["data"][k]
+                        drop = [k for k in o["data"]
+                                if k.startswith("application/vnd.") or k == "application/javascript"]
+                        for k in drop: del o["data"][k]
             name = "index" if nbp.stem == "index" else str(nbp.relative_to(proc).with_suffix("")).replace("/", "_")
             body, res = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": f"{name}_files"})
             for fn, data in res.get("outputs", {}).items():
-                (docs / fn).parent.mkdir(parents=True, exist_ok=True); (docs / fn).write_bytes(data)
+                (docs / fn).parent.mkdir(parents=True, exist_ok=True)
+                (docs / fn).write_bytes(data)
             if not body.lstrip().startswith("# "): body = f"# {title}\n\n{body}"
             (docs / f"{name}.md").write_text(body, encoding="utf-8")
             entry = {title if name != "index" else "Home": f"{name}.md"}
@@ -71,7 +79,8 @@ def build(out: Path, proc: Path | None = None) -> Path:
                "theme": {"name": "material", "features": ["navigation.sections"]}, "nav": nav,
                "markdown_extensions": ["tables", "toc", "pymdownx.superfences", "pymdownx.highlight"]}
         (Path(tmp) / "mkdocs.yml").write_text(json.dumps(cfg), encoding="utf-8")  # YAML accepts JSON
-        r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(Path(tmp) / "mkdocs.yml")], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(Path(tmp) / "mkdocs.yml")],
+                           capture_output=True, text=True)
         if r.returncode != 0: raise RuntimeError(f"mkdocs build failed:\n{r.stderr[-3000:]}")
     (out / ".facelift_docs").write_text("built by tools/build_docs.py; rebuilding replaces this folder's contents\n")
     return out / "index.html"

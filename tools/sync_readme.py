@@ -29,7 +29,8 @@ if __name__ == "__main__":
     text, readme = render_readme(), ROOT / "README.md"
     if "--check" in sys.argv[1:]:
         ok = readme.exists() and readme.read_text(encoding="utf-8") == text
-        print("README.md is in step with nbs/index.ipynb" if ok else "README.md differs from nbs/index.ipynb: run python tools/sync_readme.py")
+        print("README.md is in step with nbs/index.ipynb" if ok else
+              "README.md differs from nbs/index.ipynb: run python tools/sync_readme.py")
         sys.exit(0 if ok else 1)
     readme.write_text(text, encoding="utf-8")
     print(f"wrote {readme}")

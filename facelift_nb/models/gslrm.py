@@ -18,13 +18,14 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..cameras import Cameras, plucker_inputs, ray_bundle
+from ..io import load_state_dict_strict, load_tensors
 from ..render import RenderOutput, render
 from ..splats import Gaussians, facelift_filters
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'Patchify', 'Attention', 'MLP', 'Block', 'GaussianUpsampler', 'GSLRMOutput', 'GSLRM']
+__all__ = ['logger', 'Patchify', 'Attention', 'MLP', 'Block', 'GaussianUpsampler', 'GSLRMOutput', 'GSLRM', 'read_state_dict']
 
 # %% ../../nbs/05_models.gslrm.ipynb #de0f3674
 class Patchify(nn.Module):
@@ -52,11 +53,13 @@ class Attention(nn.Module):
         else: o = torch.softmax((q @ k.transpose(-1, -2)) * self.head_dim ** -0.5, dim=-1) @ v  # eager reference
         return self.fc(o.transpose(1, 2).reshape(B, L, D))
 
+# %% ../../nbs/05_models.gslrm.ipynb #d84bb9a3
 class MLP(nn.Module):
     "Linear → exact GELU → Linear, no biases."
     def __init__(self, width: int, ratio: int = 4):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(width, ratio * width, bias=False), nn.GELU(), nn.Linear(ratio * width, width, bias=False))
+        self.mlp = nn.Sequential(nn.Linear(width, ratio * width, bias=False), nn.GELU(),
+                                 nn.Linear(ratio * width, width, bias=False))
     def forward(self, x): return self.mlp(x)
 
 class Block(nn.Module):
@@ -83,26 +86,33 @@ class GSLRMOutput:
     gaussians: Gaussians  # batch shape [B], N = G + V·H·W, in the published order
     render: RenderOutput | None = None  # the input views re-rendered (when `render_inputs=True`)
 
+# %% ../../nbs/05_models.gslrm.ipynb #7b95a2af
 class GSLRM(ModelMixin, ConfigMixin):
     "GS-LRM: a transformer from posed images to one 3D Gaussian per input pixel (plus global Gaussians)."
     _supports_gradient_checkpointing = True
 
     @register_to_config
-    def __init__(self, image_size: int = 512, patch_size: int = 8, width: int = 1024, head_dim: int = 64, num_layers: int = 24,
+    def __init__(self, image_size: int = 512, patch_size: int = 8, width: int = 1024, head_dim: int = 64,
+                 num_layers: int = 24,
                  num_global_gaussians: int = 2, sh_degree: int = 0, mlp_ratio: int = 4, in_channels: int = 9,
-                 scale_bias: float = 2.3, scale_max_log: float = -1.2, opacity_bias: float = 2.0, depth_range: float = 1.8,
+                 scale_bias: float = 2.3, scale_max_log: float = -1.2, opacity_bias: float = 2.0,
+                         depth_range: float = 1.8,
                  attention: str = "sdpa", head_chunk_tokens: int = 16384):
         super().__init__()
         if width % head_dim: raise ValueError(f"`width` ({width}) must be a multiple of `head_dim` ({head_dim}).")
-        if image_size % patch_size: raise ValueError(f"`image_size` ({image_size}) must be a multiple of `patch_size` ({patch_size}).")
-        if attention not in ("sdpa", "eager"): raise ValueError(f'`attention` must be "sdpa" or "eager"; got {attention!r}.')
+        if image_size % patch_size: raise ValueError(f"`image_size` ({image_size}) must be a multiple of `patch_size` "
+                                                     f"({patch_size}).")
+        if attention not in ("sdpa", "eager"): raise ValueError('`attention` must be "sdpa" or "eager"; got '
+                                                                f'{attention!r}.')
         if sh_degree != 0: raise ValueError("`sh_degree` must be 0: the published GS-LRM predicts only the DC colour.")
         self.n_values = 3 + 3 * (sh_degree + 1) ** 2 + 3 + 4 + 1  # 14
         self.gaussian_position_embeddings = nn.Parameter(torch.zeros(num_global_gaussians, width))
         nn.init.trunc_normal_(self.gaussian_position_embeddings, std=0.02)
-        self.patch_embedder = nn.Sequential(Patchify(patch_size), nn.Linear(in_channels * patch_size ** 2, width, bias=False))
+        self.patch_embedder = nn.Sequential(Patchify(patch_size),
+                                            nn.Linear(in_channels * patch_size ** 2, width, bias=False))
         self.input_layer_norm = nn.LayerNorm(width, bias=False)
-        self.transformer_layers = nn.ModuleList([Block(width, head_dim, mlp_ratio, attention) for _ in range(num_layers)])
+        self.transformer_layers = nn.ModuleList([Block(width, head_dim, mlp_ratio,
+                                                       attention) for _ in range(num_layers)])
         self.gaussian_upsampler = GaussianUpsampler(width, self.n_values)
         self.pixel_gaussian_decoder = nn.Sequential(nn.LayerNorm(width, bias=False),
                                                     nn.Linear(width, patch_size ** 2 * self.n_values, bias=False))
@@ -111,7 +121,8 @@ class GSLRM(ModelMixin, ConfigMixin):
     @staticmethod
     def tiny_config() -> dict:
         "The tiny test configuration (32², width 64, 2 layers: about 0.2 M parameters)."
-        return dict(image_size=32, patch_size=8, width=64, head_dim=16, num_layers=2, num_global_gaussians=2, sh_degree=0)
+        return dict(image_size=32, patch_size=8, width=64, head_dim=16, num_layers=2, num_global_gaussians=2,
+                    sh_degree=0)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, render_inputs: bool = False, bg=(1., 1., 1.),
                 autocast_dtype: torch.dtype | None = None) -> GSLRMOutput:
@@ -130,17 +141,21 @@ class GSLRM(ModelMixin, ConfigMixin):
 
 # %% ../../nbs/05_models.gslrm.ipynb #f13408dc
 def _check_inputs(model: GSLRM, images, cameras):
-    if not isinstance(images, torch.Tensor): raise TypeError(f"`images` must be a tensor [B, V, 3, H, W]; got {type(images).__name__}.")
-    if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras with batch shape [B, V]; got {type(cameras).__name__}.")
+    if not isinstance(images, torch.Tensor): raise TypeError("`images` must be a tensor [B, V, 3, H, W]; got "
+                                                             f"{type(images).__name__}.")
+    if not isinstance(cameras, Cameras): raise TypeError("`cameras` must be Cameras with batch shape [B, V]; got "
+                                                         f"{type(cameras).__name__}.")
     if images.ndim != 5 or images.shape[2] != 3:
         raise ValueError(f"`images` must be [B, V, 3, H, W] RGB in [0, 1]; got {tuple(images.shape)}.")
     B, V, _, H, W = images.shape
     p = model.config.patch_size
-    if H % p or W % p: raise ValueError(f"image size {H}x{W} must be divisible by the patch size {p}; resize images and cameras together.")
+    if H % p or W % p: raise ValueError(f"image size {H}x{W} must be divisible by the patch size {p}; resize images "
+                                        "and cameras together.")
     if cameras.batch_shape != (B, V):
         raise ValueError(f"`cameras` batch shape {cameras.batch_shape} must be (B, V) = {(B, V)} to match `images`. "
                          "One rig for a batch? Cameras.stack([rig] * B).")
-    if cameras.hw != (H, W): raise ValueError(f"`cameras.hw` {cameras.hw} must equal the image size {(H, W)}: resize the cameras with the images.")
+    if cameras.hw != (H, W): raise ValueError(f"`cameras.hw` {cameras.hw} must equal the image size {(H, W)}: resize "
+                                              "the cameras with the images.")
 
 def _decode(raw: torch.Tensor, model: GSLRM):
     "Activated (scales, quats, opacities, sh) and the raw xyz of [..., 14] head outputs."
@@ -149,6 +164,7 @@ def _decode(raw: torch.Tensor, model: GSLRM):
     scales = torch.exp((scale - c.scale_bias).clamp_max(c.scale_max_log))
     return xyz, F.normalize(rot, dim=-1), scales, torch.sigmoid(op[..., 0] - c.opacity_bias), sh[..., None, :]
 
+# %% ../../nbs/05_models.gslrm.ipynb #d12e123d
 def _gslrm_forward(model: GSLRM, images, cameras, render_inputs, bg, autocast_dtype) -> GSLRMOutput:
     _check_inputs(model, images, cameras)
     B, V, _, H, W = images.shape
@@ -161,13 +177,15 @@ def _gslrm_forward(model: GSLRM, images, cameras, render_inputs, bg, autocast_dt
         seq = torch.cat([model.gaussian_position_embeddings[None].expand(B, -1, -1).to(tok.dtype), tok], 1)
         seq = model.input_layer_norm(seq)
         for blk in model.transformer_layers:
-            if model.gradient_checkpointing and torch.is_grad_enabled(): seq = model._gradient_checkpointing_func(blk, seq)
+            if model.gradient_checkpointing and torch.is_grad_enabled():
+                seq = model._gradient_checkpointing_func(blk, seq)
             else: seq = blk(seq)
     G = c.num_global_gaussians
     seq = seq.to(model.gaussian_upsampler.linear.weight.dtype)  # the heads run outside autocast, in the weights' dtype
     glob = model.gaussian_upsampler(seq[:, :G]).float()  # [B, G, 14]
     img = seq[:, G:]
-    chunks = [model.pixel_gaussian_decoder(img[:, s:s + c.head_chunk_tokens]).float() for s in range(0, img.shape[1], c.head_chunk_tokens)]
+    step = c.head_chunk_tokens
+    chunks = [model.pixel_gaussian_decoder(img[:, s:s + step]).float() for s in range(0, img.shape[1], step)]
     pix = torch.cat(chunks, 1).reshape(B, -1, p * p, model.n_values)  # [B, V·n, 64, 14]
     rays = ray_bundle(cams)  # [B, V, H, W, 3] -> patch order: [B, V·n, 64, 3]
     order = lambda r: r.reshape(B, V, H // p, p, W // p, p, 3).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, -1, p * p, 3)
@@ -183,11 +201,12 @@ def _gslrm_forward(model: GSLRM, images, cameras, render_inputs, bg, autocast_dt
     return GSLRMOutput(g, rendered)
 
 # %% ../../nbs/05_models.gslrm.ipynb #3e1d092c
-def _read_state_dict(path) -> tuple[dict, dict]:
+def read_state_dict(path,  # a published-format .pt, a bare state dict file or .safetensors
+                   ) -> tuple[dict, dict]:
     "The model state dict of a published-format checkpoint, and its training metadata (step counters)."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}; the published GS-LRM file is gslrm/ckpt_0000000000021125.pt.")
-    from facelift_nb.io import load_tensors
+    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}; the published GS-LRM file is "
+                                                   "gslrm/ckpt_0000000000021125.pt.")
     obj = load_tensors(path, "GS-LRM checkpoint")  # safetensors, or torch.load(weights_only=True)
     if path.suffix == ".safetensors": return obj, {}
     tensors = lambda d: isinstance(d, dict) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
@@ -197,25 +216,9 @@ def _read_state_dict(path) -> tuple[dict, dict]:
     raise ValueError(f"{path}: expected {{'model': state_dict, ...}} or a bare state dict; got {type(obj).__name__} "
                      f"with keys {list(obj)[:8] if isinstance(obj, dict) else '-'}.")
 
-def _check_state_dict(sd: dict, expected: dict, path) -> None:
-    "Raise listing every missing, unexpected or mis-shaped key."
-    missing = sorted(set(expected) - set(sd)); unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}" for k in set(sd) & set(expected)
-                    if tuple(sd[k].shape) != tuple(expected[k].shape))
-    dtypes = sorted(k for k in set(sd) & set(expected) if not sd[k].is_floating_point())
-    if dtypes: raise ValueError(f"{path}: tensors {dtypes[:5]} are {sd[dtypes[0]].dtype}, not floating point; not GS-LRM weights.")
-    bad = sorted(k for k in set(sd) & set(expected) if not torch.isfinite(sd[k]).all())
-    if bad: raise ValueError(f"{path}: tensors {bad[:5]} hold NaN or inf; the checkpoint is corrupt (a diverged run?).")
-    if missing or unexpected or shapes:
-        lines = ([f"missing ({len(missing)}): {missing[:10]}{' ...' if len(missing) > 10 else ''}"] if missing else []) + \
-                ([f"unexpected ({len(unexpected)}): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"] if unexpected else []) + \
-                ([f"shape mismatch ({len(shapes)}): {shapes[:6]}{' ...' if len(shapes) > 6 else ''}"] if shapes else [])
-        raise ValueError(f"{path}: the checkpoint does not fit the GS-LRM configuration; nothing was loaded: " + "; ".join(lines) +
-                         ". A smaller or different model? Pass its architecture with config={...} (e.g. width, num_layers).")
-
 def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch.float32) -> GSLRM:
     "Read, check and load a published-format checkpoint into a model built from `config` (published defaults)."
-    sd, meta = _read_state_dict(path)
+    sd, meta = read_state_dict(path)
     if sd and all(k.startswith("module.") for k in sd):
         logger.info("stripping the 'module.' prefix (a DistributedDataParallel state dict)")
         sd = {k[len("module."):]: v for k, v in sd.items()}
@@ -223,10 +226,11 @@ def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch
     if dropped: logger.info(f"dropping {len(dropped)} training-only loss_calculator.* tensors (VGG perceptual loss)")
     sd = {k: v for k, v in sd.items() if not k.startswith("loss_calculator.")}
     saved = meta.pop("model_config", None) or {}
-    if not isinstance(saved, dict): raise ValueError(f"{path}: its 'model_config' must be a dict; got {type(saved).__name__}.")  # written by train_gslrm; the published file has none (= published architecture)
+    if not isinstance(saved, dict):  # written by train_gslrm; the published file has none (= published architecture)
+        raise ValueError(f"{path}: its 'model_config' must be a dict; got {type(saved).__name__}.")
     with torch.device("meta"): model = cls(**(saved | (config or {})))
-    _check_state_dict(sd, model.state_dict(), path)
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    load_state_dict_strict(model, sd, path, "GS-LRM", dtype=dtype, assign=True, hint="A smaller or different model? "
+                           "Pass its architecture with config={...} (e.g. width, num_layers).")
     if meta: logger.info(f"loaded {path} at step {meta}")
     return model.eval()
 
@@ -235,7 +239,8 @@ def _from_facelift_checkpoint(cls, path, config: dict | None = None, dtype=torch
 def _reconstruct(self: GSLRM, images: torch.Tensor, cameras: Cameras, filters: str | None = "facelift",
                  autocast_dtype: torch.dtype | None = None) -> list[Gaussians]:
     "Gaussians for each subject of the batch, cleaned with the published filters (`filters=None`: raw)."
-    if filters not in (None, "facelift", "web"): raise ValueError(f'`filters` must be "facelift", "web" or None; got {filters!r}.')
+    if filters not in (None, "facelift", "web"): raise ValueError('`filters` must be "facelift", "web" or None; got '
+                                                                  f'{filters!r}.')
     g = self(images, cameras, autocast_dtype=autocast_dtype).gaussians
     sets = [Gaussians(g.means[b], g.quats[b], g.scales[b], g.opacities[b], g.sh[b]) for b in range(g.means.shape[0])]
     if filters is None: return sets

@@ -1,4 +1,4 @@
-"""The multi-view UNet of MVDiffusion: a stock diffusers UNet plus a multi-view self-attention processor, loading the published `unet/` folder.
+"""The multi-view UNet of MVDiffusion: a stock diffusers UNet with multi-view self-attention; loads published weights.
 
 Docs: https://facelift-nb.github.io/facelift_nb/models.mvdiffusion.html.md"""
 
@@ -9,21 +9,42 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+from transformers import CLIPVisionModelWithProjection
+
+from facelift_nb.io import (
+    atomic_folder,
+    atomic_path,
+    load_image,
+    load_state_dict_strict,
+    load_tensors,
+    resolve_weights,
+    write_text_atomic,
+)
+from ..layouts import FACELIFT_PROMPT_TEMPLATE, ViewLayout, get_layout, view_prompts
+
+try:  # the PIL path of the published preprocessing (no torchvision)
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:
+    from transformers import CLIPImageProcessor
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MV_MODES', 'COMPONENTS', 'MVAttnProcessor', 'stock_unet_config', 'install_mv_attention', 'load_mv_unet',
-           'tiny_mv_unet_config', 'encode_view_prompts', 'save_prompt_embeds', 'load_prompt_embeds',
-           'MVDiffusionOutput', 'MVDiffusionPipeline', 'tiny_text_components']
+__all__ = ['logger', 'MV_MODES', 'COMPONENTS', 'MVAttnProcessor', 'stock_unet_config', 'install_mv_attention',
+           'load_unet_weights', 'load_mv_unet', 'tiny_mv_unet_config', 'encode_view_prompts', 'check_prompt_embeds',
+           'save_prompt_embeds', 'load_prompt_embeds', 'MVDiffusionOutput', 'same_views', 'MVDiffusionPipeline',
+           'tiny_text_components']
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #ef285dcc
 MV_MODES = ("reference", "dense")
@@ -32,26 +53,31 @@ class MVAttnProcessor:
     "Self-attention across the views of each object (`reference` or `dense`), SDPA, no xformers."
     def __init__(self, num_views: int, mode: str = "reference"):
         if mode not in MV_MODES: raise ValueError(f"`mode` must be one of {MV_MODES}; got {mode!r}.")
-        if not isinstance(num_views, int) or num_views < 1: raise ValueError(f"`num_views` must be a positive integer; got {num_views!r}.")
+        if not isinstance(num_views, int) or num_views < 1: raise ValueError("`num_views` must be a positive integer; "
+                                                                             f"got {num_views!r}.")
         self.num_views, self.mode = num_views, mode
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None:
-            raise ValueError("MVAttnProcessor is for self-attention (attn1) without masks; cross-attention keeps the stock processor.")
+            raise ValueError("MVAttnProcessor is for self-attention (attn1) without masks; cross-attention keeps the "
+                             "stock processor.")
         if attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
             raise ValueError("MVAttnProcessor expects the [N, L, C] self-attention of a transformer block.")
         N, L, C = hidden_states.shape
         V = self.num_views
-        if N % V: raise ValueError(f"batch {N} is not a multiple of num_views = {V}; batches must hold whole objects, views contiguous.")
+        if N % V: raise ValueError(f"batch {N} is not a multiple of num_views = {V}; batches must hold whole objects, "
+                                   "views contiguous.")
         B, h = N // V, attn.heads
         q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
         d = k.shape[-1] // h
         k, v = k.view(B, V, L, -1), v.view(B, V, L, -1)
         if self.mode == "reference":  # [view 0 ; view j] for every j
-            k = torch.cat([k[:, :1].expand(-1, V, -1, -1), k], 2); v = torch.cat([v[:, :1].expand(-1, V, -1, -1), v], 2)
+            k = torch.cat([k[:, :1].expand(-1, V, -1, -1), k], 2)
+            v = torch.cat([v[:, :1].expand(-1, V, -1, -1), v], 2)
         else:  # every view of the object
-            k = k.reshape(B, 1, V * L, -1).expand(-1, V, -1, -1); v = v.reshape(B, 1, V * L, -1).expand(-1, V, -1, -1)
+            k = k.reshape(B, 1, V * L, -1).expand(-1, V, -1, -1)
+            v = v.reshape(B, 1, V * L, -1).expand(-1, V, -1, -1)
         heads = lambda t: t.reshape(N, -1, h, d).transpose(1, 2)
         if attn.norm_q is not None or attn.norm_k is not None:
             raise ValueError("MVAttnProcessor does not support q/k normalisation layers.")
@@ -86,15 +112,17 @@ def install_mv_attention(unet: UNet2DConditionModel, num_views: int, mode: str =
     return unet
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #7f4a3164
-def _unet_weights(folder: Path) -> dict:
+def load_unet_weights(folder,  # a diffusers model folder (`unet/`)
+                     ) -> dict:
     "The weights of a diffusers model folder (safetensors preferred, .bin read weights-only)."
+    folder = Path(folder)
     st, bn = folder / "diffusion_pytorch_model.safetensors", folder / "diffusion_pytorch_model.bin"
     if st.is_file():
         from safetensors.torch import load_file
         return load_file(str(st))
     if bn.is_file(): return torch.load(bn, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no weights in {folder}: expected diffusion_pytorch_model.safetensors (or .bin). "
-                            "The published UNet is mvdiffusion/pipeckpts/unet/ of the Hugging Face repo wlyu/OpenFaceLift.")
+    raise FileNotFoundError(f"no weights in {folder}: expected diffusion_pytorch_model.safetensors (or .bin). The "
+                            "published UNet is mvdiffusion/pipeckpts/unet/ of the Hugging Face repo wlyu/OpenFaceLift.")
 
 def load_mv_unet(path,  # a `unet/` folder (config.json + weights), published MV names or stock
                  num_views: int | None = None,  # override the config's num_views (any V works: 4, 6, 8, ...)
@@ -102,21 +130,14 @@ def load_mv_unet(path,  # a `unet/` folder (config.json + weights), published MV
                  dtype=torch.float32) -> UNet2DConditionModel:
     "Load the published multi-view UNet as a stock diffusers UNet with the multi-view attention processor."
     folder = Path(path)
-    if not (folder / "config.json").is_file(): raise FileNotFoundError(f"no config.json in {str(folder)!r}; pass the unet/ folder.")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {str(folder)!r}; pass the unet/ folder.")
     cfg, mv = stock_unet_config(json.loads((folder / "config.json").read_text()))
     V = num_views if num_views is not None else mv.get("num_views")
     if V is None: raise ValueError(f"{folder}/config.json has no `num_views`; pass num_views= explicitly.")
     if mode is None: mode = "reference" if mv.get("sparse_mv_attention", True) else "dense"
     unet = UNet2DConditionModel.from_config(cfg)
-    sd = _unet_weights(folder)
-    expected = unet.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}" for k in set(sd) & set(expected)
-              if sd[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{folder}: weights do not fit the config; nothing was loaded. missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}, shape mismatch {sorted(shapes)[:5]}.")
-    unet.load_state_dict(sd, strict=True)
+    load_state_dict_strict(unet, load_unet_weights(folder), folder, "UNet")
     if dtype != torch.float32: unet = unet.to(dtype)  # (a float32 .to() only triggers a diffusers warning)
     return install_mv_attention(unet.eval(), int(V), mode)
 
@@ -125,74 +146,73 @@ def tiny_mv_unet_config() -> dict:
     "The tiny test UNet (8² latents, two blocks; stock names)."
     return dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                 attention_head_dim=(2, 4), cross_attention_dim=32, class_embed_type="projection",
-                projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=32, upcast_attention=True,
-                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+                projection_class_embeddings_input_dim=64, use_linear_projection=True, norm_num_groups=32,
+                        upcast_attention=True,
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #6c7ea36b
-from ..io import atomic_path, load_tensors, make_temp_dir, write_text_atomic
-from ..layouts import FACELIFT_PROMPT_TEMPLATE, ViewLayout, get_layout, view_prompts
-
-
 def encode_view_prompts(layout, text_encoder, tokenizer, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
     "CLIP text embeddings `[V, 77, D]` of one prompt per slot of `layout` (slot order), padded to 77 tokens."
     prompts = list(view_prompts(layout, template))
     ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    if ids.shape != (len(prompts), 77): raise ValueError(f"the tokenizer gave ids of shape {tuple(ids.shape)}; expected ({len(prompts)}, 77).")
+    if ids.shape != (len(prompts), 77): raise ValueError(f"the tokenizer gave ids of shape {tuple(ids.shape)}; "
+                                                         f"expected ({len(prompts)}, 77).")
     with torch.no_grad(): return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
 
+def check_prompt_embeds(embeds,  # prompt embeddings [V, 77, D]
+                        num_views: int | None = None,  # the layout's V (None: any)
+                        cross_attention_dim: int | None = None,  # the UNet's D (None: any)
+                        where: str = "prompt embeddings",  # how messages name them
+                       ) -> None:
+    "Raise unless `embeds` is a finite float tensor `[V, 77, D]` that fits the layout's V and the UNet's D."
+    if not isinstance(embeds, torch.Tensor): raise TypeError(f"{where} must be a torch.Tensor [V, 77, D]; got "
+                                                             f"{type(embeds).__name__}.")
+    if not embeds.is_floating_point(): raise TypeError(f"{where} must be floating point; got {embeds.dtype}.")
+    if embeds.ndim != 3 or embeds.shape[1] != 77:
+        raise ValueError(f"{where} must have shape [V, 77, D]; got {tuple(embeds.shape)}.")
+    if num_views is not None and embeds.shape[0] != num_views:
+        raise ValueError(f"{where} hold {embeds.shape[0]} views but the layout has {num_views}; encode prompts for "
+                         "this layout with encode_view_prompts(layout, text_encoder, tokenizer).")
+    if cross_attention_dim is not None and embeds.shape[2] != cross_attention_dim:
+        raise ValueError(f"{where} have dimension {embeds.shape[2]} but the UNet's cross_attention_dim is "
+                         f"{cross_attention_dim}; they were made by another text encoder (e.g. 768 for SD 1.x, 1024 "
+                         "for SD 2.x).")
+    if not torch.isfinite(embeds).all(): raise ValueError(f"{where} contain NaN or infinite values.")
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #f412ea42
 def _sidecar(path: Path) -> Path: return path.with_suffix(".json")
 
 def save_prompt_embeds(path, embeds: torch.Tensor, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> Path:
     "Write `embeds [V,77,D]` as a plain tensor file (the published format) and a JSON sidecar with the layout; atomic."
     layout, path = get_layout(layout), Path(path)
-    _check_embeds(embeds, num_views=len(layout), where="`embeds`")
+    check_prompt_embeds(embeds, num_views=len(layout), where="`embeds`")
     with atomic_path(path) as tmp: torch.save(embeds.detach().cpu().contiguous(), tmp)
-    meta = dict(layout=dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
-                            elevations_deg=list(layout.elevations_deg)), prompts=list(view_prompts(layout, template)),
+    meta = dict(layout=layout.to_dict(), prompts=list(view_prompts(layout, template)),
                 shape=list(embeds.shape), dtype=str(embeds.dtype).replace("torch.", ""))
     write_text_atomic(_sidecar(path), json.dumps(meta, indent=1))
     return path
 
-def _check_embeds(embeds, num_views: int | None = None, cross_attention_dim: int | None = None, where: str = "prompt embeddings"):
-    if not isinstance(embeds, torch.Tensor): raise TypeError(f"{where} must be a torch.Tensor [V, 77, D]; got {type(embeds).__name__}.")
-    if not embeds.is_floating_point(): raise TypeError(f"{where} must be floating point; got {embeds.dtype}.")
-    if embeds.ndim != 3 or embeds.shape[1] != 77:
-        raise ValueError(f"{where} must have shape [V, 77, D]; got {tuple(embeds.shape)}.")
-    if num_views is not None and embeds.shape[0] != num_views:
-        raise ValueError(f"{where} hold {embeds.shape[0]} views but the layout has {num_views}; encode prompts for this layout "
-                         "with encode_view_prompts(layout, text_encoder, tokenizer).")
-    if cross_attention_dim is not None and embeds.shape[2] != cross_attention_dim:
-        raise ValueError(f"{where} have dimension {embeds.shape[2]} but the UNet's cross_attention_dim is {cross_attention_dim}; "
-                         "they were made by another text encoder (e.g. 768 for SD 1.x, 1024 for SD 2.x).")
-    if not torch.isfinite(embeds).all(): raise ValueError(f"{where} contain NaN or infinite values.")
-
 def load_prompt_embeds(path, layout=None, cross_attention_dim: int | None = None) -> torch.Tensor:
-    "Read prompt embeddings `[V,77,D]` (float32) and check them against `layout` (V, and the sidecar's slot names) and the UNet's dim."
+    "Read prompt embeddings `[V,77,D]` (float32), checked against `layout` (V, the sidecar's slots) and the UNet's D."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no prompt embeddings at {str(path)!r} (the published 6-view file is clr_embeds.pt).")
+    if not path.is_file(): raise FileNotFoundError(f"no prompt embeddings at {str(path)!r} (the published 6-view file "
+                                                   "is clr_embeds.pt).")
     embeds = load_tensors(path, "prompt embeddings")  # torch.load(weights_only=True): a pickle with code is refused
     layout = get_layout(layout) if layout is not None else None
-    _check_embeds(embeds, len(layout) if layout is not None else None, cross_attention_dim, where=f"the prompt embeddings in {path.name}")
+    check_prompt_embeds(embeds, len(layout) if layout is not None else None, cross_attention_dim,
+                        where=f"the prompt embeddings in {path.name}")
     side = _sidecar(path)
     if layout is not None and side.is_file():
         try: names = json.loads(side.read_text(encoding="utf-8"))["layout"]["names"]
-        except (ValueError, KeyError, TypeError) as e: raise ValueError(f"{side}: not a prompt-embeddings sidecar ({e!r}).") from None
+        except (ValueError, KeyError, TypeError) as e: raise ValueError(f"{side}: not a prompt-embeddings sidecar "
+                                                                        f"({e!r}).") from None
         if tuple(names) != tuple(layout.names):
-            raise ValueError(f"{path.name} was encoded for slots {names}, not {list(layout.names)}; views would get the wrong prompts.")
+            raise ValueError(f"{path.name} was encoded for slots {names}, not {list(layout.names)}; views would get "
+                             "the wrong prompts.")
     return embeds.float()
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #a60ffb72
-from dataclasses import dataclass
-
-import numpy as np
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
-from diffusers.models.embeddings import get_timestep_embedding
-from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-from transformers import CLIPVisionModelWithProjection
-
-try: from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # the PIL path of the published preprocessing, no torchvision
-except ImportError: from transformers import CLIPImageProcessor
-
 @dataclass
 class MVDiffusionOutput:
     "Generated views `images [V, H, W, 3]` in [0, 1], in the slot order of `layout` (which travels with them)."
@@ -206,187 +226,108 @@ class MVDiffusionOutput:
     def __len__(self) -> int: return len(self.layout)
     def view(self, name: str) -> torch.Tensor:
         "The generated image of the slot called `name` (e.g. 'front_right')."
-        if name not in self.layout.names: raise KeyError(f"no slot {name!r} in layout {self.layout.label or ''} {list(self.layout.names)}.")
+        if name not in self.layout.names: raise KeyError(f"no slot {name!r} in layout {self.layout.label or ''} "
+                                                         f"{list(self.layout.names)}.")
         return self.images[self.layout.names.index(name)]
     def pil(self) -> list:
         "The views as PIL images, in slot order."
         from PIL import Image
         return [Image.fromarray((im.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()) for im in self.images]
 
-COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer", "image_noising_scheduler", "scheduler")
+COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer", "image_noising_scheduler",
+              "scheduler")
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #1fe4d95f
-def _same_views(a: ViewLayout, b: ViewLayout) -> bool:
+def same_views(a: ViewLayout,  # a layout
+               b: ViewLayout,  # another layout
+              ) -> bool:
+    "Do `a` and `b` name the same slots at the same angles (labels aside)? Prompt embeddings fit both then."
     return (a.names == b.names and np.allclose(a.azimuths_deg, b.azimuths_deg, atol=1e-6)
             and np.allclose(a.elevations_deg, b.elevations_deg, atol=1e-6))
 
 def _image_tensor(image, bg) -> torch.Tensor:
-    "Any input image → float [3, H, W] in [0, 1]; RGBA is composited over `bg`; non-square inputs are refused."
+    "The pipeline's input (PIL, array or tensor) → float [3, H, W] in [0, 1]; RGBA over `bg`; square only."
     from PIL import Image
     if isinstance(image, Image.Image):
         image = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
-        image = torch.from_numpy(np.asarray(image).copy())
-    elif isinstance(image, np.ndarray): image = torch.from_numpy(image.copy())
-    if not isinstance(image, torch.Tensor):
+    elif not isinstance(image, (np.ndarray, torch.Tensor)):
         raise TypeError(f"`image` must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}.")
-    x = image.detach().cpu()
-    if x.ndim == 4 and x.shape[0] == 1: x = x[0]
-    if x.ndim != 3: raise ValueError(f"`image` must be one image [H, W, C] or [C, H, W]; got shape {tuple(x.shape)}.")
-    if x.shape[-1] in (3, 4) and x.shape[0] not in (3, 4): x = x.permute(2, 0, 1)
-    if x.shape[0] not in (3, 4): raise ValueError(f"`image` must have 3 (RGB) or 4 (RGBA) channels; got shape {tuple(x.shape)}.")
-    x = x.float() / 255. if not x.is_floating_point() else x.float()
-    if x.min() < 0 or x.max() > 1: raise ValueError(f"float `image` values must be in [0, 1]; got [{x.min():.3g}, {x.max():.3g}].")
+    else:
+        if image.ndim == 4 and image.shape[0] == 1: image = image[0]
+        if image.ndim != 3:
+            raise ValueError(f"`image` must be one image [H, W, C] or [C, H, W]; got shape {tuple(image.shape)}.")
+        if image.shape[-1] not in (3, 4) and image.shape[0] not in (3, 4):
+            raise ValueError(f"`image` must have 3 (RGB) or 4 (RGBA) channels; got shape {tuple(image.shape)}.")
+    x = load_image(image, "`image`", min_size=1)  # PIL pixels, [H, W, C] or [C, H, W], uint8 or float in [0, 1]
     if x.shape[0] == 4: x = x[:3] * x[3:] + torch.tensor(bg, dtype=x.dtype)[:, None, None] * (1 - x[3:])
     if x.shape[1] != x.shape[2]:
-        raise ValueError(f"`image` must be square (the subject centred, as in training); got {x.shape[1]}x{x.shape[2]}. "
-                         "Crop or pad it first, e.g. PIL.ImageOps.pad(image, (512, 512), color='white').")
+        raise ValueError("`image` must be square (the subject centred, as in training); got "
+                         f"{x.shape[1]}x{x.shape[2]}. Crop or pad it first, e.g. PIL.ImageOps.pad(image, (512, 512), "
+                         "color='white').")
     return x
 
-def _resolve_folder(path, subfolder: str | None, what: str) -> Path:
-    "A local folder, or a Hugging Face repo id downloaded when online; otherwise a clear error."
-    p = Path(path)
-    if p.exists():
-        p = p / subfolder if subfolder else p
-        if not p.is_dir(): raise FileNotFoundError(f"{what}: {str(p)!r} is not a folder.")
-        return p
-    if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
-            root = snapshot_download(path, allow_patterns=[f"{subfolder}/**"] if subfolder else None)
-        except Exception as e:
-            raise FileNotFoundError(f"{what}: {path!r} is not a local folder and downloading it from the Hugging Face hub failed "
-                                    f"({type(e).__name__}). Offline, download {path}{'/' + subfolder if subfolder else ''} "
-                                    "elsewhere and pass the local folder.") from e
-        return Path(root) / subfolder if subfolder else Path(root)
-    raise FileNotFoundError(f"{what}: no folder {str(p)!r}.")
-
+# %% ../../nbs/04_models.mvdiffusion.ipynb #ce350fd2
 class MVDiffusionPipeline:
     "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling)."
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, image_encoder: CLIPVisionModelWithProjection,
                  feature_extractor: CLIPImageProcessor, image_normalizer: StableUnCLIPImageNormalizer,
                  image_noising_scheduler: DDPMScheduler, scheduler: DDIMScheduler,
                  prompt_embeds: torch.Tensor | None = None, layout="facelift6", text_encoder=None, tokenizer=None):
+        _check_parts(unet, scheduler)
         self.unet, self.vae, self.image_encoder, self.feature_extractor = unet, vae, image_encoder, feature_extractor
-        self.image_normalizer, self.image_noising_scheduler, self.scheduler = image_normalizer, image_noising_scheduler, scheduler
-        self.text_encoder, self.tokenizer = text_encoder, tokenizer
-        if not hasattr(unet, "mv_num_views"): raise ValueError("`unet` has no multi-view attention; load it with load_mv_unet or call install_mv_attention.")
-        if scheduler.config.prediction_type != "v_prediction":
-            raise ValueError(f"the MVDiffusion UNet predicts v; the scheduler says prediction_type={scheduler.config.prediction_type!r}.")
-        self.layout, self.prompt_embeds = get_layout(layout), None
-        if prompt_embeds is not None: self.set_prompt_embeds(prompt_embeds, self.layout)
-        elif text_encoder is not None and tokenizer is not None: self.encode_prompts(self.layout)
-        else: raise ValueError("MVDiffusionPipeline needs per-view prompt embeddings: pass prompt_embeds= [V, 77, D] for `layout` "
-                               "(published: clr_embeds.pt) or a text_encoder and tokenizer to encode them. Zeros are never substituted.")
-        self._progress = dict(disable=False)
+        self.image_normalizer, self.image_noising_scheduler = image_normalizer, image_noising_scheduler
+        self.scheduler, self.text_encoder, self.tokenizer = scheduler, text_encoder, tokenizer
+        self.layout, self.prompt_embeds, self._progress = get_layout(layout), None, dict(disable=False)
+        _init_prompts(self, prompt_embeds)
 
-    # -- prompts and layout
     def set_prompt_embeds(self, embeds, layout) -> None:
         "Use `embeds [V, 77, D]` (tensor or file) for `layout`; checked against the UNet's cross-attention dim."
-        layout = get_layout(layout)
-        dim = self.unet.config.cross_attention_dim
-        embeds = load_prompt_embeds(embeds, layout, dim) if isinstance(embeds, (str, Path)) else embeds
-        _check_embeds(embeds, len(layout), dim)
-        self.layout, self.prompt_embeds = layout, embeds.detach().float().cpu()
+        self.layout, self.prompt_embeds = _checked_prompts(embeds, get_layout(layout), self.unet)
 
     def encode_prompts(self, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
         "Encode the per-view prompts of `layout` with the pipeline's text encoder and use them."
-        if self.text_encoder is None or self.tokenizer is None:
-            raise ValueError("this pipeline has no text_encoder/tokenizer; pass prompt embeddings made for the layout to set_prompt_embeds.")
-        self.set_prompt_embeds(encode_view_prompts(layout, self.text_encoder, self.tokenizer, template), layout)
+        self.set_prompt_embeds(_encode_with(self, layout, template), layout)
         return self.prompt_embeds
 
-    # -- devices
     @property
     def device(self) -> torch.device: return next(self.unet.parameters()).device
     @property
     def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
     def to(self, device=None, dtype=None) -> MVDiffusionPipeline:
         "Move every model (`device`, and `dtype` for fp16/bf16 inference)."
-        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for m in (self.unet, self.vae, self.image_encoder, self.text_encoder):
-            if m is not None and kw: m.to(**kw)
-        n = self.image_normalizer  # diffusers gives it its own .to(torch_device, torch_dtype)
-        n.to(torch_device=device if device is not None else n.mean.device, torch_dtype=dtype if dtype is not None else n.mean.dtype)
-        return self
+        return _move(self, device, dtype)
     def set_progress_bar_config(self, **kw) -> None: self._progress.update(kw)
-
-    # -- conditioning
     @property
     def resolution(self) -> int:
         "The image size the UNet generates: latent `sample_size` × the VAE's downsampling."
         return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def image_embeds(self, x, generator, noise_level: int = 0) -> torch.Tensor:
+        "The class condition of the input `x [3, H, W]`: CLIP embedding (noise-augmented) + noise level, `[1, 2·D]`."
+        return _image_embeds(self, x, generator, noise_level)
+    def image_latent(self, x) -> torch.Tensor:
+        "The latent condition of the input `x [3, H, W]`: its VAE latent at the pipeline's resolution, `[1, 4, h, w]`."
+        return _image_latent(self, x)
 
-    def _image_embeds(self, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
-        from diffusers.utils.torch_utils import randn_tensor
-        from PIL import Image
-        pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
-        pix = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
-        enc = self.image_encoder
-        emb = enc(pix.to(enc.device, next(enc.parameters()).dtype)).image_embeds
-        noise = randn_tensor(emb.shape, generator=generator, device=emb.device, dtype=emb.dtype)
-        lvl = torch.tensor([noise_level] * emb.shape[0], device=emb.device)
-        self.image_normalizer.to(emb.device)
-        e = self.image_normalizer.unscale(self.image_noising_scheduler.add_noise(self.image_normalizer.scale(emb), timesteps=lvl, noise=noise))
-        lvl_emb = get_timestep_embedding(lvl, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(e.dtype)
-        return torch.cat([e, lvl_emb], 1)
-
-    def _image_latent(self, x: torch.Tensor) -> torch.Tensor:  # [1, 4, h, w]
-        R = self.resolution
-        x = F.interpolate(x[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-        vae = self.vae
-        lat = vae.encode((x * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mode()
-        return lat * vae.config.scaling_factor
-
-    # -- sampling
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                 generator: torch.Generator | int | None = None, eta: float = 1.0, bg=(1., 1., 1.)) -> MVDiffusionOutput:
+                 generator: torch.Generator | int | None = None, eta: float = 1.0,
+                 bg=(1., 1., 1.)) -> MVDiffusionOutput:
         "Generate the views of `layout` (default: the layout of the prompt embeddings) from one square image."
-        from diffusers.utils.torch_utils import randn_tensor
-        from tqdm.auto import tqdm
-        layout = self.layout if layout is None else get_layout(layout)
-        if not _same_views(layout, self.layout):
-            raise ValueError(f"the prompt embeddings are for slots {list(self.layout.names)} at azimuths {list(self.layout.azimuths_deg)}, "
-                             f"not for {list(layout.names)} at {list(layout.azimuths_deg)}; call set_prompt_embeds(embeds, layout) "
-                             "(or encode_prompts(layout)) with embeddings of a model trained for that layout.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive integer; got {num_inference_steps!r}.")
-        if isinstance(generator, int): generator = torch.Generator("cpu").manual_seed(generator)
-        V, dev, dt = len(layout), self.device, self.dtype
-        if self.unet.mv_num_views != V: install_mv_attention(self.unet, V, self.unet.mv_mode)
-        x = _image_tensor(image, bg)
-        class_c = self._image_embeds(x, generator).to(dev, dt).expand(V, -1)
-        lat_c = self._image_latent(x).to(dev, dt).expand(V, -1, -1, -1)
-        cfg = guidance_scale > 1.0
-        if cfg: class_c, lat_c = torch.cat([torch.zeros_like(class_c), class_c]), torch.cat([torch.zeros_like(lat_c), lat_c])
-        prompts = self.prompt_embeds.to(dev, dt)
-        prompts = torch.cat([prompts, prompts]) if cfg else prompts  # the unconditional branch keeps the prompts
-        S = self.unet.config.sample_size
-        latents = randn_tensor((V, self.unet.config.out_channels, S, S), generator=generator, device=dev, dtype=dt)
-        sched = self.scheduler
-        sched.set_timesteps(num_inference_steps, device=dev)
-        latents = latents * sched.init_noise_sigma
-        for t in tqdm(sched.timesteps, **self._progress):
-            inp = torch.cat([latents, latents]) if cfg else latents
-            inp = torch.cat([sched.scale_model_input(inp, t), lat_c], 1)
-            v = self.unet(inp, t, encoder_hidden_states=prompts, class_labels=class_c).sample
-            if cfg: vu, vc = v.chunk(2); v = vu + guidance_scale * (vc - vu)
-            latents = sched.step(v, t, latents, eta=eta, generator=generator).prev_sample
-        img = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        return MVDiffusionOutput(((img.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu(), layout)
+        return _generate(self, image, layout, num_inference_steps, guidance_scale, generator, eta, bg)
 
     @classmethod
     def from_pretrained(cls, path,  # a pipeline folder (published `pipeckpts/` or our own), or a Hub repo id
                         subfolder: str | None = None,  # folder inside `path` (e.g. "mvdiffusion/pipeckpts")
-                        prompt_embeds=None,  # [V, 77, D] tensor or a .pt file; default: the folder's own prompt_embeds/
+                        prompt_embeds=None,  # [V, 77, D] tensor or a .pt file; default: the folder's prompt_embeds/
                         layout=None,  # the views the prompt embeddings name; default: the folder's, else "facelift6"
                         num_views: int | None = None,  # V for the multi-view attention; default: the layout's
-                        mv_mode: str | None = None,  # "reference" (published) or "dense"; default: the folder's config
+                        mv_mode: str | None = None,  # "reference" (published) or "dense"; default: the folder's
                         dtype=torch.float32, device=None,
                         load_text_encoder: bool = False,  # also load text_encoder/ + tokenizer/ when prompts are given
                         ) -> MVDiffusionPipeline:
         "Load a pipeline folder component by component, strictly (the text encoder only when needed or asked)."
-        pipe = cls(**_load_components(path, subfolder, prompt_embeds, layout, num_views, mv_mode, dtype, load_text_encoder))
+        pipe = cls(**_load_components(path, subfolder, prompt_embeds, layout, num_views, mv_mode, dtype,
+                                      load_text_encoder))
         return pipe.to(device) if device is not None else pipe
 
     def save_pretrained(self, path, overwrite: bool = False) -> Path:
@@ -398,75 +339,76 @@ class MVDiffusionPipeline:
         "A complete tiny pipeline for `layout`, random weights, 16² images; built offline in about a second."
         return cls(**_tiny_components(get_layout(layout), seed, mv_mode))
 
-
 # %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
 _MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
 
 def _load_components(path, subfolder: str | None, prompt_embeds, layout, num_views: int | None, mv_mode: str | None,
                      dtype, load_text_encoder: bool) -> dict:
-    "The constructor arguments of `MVDiffusionPipeline.from_pretrained`: each component loaded strictly, prompts checked."
+    "The constructor arguments of `MVDiffusionPipeline.from_pretrained`: components loaded strictly, prompts checked."
     from transformers import CLIPTextModel, CLIPTokenizer
-    root = _resolve_folder(path, subfolder, "MVDiffusion pipeline")
+    root = resolve_weights(path, "MVDiffusion pipeline", subfolder=subfolder)
     missing = [c for c in COMPONENTS if not (root / c).is_dir()]
-    if missing: raise FileNotFoundError(f"{root} is not a complete MVDiffusion pipeline folder: missing {missing}. Expected "
-                                        f"{list(COMPONENTS)} (+ optional text_encoder/, tokenizer/), as in the published pipeckpts/.")
+    if missing: raise FileNotFoundError(f"{root} is not a complete MVDiffusion pipeline folder: missing {missing}. "
+                                        f"Expected {list(COMPONENTS)} (+ optional text_encoder/, tokenizer/), as in "
+                                        "the published pipeckpts/.")
     unet = load_mv_unet(root / "unet", num_views=num_views, mode=mv_mode, dtype=dtype)
     kw = dict(unet=unet, vae=AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype).eval(),
-              image_encoder=CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder", torch_dtype=dtype).eval(),
+              image_encoder=CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder",
+                                                                          torch_dtype=dtype).eval(),
               feature_extractor=CLIPImageProcessor.from_pretrained(root / "feature_extractor"),
-              image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(root / "image_normalizer", torch_dtype=dtype).eval(),
+              image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(root / "image_normalizer",
+                                                                           torch_dtype=dtype).eval(),
               image_noising_scheduler=DDPMScheduler.from_pretrained(root / "image_noising_scheduler"),
               scheduler=DDIMScheduler.from_pretrained(root / "scheduler"))
     own = root / "prompt_embeds" / "clr_embeds.pt"
     if layout is None and prompt_embeds is None and _sidecar(own).is_file():
-        lay = json.loads(_sidecar(own).read_text())["layout"]
-        layout = ViewLayout(tuple(lay["names"]), tuple(lay["azimuths_deg"]), tuple(lay["elevations_deg"]), lay.get("label"))
+        layout = ViewLayout.from_dict(json.loads(_sidecar(own).read_text())["layout"], f"the layout in {_sidecar(own)}")
     layout = get_layout(layout if layout is not None else "facelift6")
     if prompt_embeds is None and own.is_file(): prompt_embeds = own
-    if (prompt_embeds is None or load_text_encoder) and (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
+    has_text = (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir()
+    if (prompt_embeds is None or load_text_encoder) and has_text:
         kw.update(text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval(),
                   tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"))
-    elif load_text_encoder: raise FileNotFoundError(f"load_text_encoder=True but {root} has no text_encoder/ and tokenizer/.")
+    elif load_text_encoder: raise FileNotFoundError(f"load_text_encoder=True but {root} has no text_encoder/ and "
+                                                    "tokenizer/.")
     if prompt_embeds is None and "text_encoder" not in kw:
-        raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is clr_embeds.pt), "
-                         "or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
-    if isinstance(prompt_embeds, (str, Path)): prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
+        raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is "
+                         "clr_embeds.pt), or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
+    if isinstance(prompt_embeds, (str, Path)):
+        prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
     return dict(**kw, prompt_embeds=prompt_embeds, layout=layout)
 
-def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
-    "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
-    import time as _time
-
-    import diffusers
-    path = Path(path)
-    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True (the old folder is kept as a .bak copy).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(path.parent, f".{path.name}.")
-    for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
-        m = getattr(self, name)
-        if m is not None: m.save_pretrained(tmp / name)
-    for name in ("feature_extractor", "image_noising_scheduler", "scheduler", "tokenizer"):
-        m = getattr(self, name)
-        if m is not None: m.save_pretrained(tmp / name)
-    ucfg = json.loads((tmp / "unet" / "config.json").read_text())  # published naming: MV blocks and keys
+# %% ../../nbs/04_models.mvdiffusion.ipynb #e65a617a
+def _write_unet_config(path: Path, unet) -> None:
+    "Rewrite the saved UNet config with the published naming: MV block names and the multi-view keys."
+    ucfg = json.loads(path.read_text())
     ucfg["_class_name"] = "UNetMV2DConditionModel"
     ucfg["down_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["down_block_types"]]
     ucfg["up_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["up_block_types"]]
-    if ucfg.get("mid_block_type"): ucfg["mid_block_type"] = _MV_BLOCKS.get(ucfg["mid_block_type"], ucfg["mid_block_type"])
-    ucfg.update(num_views=self.unet.mv_num_views, sparse_mv_attention=self.unet.mv_mode == "reference", multiview_attention=True)
-    (tmp / "unet" / "config.json").write_text(json.dumps(ucfg, indent=2))
-    save_prompt_embeds(tmp / "prompt_embeds" / "clr_embeds.pt", self.prompt_embeds, self.layout)
-    lib = lambda m: [type(m).__module__.split(".")[0], type(m).__name__]
-    index = {"_class_name": "MVDiffusionPipeline", "_diffusers_version": diffusers.__version__,
-             "unet": ["mvdiffusion.models.unet_mv2d_condition", "UNetMV2DConditionModel"],
-             **{n: lib(getattr(self, n)) for n in COMPONENTS[1:] + ("text_encoder", "tokenizer") if getattr(self, n) is not None}}
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    if path.exists():
-        backup = path.with_name(f"{path.name}.bak-{_time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, backup)
-        logger.warning("save_pretrained: the previous %s was moved to %s", path, backup)
-    os.replace(tmp, path)
-    return path
+    if ucfg.get("mid_block_type"):
+        ucfg["mid_block_type"] = _MV_BLOCKS.get(ucfg["mid_block_type"], ucfg["mid_block_type"])
+    ucfg.update(num_views=unet.mv_num_views, sparse_mv_attention=unet.mv_mode == "reference", multiview_attention=True)
+    path.write_text(json.dumps(ucfg, indent=2))
+
+def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
+    "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
+    import diffusers
+    with atomic_folder(path, overwrite=overwrite) as tmp:
+        for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
+            m = getattr(self, name)
+            if m is not None: m.save_pretrained(tmp / name)
+        for name in ("feature_extractor", "image_noising_scheduler", "scheduler", "tokenizer"):
+            m = getattr(self, name)
+            if m is not None: m.save_pretrained(tmp / name)
+        _write_unet_config(tmp / "unet" / "config.json", self.unet)
+        save_prompt_embeds(tmp / "prompt_embeds" / "clr_embeds.pt", self.prompt_embeds, self.layout)
+        lib = lambda m: [type(m).__module__.split(".")[0], type(m).__name__]
+        parts = COMPONENTS[1:] + ("text_encoder", "tokenizer")
+        index = {"_class_name": "MVDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+                 "unet": ["mvdiffusion.models.unet_mv2d_condition", "UNetMV2DConditionModel"],
+                 **{n: lib(getattr(self, n)) for n in parts if getattr(self, n) is not None}}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    return Path(path)
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #bbf7e09d
 def _bytes_to_unicode() -> dict[int, str]:
@@ -474,7 +416,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs, n = bs[:], 0
     for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
     return dict(zip(bs, map(chr, cs)))
 
 def tiny_text_components(seed: int = 0, dim: int = 32):
@@ -484,7 +429,8 @@ def tiny_text_components(seed: int = 0, dim: int = 32):
     vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
     vocab |= {"<|startoftext|>": 512, "<|endoftext|>": 513}
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "vocab.json").write_text(json.dumps(vocab)); (Path(d) / "merges.txt").write_text("#version: 0.2\n")
+        (Path(d) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(d) / "merges.txt").write_text("#version: 0.2\n")
         tok = CLIPTokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"), model_max_length=77)
     torch.manual_seed(seed)
     enc = CLIPTextModel(CLIPTextConfig(hidden_size=dim, projection_dim=dim, num_hidden_layers=2, num_attention_heads=4,
@@ -492,20 +438,141 @@ def tiny_text_components(seed: int = 0, dim: int = 32):
                                        bos_token_id=512, eos_token_id=513, pad_token_id=513)).eval()
     return enc, tok
 
+# %% ../../nbs/04_models.mvdiffusion.ipynb #052eb2db
 def _tiny_components(layout, seed: int, mv_mode: str) -> dict:
-    "The constructor arguments of `MVDiffusionPipeline.tiny`: every component at its tiny size, random weights from `seed`."
+    "The constructor arguments of `MVDiffusionPipeline.tiny`: every component at its tiny size, random from `seed`."
     from transformers import CLIPVisionConfig
     layout = get_layout(layout)
     torch.manual_seed(seed)
     unet = install_mv_attention(UNet2DConditionModel(**tiny_mv_unet_config()).eval(), len(layout), mv_mode)
     vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16).eval()
-    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2,
+                                                         num_attention_heads=4,
                                                          intermediate_size=37, image_size=32, patch_size=4)).eval()
     fe = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     text_encoder, tokenizer = tiny_text_components(seed)
-    return dict(unet=unet, vae=vae, image_encoder=img, feature_extractor=fe, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
+    return dict(unet=unet, vae=vae, image_encoder=img, feature_extractor=fe,
+                image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=32).eval(),
                image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
+               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       prediction_type="v_prediction",
                                        set_alpha_to_one=False, steps_offset=1, clip_sample=False),
                layout=layout, text_encoder=text_encoder, tokenizer=tokenizer)
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #aa30ce95
+def _check_parts(unet, scheduler) -> None:
+    "The UNet must carry the multi-view attention and the scheduler must expect v-prediction."
+    if not hasattr(unet, "mv_num_views"):
+        raise ValueError("`unet` has no multi-view attention; load it with load_mv_unet or call install_mv_attention.")
+    if scheduler.config.prediction_type != "v_prediction":
+        raise ValueError("the MVDiffusion UNet predicts v; the scheduler says "
+                         f"prediction_type={scheduler.config.prediction_type!r}.")
+
+def _checked_prompts(embeds, layout: ViewLayout, unet) -> tuple[ViewLayout, torch.Tensor]:
+    "`(layout, embeds)` with `embeds` (tensor or file) checked for `layout` and the UNet's cross-attention dim."
+    dim = unet.config.cross_attention_dim
+    embeds = load_prompt_embeds(embeds, layout, dim) if isinstance(embeds, (str, Path)) else embeds
+    check_prompt_embeds(embeds, len(layout), dim)
+    return layout, embeds.detach().float().cpu()
+
+def _encode_with(pipe, layout, template: str) -> torch.Tensor:
+    "The prompt embeddings of `layout` from the pipeline's own text encoder (refused when it has none)."
+    if pipe.text_encoder is None or pipe.tokenizer is None:
+        raise ValueError("this pipeline has no text_encoder/tokenizer; pass prompt embeddings made for the layout "
+                         "to set_prompt_embeds.")
+    return encode_view_prompts(layout, pipe.text_encoder, pipe.tokenizer, template)
+
+def _init_prompts(pipe, prompt_embeds) -> None:
+    "The constructor's prompts: the given embeddings, else encoded with the text encoder; never zeros."
+    if prompt_embeds is not None: pipe.set_prompt_embeds(prompt_embeds, pipe.layout)
+    elif pipe.text_encoder is not None and pipe.tokenizer is not None: pipe.encode_prompts(pipe.layout)
+    else: raise ValueError("MVDiffusionPipeline needs per-view prompt embeddings: pass prompt_embeds= [V, 77, D] "
+                           "for `layout` (published: clr_embeds.pt) or a text_encoder and tokenizer to encode "
+                           "them. Zeros are never substituted.")
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #7b1241e6
+def _move(pipe, device=None, dtype=None):
+    "`MVDiffusionPipeline.to`: every model to `device` and `dtype` (the image normalizer has its own `.to`)."
+    kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    for m in (pipe.unet, pipe.vae, pipe.image_encoder, pipe.text_encoder):
+        if m is not None and kw: m.to(**kw)
+    n = pipe.image_normalizer  # diffusers gives it its own .to(torch_device, torch_dtype)
+    n.to(torch_device=device if device is not None else n.mean.device,
+         torch_dtype=dtype if dtype is not None else n.mean.dtype)
+    return pipe
+
+def _image_embeds(pipe, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
+    "The CLIP embedding of the input `x [3, H, W]`, noise-augmented at `noise_level`, + the level's embedding."
+    from diffusers.utils.torch_utils import randn_tensor
+    from PIL import Image
+    pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    pix = pipe.feature_extractor(images=pil, return_tensors="pt").pixel_values
+    enc = pipe.image_encoder
+    emb = enc(pix.to(enc.device, next(enc.parameters()).dtype)).image_embeds
+    noise = randn_tensor(emb.shape, generator=generator, device=emb.device, dtype=emb.dtype)
+    lvl = torch.tensor([noise_level] * emb.shape[0], device=emb.device)
+    norm = pipe.image_normalizer.to(emb.device)
+    e = norm.unscale(pipe.image_noising_scheduler.add_noise(norm.scale(emb), timesteps=lvl, noise=noise))
+    lvl_emb = get_timestep_embedding(lvl, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(e.dtype)
+    return torch.cat([e, lvl_emb], 1)
+
+def _image_latent(pipe, x: torch.Tensor) -> torch.Tensor:  # [1, 4, h, w]
+    "The VAE latent (the mode, scaled) of the input `x [3, H, W]` resized to the pipeline's resolution."
+    R = pipe.resolution
+    x = F.interpolate(x[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    lat = pipe.vae.encode((x * 2 - 1).to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode()
+    return lat * pipe.vae.config.scaling_factor
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #560946f2
+def _check_call(pipe, layout, num_inference_steps) -> ViewLayout:
+    "The layout of a call (default: the prompts'); it must match the prompt embeddings, and steps be positive."
+    layout = pipe.layout if layout is None else get_layout(layout)
+    if not same_views(layout, pipe.layout):
+        raise ValueError(f"the prompt embeddings are for slots {list(pipe.layout.names)} at azimuths "
+                         f"{list(pipe.layout.azimuths_deg)}, not for {list(layout.names)} at "
+                         f"{list(layout.azimuths_deg)}; call set_prompt_embeds(embeds, layout) (or "
+                         "encode_prompts(layout)) with embeddings of a model trained for that layout.")
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"`num_inference_steps` must be a positive integer; got {num_inference_steps!r}.")
+    return layout
+
+def _denoise(pipe, latents, lat_c, class_c, prompts, steps: int, guidance_scale: float, generator, eta: float):
+    "The DDIM loop: v-prediction with the condition latents concatenated, classifier-free guidance when > 1."
+    from tqdm.auto import tqdm
+    cfg, sched = guidance_scale > 1.0, pipe.scheduler
+    sched.set_timesteps(steps, device=latents.device)
+    latents = latents * sched.init_noise_sigma
+    for t in tqdm(sched.timesteps, **pipe._progress):
+        inp = torch.cat([latents, latents]) if cfg else latents
+        inp = torch.cat([sched.scale_model_input(inp, t), lat_c], 1)
+        v = pipe.unet(inp, t, encoder_hidden_states=prompts, class_labels=class_c).sample
+        if cfg:
+            vu, vc = v.chunk(2)
+            v = vu + guidance_scale * (vc - vu)
+        latents = sched.step(v, t, latents, eta=eta, generator=generator).prev_sample
+    return latents
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #e8bdcf76
+def _generate(pipe, image, layout, num_inference_steps: int, guidance_scale: float, generator, eta: float,
+              bg) -> MVDiffusionOutput:
+    "`MVDiffusionPipeline.__call__`: condition on the image (CLIP embedding + VAE latent), denoise, decode."
+    from diffusers.utils.torch_utils import randn_tensor
+    layout = _check_call(pipe, layout, num_inference_steps)
+    if isinstance(generator, int): generator = torch.Generator("cpu").manual_seed(generator)
+    V, dev, dt = len(layout), pipe.device, pipe.dtype
+    if pipe.unet.mv_num_views != V: install_mv_attention(pipe.unet, V, pipe.unet.mv_mode)
+    x = _image_tensor(image, bg)
+    class_c = _image_embeds(pipe, x, generator).to(dev, dt).expand(V, -1)
+    lat_c = _image_latent(pipe, x).to(dev, dt).expand(V, -1, -1, -1)
+    cfg = guidance_scale > 1.0
+    if cfg:
+        class_c = torch.cat([torch.zeros_like(class_c), class_c])
+        lat_c = torch.cat([torch.zeros_like(lat_c), lat_c])
+    prompts = pipe.prompt_embeds.to(dev, dt)
+    prompts = torch.cat([prompts, prompts]) if cfg else prompts  # the unconditional branch keeps the prompts
+    S = pipe.unet.config.sample_size
+    latents = randn_tensor((V, pipe.unet.config.out_channels, S, S), generator=generator, device=dev, dtype=dt)
+    latents = _denoise(pipe, latents, lat_c, class_c, prompts, num_inference_steps, guidance_scale, generator, eta)
+    img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return MVDiffusionOutput(((img.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu(), layout)

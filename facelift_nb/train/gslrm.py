@@ -1,4 +1,4 @@
-"""Fine-tune GS-LRM on FaceLift-layout data with Accelerate: a validating dataset reader, losses and metrics, and a resumable training loop.
+"""Fine-tune GS-LRM with Accelerate: a validating dataset reader, the published losses, a resumable training loop.
 
 Docs: https://facelift-nb.github.io/facelift_nb/train.gslrm.html.md"""
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,55 +22,94 @@ from PIL import Image
 from ..cameras import Cameras
 from facelift_nb.checkpoints import (
     STATE_FILE,
-    atomic_folder,
     check_disk_space,
     checkpoint_paths,
     latest_resumable,
-    model_save_hooks,
     move_to_trash,
     resume_problems,
-    rotate_checkpoints,
     write_manifest,
 )
-from ..io import atomic_path, write_text_atomic
-from ..models.gslrm import GSLRM, _read_state_dict
+from ..io import atomic_folder, atomic_path
+from ..metrics import psnr
+from ..models.gslrm import GSLRM, read_state_dict
+from facelift_nb.train.common import (
+    TrainResult,
+    YAMLConfig,
+    checkpoint_hooks,
+    list_sample_dirs,
+    log_step,
+    make_accelerator,
+    save_checkpoint,
+    step_batch,
+    usable_samples,
+)
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'psnr', 'ssim', 'VGGPerceptual',
-           'gslrm_loss', 'GSLRMTrainConfig', 'list_gslrm_checkpoints', 'latest_gslrm_checkpoint', 'gslrm_hooks',
-           'export_published_checkpoint', 'make_accelerator', 'train_gslrm']
+__all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'VGGPerceptual', 'gslrm_loss',
+           'GSLRMTrainConfig', 'list_gslrm_checkpoints', 'latest_gslrm_checkpoint', 'export_published_checkpoint',
+           'GSLRMTrainResult', 'train_gslrm']
 
 # %% ../../nbs/08_train.gslrm.ipynb #4ac340ff
-def sample_dirs(source) -> list[Path]:
-    "Sample folders of a training set: a folder of sample folders, a single sample folder, or a list file."
-    source = Path(source)
-    if source.is_file():
-        lines = [l.strip() for l in source.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
-        return [(Path(l) if Path(l).is_absolute() else source.parent / l) for l in lines]
-    if (source / "opencv_cameras.json").is_file(): return [source]
-    if source.is_dir(): return sorted(p for p in source.iterdir() if (p / "opencv_cameras.json").is_file())
-    raise FileNotFoundError(f"no training data at {str(source)!r}: expected a sample folder, a folder of samples or a list file.")
+def sample_dirs(source,  # a sample folder, a folder of sample folders, or a list file
+                ) -> list[Path]:
+    "Sample folders of a GS-LRM training set (those holding an `opencv_cameras.json`; see `list_sample_dirs`)."
+    return list_sample_dirs(source, "opencv_cameras.json")
 
-def check_sample(folder) -> list[str]:
+def _frame_problem(folder: Path, i: int, fp: str | None, hw: tuple[int, int]) -> str | None:
+    "What is wrong with frame `i` (image `fp`) of a sample whose cameras say `hw`, or None."
+    if not fp: return f"frame {i}: no file_path"
+    if not (folder / fp).is_file(): return f"frame {i}: missing image {fp}"
+    with Image.open(folder / fp) as im:
+        if (im.height, im.width) != hw:
+            return f"frame {i}: image {im.width}x{im.height} but cameras say {hw[1]}x{hw[0]}"
+        if im.mode != "RGBA": return f"frame {i}: {fp} has no alpha channel ({im.mode})"
+        if i == 0:
+            a = np.asarray(im)[..., 3]
+            if a.max() == 0 or a.min() == 255: return f"frame {i}: alpha is {'empty' if a.max() == 0 else 'full'}"
+    return None
+
+def check_sample(folder,  # a GS-LRM sample folder
+                 ) -> list[str]:
     "Problems of one GS-LRM sample folder (empty list: the sample is usable)."
     folder = Path(folder)
     try: cams = Cameras.from_facelift_json(folder / "opencv_cameras.json")
     except (OSError, ValueError) as e: return [f"cameras: {e}"]
-    problems = []
-    for i, m in enumerate(cams.meta or [{}] * len(cams)):
-        fp = m.get("file_path")
-        if not fp: problems.append(f"frame {i}: no file_path"); continue
-        p = folder / fp
-        if not p.is_file(): problems.append(f"frame {i}: missing image {fp}"); continue
-        with Image.open(p) as im:
-            if (im.height, im.width) != cams.hw: problems.append(f"frame {i}: image {im.width}x{im.height} but cameras say {cams.hw[1]}x{cams.hw[0]}")
-            elif im.mode != "RGBA": problems.append(f"frame {i}: {fp} has no alpha channel ({im.mode})")
-            elif i == 0:
-                a = np.asarray(im)[..., 3]
-                if a.max() == 0 or a.min() == 255: problems.append(f"frame {i}: alpha is {'empty' if a.max() == 0 else 'full'}")
-    return problems
+    frames = enumerate(cams.meta or [{}] * len(cams))
+    found = (_frame_problem(folder, i, m.get("file_path"), cams.hw) for i, m in frames)
+    return [p for p in found if p is not None]
+
+# %% ../../nbs/08_train.gslrm.ipynb #07b5cc46
+def _check_dataset_options(num_input: int, num_target: int, bg: str, random_crop) -> None:
+    "Raise on GS-LRM dataset options that cannot work."
+    if bg not in ("white", "black"): raise ValueError(f'`bg` must be "white" or "black"; got {bg!r}.')
+    if num_target < num_input:
+        raise ValueError(f"`num_target` ({num_target}) must be >= `num_input` ({num_input}): targets include the "
+                         "inputs.")
+    if random_crop is not None and not (0 < random_crop[0] <= random_crop[1] <= 1):
+        raise ValueError(f"`random_crop` must be (lo, hi) with 0 < lo <= hi <= 1; got {random_crop!r}.")
+
+def _crop_box(H: int, W: int, random_crop, generator) -> tuple[int, int, int, int]:
+    "A random square box in an H×W image, its side lo..hi of the shorter side; the whole image without `random_crop`."
+    if random_crop is None: return (0, 0, W, H)
+    lo, hi = random_crop
+    side = int(round(min(H, W) * (lo + (hi - lo) * torch.rand(1, generator=generator).item())))
+    x0 = int(torch.randint(0, W - side + 1, (1,), generator=generator))
+    y0 = int(torch.randint(0, H - side + 1, (1,), generator=generator))
+    return (x0, y0, x0 + side, y0 + side)
+
+def _item_frames(n: int, num_input: int, num_target: int, input_views, g: torch.Generator) -> list[int]:
+    "Frames of one item: the fixed `input_views` then random others, or `num_target` random frames."
+    if input_views is None: return torch.randperm(n, generator=g)[:num_target].tolist()
+    rest = [j for j in torch.randperm(n, generator=g).tolist() if j not in input_views]
+    return list(input_views) + rest[:num_target - num_input]
+
+def _rgba_view(path: Path, box, size: int) -> torch.Tensor:
+    "RGBA `[size, size, 4]` in [0, 1] of the `box` crop of an image file."
+    with Image.open(path) as im:
+        im = im.convert("RGBA").crop(box).resize((size, size), Image.BILINEAR)
+        return torch.from_numpy(np.array(im)).float() / 255
 
 # %% ../../nbs/08_train.gslrm.ipynb #06efb292
 class GSLRMDataset(torch.utils.data.Dataset):
@@ -82,90 +120,58 @@ class GSLRMDataset(torch.utils.data.Dataset):
                  image_size: int = 512,  # images and cameras are resized to this square size
                  bg: str = "white",  # background composited under the alpha: "white" or "black"
                  input_views: list[int] | None = None,  # fixed input frame indices (default: random per item)
-                 random_crop: tuple[float, float] | None = None,  # per-view square crop of this fraction range of the side, then resize
+                 random_crop: tuple[float, float] | None = None,  # per-view square crop (fraction of the side), resized
                  seed: int = 0):
-        if bg not in ("white", "black"): raise ValueError(f'`bg` must be "white" or "black"; got {bg!r}.')
-        if num_target < num_input: raise ValueError(f"`num_target` ({num_target}) must be >= `num_input` ({num_input}): targets include the inputs.")
-        self.dirs, self.report = [], {}
-        for d in sample_dirs(source):
-            problems = check_sample(d)
-            if problems: self.report[str(d)] = problems
-            else: self.dirs.append(d)
-        if self.report: logger.warning(f"{len(self.report)} broken samples left out: {self.report}")
-        if not self.dirs: raise ValueError(f"no usable samples in {source}: {self.report}")
-        self.num_input, self.num_target, self.size, self.bg = num_input, num_target, image_size, 1.0 if bg == "white" else 0.0
-        if random_crop is not None and not (0 < random_crop[0] <= random_crop[1] <= 1):
-            raise ValueError(f"`random_crop` must be (lo, hi) with 0 < lo <= hi <= 1; got {random_crop!r}.")
+        _check_dataset_options(num_input, num_target, bg, random_crop)
+        self.dirs, self.report = usable_samples(sample_dirs(source), check_sample, source)
+        self.num_input, self.num_target, self.size = num_input, num_target, image_size
+        self.bg = 1.0 if bg == "white" else 0.0
         self.input_views, self.random_crop, self.seed, self.epoch = input_views, random_crop, seed, 0
 
     def __len__(self): return len(self.dirs)
 
     def load(self, i: int, frames: list[int], rig: Cameras | None = None, generator: torch.Generator | None = None):
-        "RGB on the background [V, 3, S, S], alpha [V, S, S] and cameras (cropped, resized) of the chosen frames of sample `i`."
+        "RGB on the background [V, 3, S, S], alpha [V, S, S] and cameras (cropped, resized) of frames of sample `i`."
         cams = (rig if rig is not None else Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json"))[frames]
-        H, W = cams.hw
-        rgba, views = [], []
-        for v, m in enumerate(cams.meta):
-            box = (0, 0, W, H)
-            if self.random_crop is not None:  # a square crop inside the image; K follows through Cameras.crop / resize
-                lo, hi = self.random_crop
-                side = int(round(min(H, W) * (lo + (hi - lo) * torch.rand(1, generator=generator).item())))
-                x0 = int(torch.randint(0, W - side + 1, (1,), generator=generator)); y0 = int(torch.randint(0, H - side + 1, (1,), generator=generator))
-                box = (x0, y0, x0 + side, y0 + side)
-            with Image.open(self.dirs[i] / m["file_path"]) as im:
-                im = im.convert("RGBA").crop(box).resize((self.size, self.size), Image.BILINEAR)
-                rgba.append(torch.from_numpy(np.array(im)).float() / 255)
-            views.append(cams[v].crop(box).resize((self.size, self.size)))
+        rgba, views, S = [], [], (self.size, self.size)
+        for v, m in enumerate(cams.meta):  # a square crop inside the image; K follows through Cameras.crop / resize
+            box = _crop_box(*cams.hw, self.random_crop, generator)
+            rgba.append(_rgba_view(self.dirs[i] / m["file_path"], box, self.size))
+            views.append(cams[v].crop(box).resize(S))
         rgba = torch.stack(rgba).permute(0, 3, 1, 2)
         a = rgba[:, 3:]
-        out_cams = Cameras(torch.cat([c.K for c in views]), torch.cat([c.w2c for c in views]), (self.size, self.size))
+        out_cams = Cameras(torch.cat([c.K for c in views]), torch.cat([c.w2c for c in views]), S)
         return rgba[:, :3] * a + self.bg * (1 - a), a[:, 0], out_cams
 
     def __getitem__(self, i: int) -> dict:
         rig = Cameras.from_facelift_json(self.dirs[i] / "opencv_cameras.json")
-        n = len(rig)
-        if self.num_target > n: raise ValueError(f"{self.dirs[i]}: {n} views, fewer than num_target = {self.num_target}.")
+        if self.num_target > len(rig):
+            raise ValueError(f"{self.dirs[i]}: {len(rig)} views, fewer than num_target = {self.num_target}.")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + i)
-        if self.input_views is not None:
-            rest = [j for j in torch.randperm(n, generator=g).tolist() if j not in self.input_views]
-            frames = list(self.input_views) + rest[:self.num_target - self.num_input]
-        else: frames = torch.randperm(n, generator=g)[:self.num_target].tolist()
+        frames = _item_frames(len(rig), self.num_input, self.num_target, self.input_views, g)
         rgb, alpha, cams = self.load(i, frames, rig, g)
         return {"images": rgb, "alpha": alpha, "K": cams.K, "w2c": cams.w2c, "frames": torch.tensor(frames)}
 
-# %% ../../nbs/08_train.gslrm.ipynb #77a989a8
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    "PSNR in dB of images in [0, 1] (mean over all but the leading dim)."
-    mse = (pred - target).square().flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
-def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    "Mean SSIM of `[N, 3, H, W]` images in [0, 1] (Gaussian window, the usual constants)."
-    x = torch.arange(window, dtype=pred.dtype, device=pred.device) - window // 2
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2)); k = (k / k.sum())
-    w = (k[:, None] * k[None, :]).expand(pred.shape[1], 1, window, window)
-    f = lambda t: F.conv2d(t, w, padding=window // 2, groups=pred.shape[1])
-    mu_x, mu_y = f(pred), f(target)
-    sxx, syy, sxy = f(pred * pred) - mu_x ** 2, f(target * target) - mu_y ** 2, f(pred * target) - mu_x * mu_y
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
-
+# %% ../../nbs/08_train.gslrm.ipynb #d67caaa9
 _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 
 class VGGPerceptual(torch.nn.Module):
     "VGG19 feature distance (L1 over relu1_2 … relu5_4) from a user-supplied weights file."
-    def __init__(self, weights_path):
+    def __init__(self, weights_path):  # a torchvision-layout vgg19 state dict
         super().__init__()
         path = Path(weights_path)
-        if not path.is_file(): raise FileNotFoundError(f"perceptual loss requested but no VGG19 weights at {str(path)!r}; "
-                                                       "pass the path of a torchvision-layout vgg19 state dict or set perceptual_weight=0.")
+        if not path.is_file():
+            raise FileNotFoundError(f"perceptual loss requested but no VGG19 weights at {str(path)!r}; pass the path "
+                                    "of a torchvision-layout vgg19 state dict or set perceptual_weight=0.")
         layers, c = [], 3
         for v in _VGG19:
-            if v == "M": layers.append(torch.nn.MaxPool2d(2))
-            else: layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU()]; c = v
+            if v == "M":
+                layers.append(torch.nn.MaxPool2d(2))
+                continue
+            layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU()]
+            c = v
         self.features = torch.nn.Sequential(*layers)
-        sd = {k: v for k, v in _read_state_dict(path)[0].items() if k.startswith("features.")}
+        sd = {k: v for k, v in read_state_dict(path)[0].items() if k.startswith("features.")}
         self.features.load_state_dict({k[len("features."):]: v for k, v in sd.items()}, strict=True)
         self.requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406])[:, None, None])
@@ -178,35 +184,39 @@ class VGGPerceptual(torch.nn.Module):
             if i in self.taps: loss = loss + (x - y).abs().mean()
         return loss
 
-def gslrm_loss(pred: torch.Tensor, target: torch.Tensor, alpha: torch.Tensor | None = None,
-               perceptual: VGGPerceptual | None = None, perceptual_weight: float = 0.5) -> tuple[torch.Tensor, dict]:
+# %% ../../nbs/08_train.gslrm.ipynb #e82e7b3e
+def gslrm_loss(pred: torch.Tensor,  # [N, 3, H, W] renders
+               target: torch.Tensor,  # [N, 3, H, W] ground truth
+               alpha: torch.Tensor | None = None,  # [N, H, W] target alpha: weights the MSE when given
+               perceptual: VGGPerceptual | None = None,  # the perceptual term (None: MSE only)
+               perceptual_weight: float = 0.5) -> tuple[torch.Tensor, dict]:
     "MSE (masked by `alpha` when given) + `perceptual_weight` × VGG perceptual loss; returns (loss, parts)."
     if alpha is not None:
         w = alpha[:, None]
         mse = ((pred - target).square() * w).sum() / (w.sum() * pred.shape[1]).clamp_min(1)
     else: mse = F.mse_loss(pred, target)
-    parts = {"mse": mse.detach()}
-    loss = mse
+    parts, loss = {"mse": mse.detach()}, mse
     if perceptual is not None and perceptual_weight > 0:
-        p = perceptual(pred, target); parts["perceptual"] = p.detach(); loss = loss + perceptual_weight * p
+        p = perceptual(pred, target)
+        parts["perceptual"], loss = p.detach(), loss + perceptual_weight * p
     return loss, parts
 
 # %% ../../nbs/08_train.gslrm.ipynb #e5567284
 @dataclass(frozen=True)
-class GSLRMTrainConfig:
-    "Options of a GS-LRM fine-tuning run (YAML files map onto these fields)."
+class GSLRMTrainConfig(YAMLConfig):
+    "Options of a GS-LRM fine-tuning run (YAML files map onto these fields: `from_yaml`)."
     data: str  # sample folder, folder of samples, or list file
     output_dir: str  # checkpoints/, final/ and train_log.jsonl go here
     model_config: dict | None = None  # GSLRM architecture (default: the published one)
-    fine_tune_from: str | None = None  # start from these weights (published .pt/.safetensors or a save_pretrained folder)
+    fine_tune_from: str | None = None  # start from these weights (published .pt/.safetensors, save_pretrained folder)
     resume: bool = False  # continue from the newest valid checkpoint in output_dir/checkpoints
-    num_input: int = 6
-    num_target: int = 8
-    input_views: tuple | None = None  # fixed input frames (e.g. the layout's views first in each sample); default: random per item
-    image_size: int = 512
-    bg: str = "white"
+    num_input: int = 6  # views the model sees
+    num_target: int = 8  # views the loss compares (inputs included)
+    input_views: tuple | None = None  # fixed input frames (e.g. the layout's views); default: random per item
+    image_size: int = 512  # training resolution (images and intrinsics resized)
+    bg: str = "white"  # "white" or "black" under the alpha
     random_crop: tuple | None = None  # (lo, hi): per-view square crops of lo..hi of the side (intrinsics follow)
-    batch_size: int = 1
+    batch_size: int = 1  # samples per process and step
     max_steps: int = 1000
     lr: float = 1e-4
     warmup_steps: int = 500
@@ -218,70 +228,58 @@ class GSLRMTrainConfig:
     perceptual_weights: str | None = None  # a torchvision-layout VGG19 state dict
     masked_loss: bool = False  # weight the MSE by the target alpha
     checkpoint_every: int = 100
-    keep_last: int = 3
-    export_published: bool = True  # also write the final state as output_dir/published/ckpt_{step:016d}.pt (published format)
+    keep_last: int = 3  # checkpoints kept in checkpoints/ (older ones move to its trash/)
+    export_published: bool = True  # also write the final state as output_dir/published/ckpt_{step:016d}.pt
     gradient_checkpointing: bool = False
     seed: int = 0
 
-    def __post_init__(self):
-        if self.perceptual_weight > 0 and not self.perceptual_weights:
-            raise ValueError("`perceptual_weight` > 0 needs `perceptual_weights` (a VGG19 state dict file); set it or use perceptual_weight=0.")
-        if self.resume and self.fine_tune_from:
-            raise ValueError("give either `resume=True` (full state from output_dir) or `fine_tune_from=` (weights, fresh optimizer), not both.")
-        if self.mixed_precision not in ("no", "bf16", "fp16"): raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {self.mixed_precision!r}.")
-        if self.input_views is not None and len(self.input_views) != self.num_input:
-            raise ValueError(f"`input_views` must list `num_input` = {self.num_input} frames; got {len(self.input_views)}.")
-        for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size", "num_input", "num_target"):
-            if getattr(self, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(self, k)}.")
+    def __post_init__(self): _check_gslrm_config(self)
 
-    @classmethod
-    def from_yaml(cls, path) -> GSLRMTrainConfig:
-        "Read a YAML mapping of this dataclass's fields (unknown keys, wrong types: one-line errors naming the file)."
-        from facelift_nb.io import read_yaml_config
-        return read_yaml_config(cls, path)
+# %% ../../nbs/08_train.gslrm.ipynb #618e1898
+def _check_gslrm_config(c) -> None:
+    "Raise on `GSLRMTrainConfig` values that cannot work together."
+    if c.perceptual_weight > 0 and not c.perceptual_weights:
+        raise ValueError("`perceptual_weight` > 0 needs `perceptual_weights` (a VGG19 state dict file); set it or use "
+                         "perceptual_weight=0.")
+    if c.resume and c.fine_tune_from:
+        raise ValueError("give either `resume=True` (full state from output_dir) or `fine_tune_from=` (weights, fresh "
+                         "optimizer), not both.")
+    if c.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {c.mixed_precision!r}.")
+    if c.input_views is not None and len(c.input_views) != c.num_input:
+        raise ValueError(f"`input_views` must list `num_input` = {c.num_input} frames; got {len(c.input_views)}.")
+    for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size", "num_input", "num_target"):
+        if getattr(c, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(c, k)}.")
 
 # %% ../../nbs/08_train.gslrm.ipynb #7fa4528d
 MODEL_SUBFOLDER = "gslrm"
 
-def list_gslrm_checkpoints(folder) -> list[Path]:
-    "GS-LRM checkpoints in `folder`, oldest first: Accelerate folders `checkpoint-{step}/` and published-format files `ckpt_{step:016d}.pt`."
+def list_gslrm_checkpoints(folder,  # a run's checkpoints/ folder
+                           ) -> list[Path]:
+    "GS-LRM checkpoints in `folder`, oldest first: `checkpoint-{step}/` folders, published `ckpt_{step:016d}.pt` files."
     return [p for p in checkpoint_paths(folder) if (p.is_dir() and (p / MODEL_SUBFOLDER).is_dir()) or
             (p.is_file() and re.fullmatch(r"ckpt_\d{16}\.pt", p.name))]
 
-def latest_gslrm_checkpoint(folder) -> Path | None:
+def latest_gslrm_checkpoint(folder,  # a run's checkpoints/ folder
+                            ) -> Path | None:
     "The newest GS-LRM checkpoint a run can resume from; broken or weights-only ones are skipped with a warning."
     return latest_resumable(list_gslrm_checkpoints(folder))
 
-def gslrm_hooks(acc, state: dict):
-    "Accelerate save/load hooks (`checkpoints.model_save_hooks`): the model to `<output_dir>/gslrm` as given, plus the run state."
-    def load_weights(folder: Path) -> dict:
-        if not (folder / "config.json").is_file(): raise FileNotFoundError(f"{folder} is missing: not a GS-LRM checkpoint folder.")
-        return GSLRM.from_pretrained(folder).state_dict()
-    def extra_save(out: Path):
-        write_text_atomic(out / STATE_FILE, json.dumps({"step": state["step"], "config": state["config"]}, indent=1, default=str))
-    def extra_load(inp: Path):
-        state["step"] = int(json.loads((inp / STATE_FILE).read_text())["step"])
-    return model_save_hooks(acc, MODEL_SUBFOLDER, save_model=lambda m, f: m.save_pretrained(f), load_weights=load_weights,
-                            extra_save=extra_save, extra_load=extra_load)
+def _folder_weights(folder: Path) -> dict:
+    "The state dict of a GS-LRM `save_pretrained` folder inside a checkpoint (what the load hook restores)."
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is missing: not a GS-LRM checkpoint folder.")
+    return GSLRM.from_pretrained(folder).state_dict()
 
-def _save_checkpoint(acc, model, folder: Path, step: int, keep_last: int, state: dict) -> Path:
-    "`save_state` into an atomic `checkpoint-{step}` folder, verify the weights read back, manifest, rotate older ones to trash."
-    final = folder / f"checkpoint-{step}"
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        with atomic_folder(final) as tmp:
-            acc.save_state(str(tmp))  # the hooks get `tmp` as output_dir: tmp/gslrm, tmp/facelift_state.json; Accelerate adds optimizer/scheduler/RNG
-            live = acc.unwrap_model(model).state_dict()
-            back = GSLRM.from_pretrained(tmp / MODEL_SUBFOLDER).state_dict()
-            if back.keys() != live.keys() or not all(torch.equal(back[k], v.detach().cpu()) for k, v in live.items()):
-                raise RuntimeError(f"checkpoint {tmp} did not read back identically; the previous checkpoints are kept.")
-            write_manifest(tmp, step=step, config=state["model_config"])
-        rotate_checkpoints(folder, keep_last)  # older unpinned ones move to folder/trash, never deleted
-    acc.wait_for_everyone()
-    return final
+def _read_back(checkpoint: Path) -> dict:
+    "The GS-LRM weights a checkpoint folder holds."
+    return GSLRM.from_pretrained(checkpoint / MODEL_SUBFOLDER).state_dict()
 
-def export_published_checkpoint(checkpoint, path=None) -> Path:
-    "Write a `checkpoint-{step}/` folder as one published-format file `ckpt_{step:016d}.pt` (model, optimizer, lr_scheduler, steps, model_config)."
+# %% ../../nbs/08_train.gslrm.ipynb #e57a8e10
+def export_published_checkpoint(checkpoint,  # a `checkpoint-{step}/` folder of a run
+                                path=None,  # the file to write (default: `ckpt_{step:016d}.pt` beside the folder)
+                                ) -> Path:
+    "A checkpoint folder as one published-format file (model, optimizer, lr_scheduler, steps, model_config)."
     ck = Path(checkpoint)
     problems = resume_problems(ck) if ck.is_dir() else [f"{ck} is not a checkpoint folder"]
     if problems: raise ValueError(f"cannot export {ck}: {problems}")
@@ -290,7 +288,7 @@ def export_published_checkpoint(checkpoint, path=None) -> Path:
     load = lambda n: torch.load(ck / n, map_location="cpu", weights_only=True)
     state = {"model": model.state_dict(), "optimizer": load("optimizer.bin"), "lr_scheduler": load("scheduler.bin"),
              "fwdbwd_pass_step": step, "param_update_step": step,
-             "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}  # extra key: loads without config=
+             "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}  # loads without config=
     path = Path(path) if path is not None else ck.parent / f"ckpt_{step:016d}.pt"
     if path.exists(): raise FileExistsError(f"{path} exists; move it away first (nothing is overwritten).")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,18 +296,12 @@ def export_published_checkpoint(checkpoint, path=None) -> Path:
     write_manifest(path, step=step, config=state["model_config"])
     return path
 
-# %% ../../nbs/08_train.gslrm.ipynb #3213fcc9
-def _batch(ds: GSLRMDataset, step: int, batch_size: int, rank: int, world: int, seed: int) -> dict:
-    "The batch of `step` for process `rank`: a fixed function of the step (exact resumption)."
-    N = len(ds)
-    start = (step * world + rank) * batch_size
-    items, perms = [], {}
-    for j in range(start, start + batch_size):
-        epoch, pos = divmod(j, N)
-        if epoch not in perms: perms[epoch] = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1000 * epoch))
-        ds.epoch = epoch
-        items.append(ds[int(perms[epoch][pos])])
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+# %% ../../nbs/08_train.gslrm.ipynb #9ee96e9d
+@dataclass
+class GSLRMTrainResult(TrainResult):
+    "What `train_gslrm` returns: `history` and `checkpoints` (`TrainResult`), the published-format file, the model."
+    published: Path | None  # output_dir/published/ckpt_{step:016d}.pt (None: not exported, or no step was run)
+    model: GSLRM  # the trained model (unwrapped from Accelerate)
 
 def _load_weights(model: GSLRM, path) -> None:
     "Weights for fine-tuning: a published-format file, or a save_pretrained folder (strict either way)."
@@ -317,32 +309,9 @@ def _load_weights(model: GSLRM, path) -> None:
     src = GSLRM.from_pretrained(p) if p.is_dir() else GSLRM.from_facelift_checkpoint(p, config=dict(model.config))
     model.load_state_dict(src.state_dict(), strict=True)
 
-# %% ../../nbs/08_train.gslrm.ipynb #b5e1a7c2
-def make_accelerator(mixed_precision: str = "no",  # "no", "bf16" or "fp16"
-                     ):
-    "The training `Accelerator`: the LR schedule counts optimizer steps; processes that did not join are an error."
-    from accelerate import Accelerator
-    # step_scheduler_with_optimizer=False: Accelerate would otherwise step the schedule once per process at every step
-    acc = Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and acc.num_processes != world:
-        raise ValueError(f"launched as {world} processes (WORLD_SIZE) but Accelerate joined {acc.num_processes}: "
-                           "each would train alone and overwrite the others' checkpoints. Without CUDA, processes "
-                           "join only on CPU: set ACCELERATE_USE_CPU=1 "
-                           "(`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`).")
-    return acc
-
-# %% ../../nbs/08_train.gslrm.ipynb #e5714ef5
-def train_gslrm(config: GSLRMTrainConfig) -> dict:
-    "Fine-tune GS-LRM as `config` says; returns the loss history, the checkpoints written and the trained model."
-    from accelerate.utils import set_seed
+def _gslrm_setup(config: GSLRMTrainConfig) -> tuple:
+    "The model (fresh, or from `fine_tune_from`), dataset, optimizer, LR schedule and run state of a run."
     from diffusers.optimization import get_cosine_schedule_with_warmup
-
-    from facelift_nb.render import render
-    acc = make_accelerator(config.mixed_precision)
-    set_seed(config.seed)
-    out = Path(config.output_dir); ck = out / "checkpoints"
-    if acc.is_main_process: ck.mkdir(parents=True, exist_ok=True)
     model = GSLRM(**(config.model_config or {}))
     if config.fine_tune_from: _load_weights(model, config.fine_tune_from)
     if config.gradient_checkpointing: model.enable_gradient_checkpointing()
@@ -351,57 +320,90 @@ def train_gslrm(config: GSLRMTrainConfig) -> dict:
                       random_crop=tuple(config.random_crop) if config.random_crop else None, seed=config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, config.warmup_steps, config.max_steps)
-    state = {"step": 0, "config": dataclasses.asdict(config), "model_config": {k: v for k, v in model.config.items() if not k.startswith("_")}}
-    save_hook, load_hook = gslrm_hooks(acc, state)
-    acc.register_save_state_pre_hook(save_hook); acc.register_load_state_pre_hook(load_hook)
-    latest = None
-    if config.resume:
-        latest = latest_gslrm_checkpoint(ck)
-        if latest is None: raise FileNotFoundError(f"resume=True but no valid checkpoint in {ck}; start without resume or point output_dir at the run.")
-        if latest.is_file():  # a published-format file (older runs, or the published training code): one dict holds everything
-            legacy = torch.load(latest, map_location="cpu", weights_only=True)
-            model.load_state_dict(legacy["model"], strict=True); opt.load_state_dict(legacy["optimizer"]); sched.load_state_dict(legacy["lr_scheduler"])
-            state["step"] = int(legacy["param_update_step"]); latest = None
-            logger.info(f"resumed from the published-format file at step {state['step']}")
+    model_config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    return model, ds, opt, sched, {"step": 0, "config": dataclasses.asdict(config), "model_config": model_config}
+
+# %% ../../nbs/08_train.gslrm.ipynb #85e476c6
+def _resume_folder(ck: Path, model, opt, sched, state: dict) -> Path | None:
+    "The newest checkpoint folder to `load_state` from; a published-format file is loaded here instead (-> None)."
+    latest = latest_gslrm_checkpoint(ck)
+    if latest is None:
+        raise FileNotFoundError(f"resume=True but no valid checkpoint in {ck}; start without resume or point "
+                                "output_dir at the run.")
+    if latest.is_dir(): return latest
+    legacy = torch.load(latest, map_location="cpu", weights_only=True)  # the published training code: one dict
+    model.load_state_dict(legacy["model"], strict=True)
+    opt.load_state_dict(legacy["optimizer"])
+    sched.load_state_dict(legacy["lr_scheduler"])
+    state["step"] = int(legacy["param_update_step"])
+    logger.info(f"resumed from the published-format file at step {state['step']}")
+    return None
+
+# %% ../../nbs/08_train.gslrm.ipynb #90ce73a4
+def _gslrm_step(acc, model, opt, sched, batch: dict, config: GSLRMTrainConfig, perceptual, bg) -> torch.Tensor:
+    "One optimizer step on `batch`: [loss, PSNR] averaged over all processes (the global batch's)."
+    from facelift_nb.render import render
+    b = {k: v.to(acc.device) for k, v in batch.items()}
+    cams = Cameras(b["K"], b["w2c"], (config.image_size,) * 2)
+    with acc.autocast():
+        pred = model(b["images"][:, :config.num_input], cams[:config.num_input]).gaussians
+    rgb = render(pred, cams, bg=bg, backend="torch").rgb  # [B, Vt, S, S, 3]
+    pr, tg = rgb.flatten(0, 1).permute(0, 3, 1, 2), b["images"].flatten(0, 1)
+    alpha = b["alpha"].flatten(0, 1) if config.masked_loss else None
+    loss, parts = gslrm_loss(pr, tg, alpha, perceptual, config.perceptual_weight)
+    acc.backward(loss)
+    if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    logged = torch.stack([loss.detach().float(), psnr(pr.detach().clamp(0, 1), tg).mean()])
+    return acc.reduce(logged, "mean")  # the mean over all processes: the global batch's loss and PSNR
+
+def _finish_gslrm(acc, model, out: Path, config: GSLRMTrainConfig, saved: list[Path]) -> Path | None:
+    "Write final/ (the trained model) and, if asked, the last checkpoint as a published-format file."
+    with atomic_folder(out / "final", overwrite=True, backup_dir=out / "trash") as tmp:  # an older final/ -> out/trash
+        acc.unwrap_model(model).save_pretrained(tmp)
+    if not config.export_published: return None
+    dest = out / "published" / f"ckpt_{config.max_steps:016d}.pt"
+    if dest.exists(): move_to_trash(dest, out / "trash")
+    return export_published_checkpoint(saved[-1], dest)
+
+# %% ../../nbs/08_train.gslrm.ipynb #e555fc2c
+def train_gslrm(config: GSLRMTrainConfig) -> GSLRMTrainResult:
+    "Fine-tune GS-LRM as `config` says; returns the loss history, the checkpoints written and the trained model."
+    from accelerate.utils import set_seed
+    acc = make_accelerator(config.mixed_precision)
+    set_seed(config.seed)
+    out, ck = Path(config.output_dir), Path(config.output_dir) / "checkpoints"
+    if acc.is_main_process: ck.mkdir(parents=True, exist_ok=True)
+    model, ds, opt, sched, state = _gslrm_setup(config)
+    save_hook, load_hook = checkpoint_hooks(acc, MODEL_SUBFOLDER, state, load_weights=_folder_weights)
+    acc.register_save_state_pre_hook(save_hook)
+    acc.register_load_state_pre_hook(load_hook)
+    latest = _resume_folder(ck, model, opt, sched, state) if config.resume else None
     if acc.is_main_process:  # every checkpoint the run writes (weights + AdamW moments) stays on disk, kept or trashed
         nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        check_disk_space(out, 3 * nbytes, config.max_steps, config.checkpoint_every, state["step"], extra_bytes=2 * nbytes)
+        check_disk_space(out, 3 * nbytes, config.max_steps, config.checkpoint_every, state["step"],
+                         extra_bytes=2 * nbytes)
     perceptual = VGGPerceptual(config.perceptual_weights) if config.perceptual_weight > 0 else None
     model, opt, sched = acc.prepare(model, opt, sched)
     if latest is not None:
-        acc.load_state(str(latest))  # the load hook restores the weights strictly and the step; Accelerate the optimizer, scheduler, RNG
+        acc.load_state(str(latest))  # the load hook restores the weights strictly and the step; Accelerate the rest
         logger.info(f"resumed from {latest} at step {state['step']}")
-    start = state["step"]
+    start, history, saved = state["step"], [], []
     if perceptual is not None: perceptual = perceptual.to(acc.device)
-    history, saved = [], []
-    bgv = (1., 1., 1.) if config.bg == "white" else (0., 0., 0.)
+    bg = (1., 1., 1.) if config.bg == "white" else (0., 0., 0.)
     for step in range(start, config.max_steps):
-        b = {k: v.to(acc.device) for k, v in _batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed).items()}
-        cams = Cameras(b["K"], b["w2c"], (config.image_size,) * 2)
-        with acc.autocast():
-            pred = model(b["images"][:, :config.num_input], cams[:config.num_input]).gaussians
-        rgb = render(pred, cams, bg=bgv, backend="torch").rgb  # [B, Vt, S, S, 3]
-        pr, tg = rgb.flatten(0, 1).permute(0, 3, 1, 2), b["images"].flatten(0, 1)
-        loss, parts = gslrm_loss(pr, tg, b["alpha"].flatten(0, 1) if config.masked_loss else None, perceptual, config.perceptual_weight)
-        acc.backward(loss)
-        if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step(); sched.step(); opt.zero_grad()
+        batch = step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
+        logged = _gslrm_step(acc, model, opt, sched, batch, config, perceptual, bg)
         state["step"] = step + 1
-        logged = torch.stack([loss.detach().float(), psnr(pr.detach().clamp(0, 1), tg).mean()])
-        logged = acc.reduce(logged, "mean")  # the mean over all processes: the global batch's loss and PSNR
-        rec = {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(), "lr": sched.get_last_lr()[0]}
-        history.append(rec)
-        if acc.is_main_process:
-            with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
+        log_step(acc, out, history, {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(),
+                                     "lr": sched.get_last_lr()[0]})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            saved.append(_save_checkpoint(acc, model, ck, step + 1, config.keep_last, state))
+            saved.append(save_checkpoint(acc, model, ck, step + 1, config.keep_last, _read_back,
+                                         config=state["model_config"]))
     acc.wait_for_everyone()
     published = None
-    if acc.is_main_process and config.max_steps > start:
-        with atomic_folder(out / "final") as tmp: acc.unwrap_model(model).save_pretrained(tmp)  # an older final/ goes to out/trash
-        if config.export_published:
-            dest = out / "published" / f"ckpt_{config.max_steps:016d}.pt"
-            if dest.exists(): move_to_trash(dest, out / "trash")
-            published = export_published_checkpoint(saved[-1], dest)
+    if acc.is_main_process and config.max_steps > start: published = _finish_gslrm(acc, model, out, config, saved)
     acc.wait_for_everyone()  # every process returns once final/ and published/ exist
-    return {"history": history, "checkpoints": saved, "published": published, "model": acc.unwrap_model(model)}
+    return GSLRMTrainResult(history, saved, published, acc.unwrap_model(model))

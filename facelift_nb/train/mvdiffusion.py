@@ -1,4 +1,4 @@
-"""Fine-tune the multi-view UNet on FaceLift MV-layout data with Accelerate: a validating dataset tied to a `ViewLayout`, the published v-prediction recipe, checkpoints at the right path, exact resume, and the final pipeline written where inference loads it.
+"""Fine-tune the multi-view UNet with Accelerate: layout-bound data, the published v-prediction recipe, exact resume.
 
 Docs: https://facelift-nb.github.io/facelift_nb/train.mvdiffusion.html.md"""
 
@@ -19,56 +19,56 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facelift_nb.checkpoints import (
-    STATE_FILE,
-    atomic_folder,
-    check_disk_space,
-    checkpoint_paths,
-    latest_resumable,
-    model_save_hooks,
-    rotate_checkpoints,
-    write_manifest,
-)
-from ..io import atomic_path, write_text_atomic
+from ..checkpoints import check_disk_space, checkpoint_paths, latest_resumable
+from ..io import atomic_path
 from ..layouts import ViewLayout, get_layout
 from facelift_nb.models.mvdiffusion import (
     MVDiffusionPipeline,
-    _check_embeds,
-    _same_views,
+    check_prompt_embeds,
     install_mv_attention,
+    load_unet_weights,
+    same_views,
     save_prompt_embeds,
     stock_unet_config,
 )
-from .gslrm import make_accelerator
+from facelift_nb.train.common import (
+    TrainResult,
+    YAMLConfig,
+    checkpoint_hooks,
+    list_sample_dirs,
+    log_step,
+    make_accelerator,
+    save_checkpoint,
+    step_batch,
+    usable_samples,
+)
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'mv_sample_dirs', 'check_mv_sample', 'MVDataset', 'widen_unet_input', 'load_start_unet', 'min_snr_weights',
-           'mv_training_loss', 'list_mv_checkpoints', 'latest_mv_checkpoint', 'make_hooks', 'MVTrainConfig',
+__all__ = ['mv_sample_dirs', 'check_mv_sample', 'MVDataset', 'widen_unet_input', 'load_start_unet', 'min_snr_weights',
+           'mv_training_loss', 'list_mv_checkpoints', 'latest_mv_checkpoint', 'MVTrainConfig', 'MVTrainResult',
            'train_mvdiffusion']
 
-# %% ../../nbs/08a_train.mvdiffusion.ipynb #518c015f
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #d4080659
 _CAM = re.compile(r"cam_(\d{3})\.png$")
 
-def mv_sample_dirs(source) -> list[Path]:
-    "Sample folders: a folder of sample folders, a single sample folder (holding cam_000.png), or a list file."
-    source = Path(source)
-    if source.is_file():
-        lines = [l.strip() for l in source.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
-        return [(Path(l) if Path(l).is_absolute() else source.parent / l) for l in lines]
-    if (source / "cam_000.png").is_file(): return [source]
-    if source.is_dir(): return sorted(p for p in source.iterdir() if (p / "cam_000.png").is_file())
-    raise FileNotFoundError(f"no MV training data at {str(source)!r}: expected a sample folder (cam_000.png ...), a folder of samples or a list file.")
+def mv_sample_dirs(source,  # a sample folder, a folder of sample folders, or a list file
+                   ) -> list[Path]:
+    "Sample folders of an MV training set (those holding `cam_000.png`; see `train.common.list_sample_dirs`)."
+    return list_sample_dirs(source, "cam_000.png", "MV training data", " (cam_000.png ...)")
 
-def check_mv_sample(folder, num_views: int) -> list[str]:
+def check_mv_sample(folder,  # an MV sample folder
+                    num_views: int,  # the layout's number of slots
+                    ) -> list[str]:
     "Problems of one MV sample folder for a layout of `num_views` slots (empty list: usable)."
     folder = Path(folder)
-    found = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _CAM.search(p.name))) if folder.is_dir() else []
     if not folder.is_dir(): return [f"not a folder: {folder}"]
+    found = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _CAM.search(p.name)))
     problems = [f"missing cam_{j:03d}.png" for j in range(num_views) if j not in found]
     extra = [j for j in found if j >= num_views]
-    if extra: problems.append(f"{len(found)} views (cam_{extra[0]:03d}.png ...) but the layout has {num_views}: the data was made for another layout")
+    if extra: problems.append(f"{len(found)} views (cam_{extra[0]:03d}.png ...) but the layout has {num_views}: "
+                              "the data was made for another layout")
     sizes = set()
     for j in range(num_views):
         p = folder / f"cam_{j:03d}.png"
@@ -78,10 +78,22 @@ def check_mv_sample(folder, num_views: int) -> list[str]:
             if im.mode != "RGBA": problems.append(f"cam_{j:03d}.png has no alpha channel ({im.mode})")
             elif j == 0:
                 a = np.asarray(im)[..., 3]
-                if a.max() == 0 or a.min() == 255: problems.append(f"cam_000.png: alpha is {'empty' if a.max() == 0 else 'full'}")
+                if a.max() == 0 or a.min() == 255:
+                    problems.append(f"cam_000.png: alpha is {'empty' if a.max() == 0 else 'full'}")
     if len(sizes) > 1: problems.append(f"views differ in size: {sorted(sizes)}")
     elif sizes and (s := sizes.pop())[0] != s[1]: problems.append(f"views are not square: {s[0]}x{s[1]}")
     return problems
+
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #237436ea
+def _slot_index(layout: ViewLayout, input_view: int | str) -> int:
+    "The slot index of `input_view` (an index or a slot name) in `layout`."
+    if isinstance(input_view, str):
+        if input_view not in layout.names:
+            raise ValueError(f"`input_view` {input_view!r} is not a slot of {list(layout.names)}.")
+        input_view = layout.names.index(input_view)
+    if not 0 <= input_view < len(layout):
+        raise ValueError(f"`input_view` must be in [0, {len(layout)}); got {input_view}.")
+    return input_view
 
 class MVDataset(torch.utils.data.Dataset):
     "FaceLift MV samples for one `ViewLayout`: views [V,3,S,S], alpha [V,S,S] and the input image [3,S,S], in [0, 1]."
@@ -90,21 +102,16 @@ class MVDataset(torch.utils.data.Dataset):
                  image_size: int = 512,  # views are resized to this square size
                  bg: str = "white",  # background under the alpha: "white" or "black"
                  input_view: int | str = "front"):  # slot (index or name) used as the condition image
-        if layout is None: raise ValueError("MVDataset needs the samples' `layout` (e.g. 'facelift6'): the view order is never guessed.")
+        if layout is None:
+            raise ValueError("MVDataset needs the samples' `layout` (e.g. 'facelift6'): the view order is never "
+                             "guessed.")
         self.layout = get_layout(layout)
         if bg not in ("white", "black"): raise ValueError(f'`bg` must be "white" or "black"; got {bg!r}.')
-        if isinstance(input_view, str):
-            if input_view not in self.layout.names: raise ValueError(f"`input_view` {input_view!r} is not a slot of {list(self.layout.names)}.")
-            input_view = self.layout.names.index(input_view)
-        if not 0 <= input_view < len(self.layout): raise ValueError(f"`input_view` must be in [0, {len(self.layout)}); got {input_view}.")
-        self.dirs, self.report = [], {}
-        for d in mv_sample_dirs(source):
-            problems = check_mv_sample(d, len(self.layout))
-            if problems: self.report[str(d)] = problems
-            else: self.dirs.append(d)
-        if self.report: logger.warning(f"{len(self.report)} broken samples left out: {self.report}")
-        if not self.dirs: raise ValueError(f"no usable samples in {source}: {self.report}")
+        input_view = _slot_index(self.layout, input_view)
+        check = lambda d: check_mv_sample(d, len(self.layout))
+        self.dirs, self.report = usable_samples(mv_sample_dirs(source), check, source)
         self.size, self.bg, self.input_view = image_size, 1.0 if bg == "white" else 0.0, input_view
+        self.epoch = 0  # what `step_batch` sets; MV items do not depend on it
 
     def __len__(self): return len(self.dirs)
 
@@ -112,41 +119,55 @@ class MVDataset(torch.utils.data.Dataset):
         rgba = []
         for j in range(len(self.layout)):
             with Image.open(self.dirs[i] / f"cam_{j:03d}.png") as im:
-                rgba.append(torch.from_numpy(np.array(im.convert("RGBA").resize((self.size, self.size), Image.BILINEAR))).float() / 255)
+                im = im.convert("RGBA").resize((self.size, self.size), Image.BILINEAR)
+                rgba.append(torch.from_numpy(np.array(im)).float() / 255)
         rgba = torch.stack(rgba).permute(0, 3, 1, 2)
         a = rgba[:, 3:]
         views = rgba[:, :3] * a + self.bg * (1 - a)
         return {"views": views, "alpha": a[:, 0], "input": views[self.input_view]}
 
-# %% ../../nbs/08a_train.mvdiffusion.ipynb #717fc79c
-def widen_unet_input(unet, in_channels: int = 8):
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #491a896b
+def widen_unet_input(unet,  # a diffusers UNet
+                     in_channels: int = 8,  # the input channels it should take
+                     ):
     "Give `unet` `in_channels` inputs: existing kernels kept, new channels zero (same outputs for zero extra input)."
     conv = unet.conv_in
     if conv.in_channels == in_channels: return unet
-    if conv.in_channels > in_channels: raise ValueError(f"the UNet already takes {conv.in_channels} channels, more than {in_channels}.")
-    new = torch.nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding).to(conv.weight.device, conv.weight.dtype)
+    if conv.in_channels > in_channels:
+        raise ValueError(f"the UNet already takes {conv.in_channels} channels, more than {in_channels}.")
+    new = torch.nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    new = new.to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
-        new.weight.zero_(); new.weight[:, :conv.in_channels] = conv.weight; new.bias.copy_(conv.bias)
+        new.weight.zero_()
+        new.weight[:, :conv.in_channels] = conv.weight
+        new.bias.copy_(conv.bias)
     unet.conv_in = new
     unet.register_to_config(in_channels=in_channels)
     return unet
 
-def load_start_unet(path, num_views: int, mode: str, class_dim: int):
-    "A UNet folder (published MV names or stock), widened to 8 input channels, checked against the pipeline's conditioning."
+def load_start_unet(path,  # a UNet folder: published MV names or stock diffusers
+                    num_views: int,  # the layout's V
+                    mode: str,  # multi-view attention: "reference" or "dense"
+                    class_dim: int,  # the pipeline's image-conditioning width (projection_class_embeddings_input_dim)
+                    ):
+    "A UNet folder (published MV names or stock), widened to 8 input channels, checked against the conditioning."
     from diffusers import UNet2DConditionModel
-
-    from facelift_nb.models.mvdiffusion import _unet_weights
     folder = Path(path)
     cfg, _ = stock_unet_config(json.loads((folder / "config.json").read_text()))
     unet = UNet2DConditionModel.from_config(cfg)
-    unet.load_state_dict(_unet_weights(folder), strict=True)
-    if unet.config.class_embed_type != "projection" or unet.config.projection_class_embeddings_input_dim != class_dim:
-        raise ValueError(f"{folder}: the UNet must take the image conditioning as class_embed_type='projection' with input dim {class_dim} "
-                         f"(an SD 2.1 unCLIP UNet does); got {unet.config.class_embed_type!r} / {unet.config.projection_class_embeddings_input_dim}.")
+    unet.load_state_dict(load_unet_weights(folder), strict=True)
+    c = unet.config
+    if c.class_embed_type != "projection" or c.projection_class_embeddings_input_dim != class_dim:
+        raise ValueError(f"{folder}: the UNet must take the image conditioning as class_embed_type='projection' with "
+                         f"input dim {class_dim} (an SD 2.1 unCLIP UNet does); got {c.class_embed_type!r} / "
+                         f"{c.projection_class_embeddings_input_dim}.")
     return install_mv_attention(widen_unet_input(unet, 8), num_views, mode)
 
-# %% ../../nbs/08a_train.mvdiffusion.ipynb #bb96522d
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #4ba51071
+def min_snr_weights(alphas_cumprod: torch.Tensor,  # [T] the noise schedule's ᾱ
+                    t: torch.Tensor,  # [N] timesteps
+                    gamma: float,  # the SNR cap (published: 5)
+                    ) -> torch.Tensor:  # [N]
     "Min-SNR loss weights for v-prediction: min(SNR, γ) / (SNR + 1) at timesteps `t`."
     ac = alphas_cumprod.to(t.device)[t].float()
     snr = ac / (1 - ac)
@@ -154,10 +175,11 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
 
 def _conditioning(pipe: MVDiffusionPipeline, inputs: torch.Tensor, gens: list) -> tuple[torch.Tensor, torch.Tensor]:
     "Class labels [B, 2D] and condition latents [B, 4, h, w] of B input images, as the pipeline computes them."
-    cls = torch.cat([pipe._image_embeds(x.cpu().clamp(0, 1), g) for x, g in zip(inputs, gens)])
-    lat = torch.cat([pipe._image_latent(x.cpu().clamp(0, 1)) for x in inputs])
+    cls = torch.cat([pipe.image_embeds(x.cpu().clamp(0, 1), g) for x, g in zip(inputs, gens)])
+    lat = torch.cat([pipe.image_latent(x.cpu().clamp(0, 1)) for x in inputs])
     return cls, lat
 
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #bd8b3dce
 def mv_training_loss(pipe: MVDiffusionPipeline, unet, batch: dict, prompt_embeds: torch.Tensor, noise_scheduler,
                      generator,  # a torch.Generator, or a list of B, one per object (draws then ignore the batch split)
                      snr_gamma: float = 5.0, drop=(0.05, 0.05, 0.05)) -> torch.Tensor:
@@ -171,8 +193,8 @@ def mv_training_loss(pipe: MVDiffusionPipeline, unet, batch: dict, prompt_embeds
     dev, dt = pipe.device, pipe.dtype
     with torch.no_grad():
         R = pipe.resolution
-        x = F.interpolate(views.flatten(0, 1), size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-        post = pipe.vae.encode((x * 2 - 1).to(dev, pipe.vae.dtype)).latent_dist
+        x = F.interpolate(views.flatten(0, 1), size=(R, R), mode="bilinear", antialias=True, align_corners=False)
+        post = pipe.vae.encode((x.clamp(0, 1) * 2 - 1).to(dev, pipe.vae.dtype)).latent_dist
         eps = per_object(lambda g: torch.randn((V, *post.mean.shape[1:]), generator=g))
         lat = post.mean + post.std * eps.to(dev, post.mean.dtype)
         lat = (lat * pipe.vae.config.scaling_factor).to(dt)
@@ -188,16 +210,19 @@ def mv_training_loss(pipe: MVDiffusionPipeline, unet, batch: dict, prompt_embeds
     noisy = noise_scheduler.add_noise(lat, noise, t)
     target = noise_scheduler.get_velocity(lat, noise, t)
     inp = torch.cat([noisy, cond.repeat_interleave(V, 0)], 1)
-    pred = unet(inp, t, encoder_hidden_states=prompt_embeds.to(dev, dt).repeat(B, 1, 1), class_labels=cls.repeat_interleave(V, 0)).sample
+    pred = unet(inp, t, encoder_hidden_states=prompt_embeds.to(dev, dt).repeat(B, 1, 1),
+                class_labels=cls.repeat_interleave(V, 0)).sample
     w = min_snr_weights(noise_scheduler.alphas_cumprod, t, snr_gamma)
     return (w * (pred.float() - target.float()).square().flatten(1).mean(1)).mean()
 
-# %% ../../nbs/08a_train.mvdiffusion.ipynb #a286c3e3
-def list_mv_checkpoints(folder) -> list[Path]:
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #9b8336df
+def list_mv_checkpoints(folder,  # a run's checkpoints/ folder
+                        ) -> list[Path]:
     "Checkpoint folders `checkpoint-{step}` in `folder`, oldest first."
     return [p for p in checkpoint_paths(folder) if p.is_dir()]
 
-def latest_mv_checkpoint(folder) -> Path | None:
+def latest_mv_checkpoint(folder,  # a run's checkpoints/ folder
+                         ) -> Path | None:
     "The newest checkpoint folder that can be resumed from; broken ones are skipped with a warning."
     return latest_resumable(list_mv_checkpoints(folder))
 
@@ -208,170 +233,182 @@ def _write_unet(unet, folder: Path) -> None:
     cfg.update(num_views=unet.mv_num_views, sparse_mv_attention=unet.mv_mode == "reference", multiview_attention=True)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
 
-def make_hooks(acc, ema, state: dict):
-    "Accelerate save/load hooks (`checkpoints.model_save_hooks`): UNet to `<output_dir>/unet` as given, plus EMA, layout and state."
-    def extra_save(out: Path):
+def _run_files(ema, state: dict) -> tuple:
+    "(save, load) of what an MV checkpoint holds besides the UNet and the run state: EMA weights, prompt embeddings."
+    def save(out: Path):
         if ema is not None:
             with atomic_path(out / "ema_state.pt") as tmp: torch.save(ema.state_dict(), tmp)
         save_prompt_embeds(out / "prompt_embeds.pt", state["prompt_embeds"], state["layout"])
-        write_text_atomic(out / STATE_FILE, json.dumps({k: state[k] for k in ("step", "config")} | {"layout": state["layout_dict"]}, indent=1))
-    def extra_load(inp: Path):
-        if ema is not None:
-            if not (inp / "ema_state.pt").is_file(): raise FileNotFoundError(f"{inp} has no ema_state.pt but this run uses EMA (ema=True).")
-            ema.load_state_dict(torch.load(inp / "ema_state.pt", map_location="cpu", weights_only=True))
-        state["step"] = json.loads((inp / STATE_FILE).read_text())["step"]
-    return model_save_hooks(acc, "unet", save_model=_write_unet, extra_save=extra_save, extra_load=extra_load)
+    def load(inp: Path):
+        if ema is None: return
+        if not (inp / "ema_state.pt").is_file():
+            raise FileNotFoundError(f"{inp} has no ema_state.pt but this run uses EMA (ema=True).")
+        ema.load_state_dict(torch.load(inp / "ema_state.pt", map_location="cpu", weights_only=True))
+    return save, load
 
-# %% ../../nbs/08a_train.mvdiffusion.ipynb #28f9dfc4
+def _read_back_unet(checkpoint: Path) -> dict:
+    "The UNet weights a checkpoint folder holds."
+    return load_unet_weights(checkpoint / "unet")
+
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #300e2376
+def _check_mv_config(c) -> None:
+    "Raise on `MVTrainConfig` values that cannot work."
+    if c.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {c.mixed_precision!r}.")
+    for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size"):
+        if getattr(c, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(c, k)}.")
+    drops = (c.drop_clip, c.drop_both, c.drop_latent)
+    if not all(0 <= p <= 1 for p in drops) or sum(drops) > 1:
+        raise ValueError("the conditioning dropout probabilities must be in [0, 1] and sum to at most 1.")
+
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #dcc3d200
 @dataclass(frozen=True)
-class MVTrainConfig:
-    "Options of an MVDiffusion fine-tuning run."
+class MVTrainConfig(YAMLConfig):
+    "Options of an MVDiffusion fine-tuning run (YAML files map onto these fields: `from_yaml`)."
     data: str  # sample folder, folder of samples, or list file
     output_dir: str  # checkpoints/, pipeline/ and train_log.jsonl go here
     pretrained: str  # a pipeline folder (published pipeckpts/ or saved by MVDiffusionPipeline.save_pretrained)
-    layout: str | dict = "facelift6"  # a registered layout name, or a dict(names=, azimuths_deg=, elevations_deg=)
-    prompt_embeds: str | None = None  # embeddings for `layout` (default: the pipeline's own, or encoded with its text encoder)
-    unet_from: str | None = None  # start from this UNet folder instead of the pipeline's (e.g. a base SD 2.1 unCLIP UNet)
+    layout: str | dict = "facelift6"  # a registered layout name, or a dict as `ViewLayout.to_dict` writes it
+    prompt_embeds: str | None = None  # embeddings for `layout` (default: the pipeline's, or encoded by its encoder)
+    unet_from: str | None = None  # start from this UNet folder, not the pipeline's (e.g. a base SD 2.1 unCLIP UNet)
     mv_mode: str | None = None  # "reference" or "dense" (default: the pipeline UNet's)
     resume: bool = False  # continue from the newest valid checkpoint in output_dir/checkpoints
     image_size: int | None = None  # training resolution (default: the pipeline's)
-    bg: str = "white"
-    input_view: int | str = "front"
-    batch_size: int = 1  # objects per step (each contributes V views)
+    bg: str = "white"  # "white" or "black" under the alpha
+    input_view: int | str = "front"  # the slot used as the condition image
+    batch_size: int = 1  # objects per step and process (each contributes V views)
     max_steps: int = 1000
     lr: float = 1e-4
     warmup_steps: int = 0
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     snr_gamma: float = 5.0
-    drop_clip: float = 0.05
-    drop_both: float = 0.05
-    drop_latent: float = 0.05
+    drop_clip: float = 0.05  # conditioning dropout: CLIP embedding only
+    drop_both: float = 0.05  # both conditions (the unconditional branch of guidance)
+    drop_latent: float = 0.05  # condition latent only
     ema: bool = False
     ema_decay: float = 0.9999
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (GPU)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
-    keep_last: int = 3
+    keep_last: int = 3  # checkpoints kept in checkpoints/ (older ones move to its trash/)
     seed: int = 0
 
-    def __post_init__(self):
-        if self.mixed_precision not in ("no", "bf16", "fp16"): raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {self.mixed_precision!r}.")
-        for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size"):
-            if getattr(self, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(self, k)}.")
-        if not all(0 <= p <= 1 for p in (self.drop_clip, self.drop_both, self.drop_latent)) or self.drop_clip + self.drop_both + self.drop_latent > 1:
-            raise ValueError("the conditioning dropout probabilities must be in [0, 1] and sum to at most 1.")
+    def __post_init__(self): _check_mv_config(self)
 
     def get_layout(self) -> ViewLayout:
-        if isinstance(self.layout, dict): return ViewLayout(tuple(self.layout["names"]), tuple(self.layout["azimuths_deg"]),
-                                                            tuple(self.layout["elevations_deg"]), self.layout.get("label"))
+        "The run's `ViewLayout`: a registered name, or the dict of `ViewLayout.to_dict`."
+        if isinstance(self.layout, dict): return ViewLayout.from_dict(self.layout, "`layout`")
         return get_layout(self.layout)
 
-    @classmethod
-    def from_yaml(cls, path) -> MVTrainConfig:
-        "Read a YAML mapping of this dataclass's fields (unknown keys, wrong types: one-line errors naming the file)."
-        from facelift_nb.io import read_yaml_config
-        return read_yaml_config(cls, path)
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #a9a41978
+@dataclass
+class MVTrainResult(TrainResult):
+    "What `train_mvdiffusion` returns: `history` and `checkpoints` (`TrainResult`), the final pipeline, the UNet."
+    pipeline: Path | None  # output_dir/pipeline (None when no step was run)
+    unet: object  # the trained multi-view UNet (unwrapped from Accelerate)
 
-def _mv_batch(ds: MVDataset, step: int, batch_size: int, rank: int, world: int, seed: int) -> dict:
-    "The batch of `step` for process `rank`: a fixed function of the step (exact resumption)."
-    N, start, items, perms = len(ds), (step * world + rank) * batch_size, [], {}
-    for j in range(start, start + batch_size):
-        epoch, pos = divmod(j, N)
-        if epoch not in perms: perms[epoch] = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1000 * epoch))
-        items.append(ds[int(perms[epoch][pos])])
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-def train_mvdiffusion(config: MVTrainConfig) -> dict:
-    "Fine-tune the MV UNet as `config` says; returns the loss history, checkpoints, final pipeline folder and UNet."
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-    acc = make_accelerator(config.mixed_precision)
-    torch.manual_seed(config.seed)
-    out = Path(config.output_dir); ckdir = out / "checkpoints"
-    if acc.is_main_process: ckdir.mkdir(parents=True, exist_ok=True)
-    layout = config.get_layout()
+def _start_pipeline(config: MVTrainConfig, layout: ViewLayout, device) -> MVDiffusionPipeline:
+    "The pipeline to train: prompts for `layout`, the UNet to start from with V-view attention, frozen parts."
     pipe = MVDiffusionPipeline.from_pretrained(config.pretrained, prompt_embeds=config.prompt_embeds,
                                                layout=layout if config.prompt_embeds else None)
-    if not _same_views(pipe.layout, layout):  # the pipeline's embeddings are for another layout: encode for this one
+    if not same_views(pipe.layout, layout):  # the pipeline's embeddings are for another layout: encode for this one
         if pipe.text_encoder is None:
             pipe = MVDiffusionPipeline.from_pretrained(config.pretrained, load_text_encoder=True)
         pipe.encode_prompts(layout)
     V, mode = len(layout), config.mv_mode or pipe.unet.mv_mode
-    if config.unet_from: pipe.unet = load_start_unet(config.unet_from, V, mode, pipe.unet.config.projection_class_embeddings_input_dim)
+    dim = pipe.unet.config.projection_class_embeddings_input_dim
+    if config.unet_from: pipe.unet = load_start_unet(config.unet_from, V, mode, dim)
     else: install_mv_attention(pipe.unet, V, mode)
-    _check_embeds(pipe.prompt_embeds, V, pipe.unet.config.cross_attention_dim)
+    check_prompt_embeds(pipe.prompt_embeds, V, pipe.unet.config.cross_attention_dim)
     for m in (pipe.vae, pipe.image_encoder, pipe.image_normalizer): m.requires_grad_(False)
-    pipe.to(acc.device)
+    pipe.to(device)
+    return pipe
+
+def _mv_setup(config: MVTrainConfig, layout: ViewLayout, device) -> tuple:
+    "The pipeline, UNet, noise scheduler, dataset, optimizer, LR schedule and EMA of a run."
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+    pipe = _start_pipeline(config, layout, device)
     unet = pipe.unet.train()
     if config.gradient_checkpointing: unet.enable_gradient_checkpointing()
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    if noise_scheduler.config.prediction_type != "v_prediction": raise ValueError("the pipeline's scheduler must use v_prediction.")
+    if noise_scheduler.config.prediction_type != "v_prediction":
+        raise ValueError("the pipeline's scheduler must use v_prediction.")
     ds = MVDataset(config.data, layout, config.image_size or pipe.resolution, config.bg, config.input_view)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, config.warmup_steps, config.max_steps)
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=type(unet), model_config=unet.config) if config.ema else None
-    state = dict(step=0, config=dataclasses.asdict(config), layout=layout, prompt_embeds=pipe.prompt_embeds,
-                 layout_dict=dict(label=layout.label, names=list(layout.names), azimuths_deg=list(layout.azimuths_deg),
-                                  elevations_deg=list(layout.elevations_deg)))
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=type(unet), model_config=unet.config) \
+        if config.ema else None
+    return pipe, unet, noise_scheduler, ds, opt, sched, ema
+
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #16fa2de5
+def _mv_step(acc, pipe, unet, opt, sched, ema, ds: MVDataset, noise_scheduler, config: MVTrainConfig,
+             step: int) -> torch.Tensor:
+    "One optimizer step (and EMA update) on this process's objects of `step`; returns the local loss."
+    first = (step * acc.num_processes + acc.process_index) * config.batch_size  # global index of our 1st sample
+    gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + j) for j in range(first, first + config.batch_size)]
+    batch = step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
+    drop = (config.drop_clip, config.drop_both, config.drop_latent)
+    with acc.autocast():
+        loss = mv_training_loss(pipe, unet, batch, pipe.prompt_embeds, noise_scheduler, gens, config.snr_gamma, drop)
+    acc.backward(loss)
+    if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(unet.parameters(), config.grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    if ema is not None: ema.step(acc.unwrap_model(unet).parameters())
+    return loss
+
+def _write_final_pipeline(acc, pipe: MVDiffusionPipeline, unet, ema, out: Path) -> Path:
+    "The pipeline with the trained UNet (EMA weights when EMA is on) saved to `out/pipeline`."
+    model = acc.unwrap_model(unet)
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    pipe.unet = model.eval()
+    final = pipe.save_pretrained(out / "pipeline", overwrite=True)
+    if ema is not None: ema.restore(model.parameters())
+    return final
+
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #10e9a978
+def train_mvdiffusion(config: MVTrainConfig) -> MVTrainResult:
+    "Fine-tune the MV UNet as `config` says; returns the loss history, checkpoints, final pipeline folder and UNet."
+    acc = make_accelerator(config.mixed_precision)
+    torch.manual_seed(config.seed)
+    out, ckdir = Path(config.output_dir), Path(config.output_dir) / "checkpoints"
+    if acc.is_main_process: ckdir.mkdir(parents=True, exist_ok=True)
+    layout = config.get_layout()
+    pipe, unet, noise_scheduler, ds, opt, sched, ema = _mv_setup(config, layout, acc.device)
+    state = dict(step=0, config=dataclasses.asdict(config), layout=layout, prompt_embeds=pipe.prompt_embeds)
     nbytes = sum(p.numel() * p.element_size() for p in unet.parameters())
-    if acc.is_main_process:  # weights + AdamW moments (+ EMA) per checkpoint, every checkpoint kept or trashed, + the final pipeline
+    if acc.is_main_process:  # weights + AdamW moments (+ EMA) per checkpoint, all kept or trashed, + the final pipeline
         check_disk_space(out, nbytes * (3 + config.ema), config.max_steps, config.checkpoint_every, extra_bytes=nbytes)
-    save_hook, load_hook = make_hooks(acc, ema, state)
-    acc.register_save_state_pre_hook(save_hook); acc.register_load_state_pre_hook(load_hook)
+    save_files, load_files = _run_files(ema, state)
+    save_hook, load_hook = checkpoint_hooks(acc, "unet", state, _write_unet, extra_save=save_files,
+                                            extra_load=load_files, extra_state={"layout": layout.to_dict()})
+    acc.register_save_state_pre_hook(save_hook)
+    acc.register_load_state_pre_hook(load_hook)
     unet, opt, sched = acc.prepare(unet, opt, sched)
     if config.resume:
         latest = latest_mv_checkpoint(ckdir)
-        if latest is None: raise FileNotFoundError(f"resume=True but no valid checkpoint in {ckdir}; start without resume or point output_dir at the run.")
+        if latest is None: raise FileNotFoundError(f"resume=True but no valid checkpoint in {ckdir}; start without "
+                                                   "resume or point output_dir at the run.")
         acc.load_state(str(latest))
-        logger.info(f"resumed from {latest} at step {state['step']}")
+        _logger.info(f"resumed from {latest} at step {state['step']}")
     if ema is not None: ema.to(acc.device)
     start, history, saved = state["step"], [], []
-    drop = (config.drop_clip, config.drop_both, config.drop_latent)
     for step in range(start, config.max_steps):
-        first = (step * acc.num_processes + acc.process_index) * config.batch_size  # global index of our 1st sample
-        gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + j)
-                for j in range(first, first + config.batch_size)]
-        batch = _mv_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
-        with acc.autocast():
-            loss = mv_training_loss(pipe, unet, batch, pipe.prompt_embeds, noise_scheduler, gens, config.snr_gamma,
-                                    drop)
-        acc.backward(loss)
-        if acc.sync_gradients and config.grad_clip: acc.clip_grad_norm_(unet.parameters(), config.grad_clip)
-        opt.step(); sched.step(); opt.zero_grad()
-        if ema is not None: ema.step(acc.unwrap_model(unet).parameters())
+        loss = _mv_step(acc, pipe, unet, opt, sched, ema, ds, noise_scheduler, config, step)
         state["step"] = step + 1
-        rec = {"step": step + 1, "loss": acc.reduce(loss.detach().float(), "mean").item(), "lr": sched.get_last_lr()[0]}
-        history.append(rec)
-        if acc.is_main_process:
-            with open(out / "train_log.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(rec) + "\n")
+        log_step(acc, out, history, {"step": step + 1, "loss": acc.reduce(loss.detach().float(), "mean").item(),
+                                     "lr": sched.get_last_lr()[0]})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            saved.append(_save_mv_checkpoint(acc, unet, ckdir, step + 1, config.keep_last, state))
+            saved.append(save_checkpoint(acc, unet, ckdir, step + 1, config.keep_last, _read_back_unet,
+                                         config=state["config"], layout=layout))
     acc.wait_for_everyone()
     final = None
-    if acc.is_main_process and config.max_steps > start:
-        model = acc.unwrap_model(unet)
-        if ema is not None: ema.store(model.parameters()); ema.copy_to(model.parameters())
-        pipe.unet = model.eval()
-        final = pipe.save_pretrained(out / "pipeline", overwrite=True)
-        if ema is not None: ema.restore(model.parameters())
+    if acc.is_main_process and config.max_steps > start: final = _write_final_pipeline(acc, pipe, unet, ema, out)
     acc.wait_for_everyone()  # every process returns once the final pipeline exists
-    return {"history": history, "checkpoints": saved, "pipeline": final, "unet": acc.unwrap_model(unet)}
-
-def _save_mv_checkpoint(acc, unet, ckdir: Path, step: int, keep_last: int, state: dict) -> Path:
-    "save_state into an atomic folder, verify the UNet read back, write the manifest, rotate older ones to trash."
-    from facelift_nb.models.mvdiffusion import _unet_weights
-    final = ckdir / f"checkpoint-{step}"
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        with atomic_folder(final) as tmp:
-            acc.save_state(str(tmp))  # the hooks receive `tmp` as output_dir and write tmp/unet, tmp/ema_state.pt, ...
-            back = _unet_weights(tmp / "unet")
-            live = acc.unwrap_model(unet).state_dict()
-            if back.keys() != live.keys() or not all(torch.equal(back[k].cpu(), v.detach().cpu()) for k, v in live.items()):
-                raise RuntimeError(f"checkpoint {tmp} did not read back identically; the previous checkpoints are kept.")
-            write_manifest(tmp, step=step, config=state["config"], layout=state["layout"])
-        rotate_checkpoints(ckdir, keep_last)
-    acc.wait_for_everyone()
-    return final
+    return MVTrainResult(history, saved, final, acc.unwrap_model(unet))

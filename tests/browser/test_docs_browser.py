@@ -23,14 +23,17 @@ def site(tmp_path_factory):
 def test_site_builds_with_api_pages_and_figures(site):
     root = site.parent
     pages = {p.name for p in root.glob("*.html")}
-    assert {"index.html", "03_render.html", "00_cameras.html", "07_pipeline.html"} <= pages
+    assert {"index.html", "00c_formats.html", "03_render.html", "00_cameras.html", "07_pipeline.html"} <= pages
+    assert "Published FaceLift formats" in (root / "00c_formats.html").read_text()
     render = (root / "03_render.html").read_text()
     assert "render_turntable" in render and "<img" in render
     imgs = list((root / "03_render_files").glob("*.png"))
     assert imgs and all(p.stat().st_size > 1000 for p in imgs)
     assert "Home" in (root / "index.html").read_text()
     with pytest.raises(FileExistsError, match="not a site built here"):
-        other = root.parent / "not_a_site"; other.mkdir(); (other / "keep.txt").write_text("x")
+        other = root.parent / "not_a_site"
+        other.mkdir()
+        (other / "keep.txt").write_text("x")
         build_docs.build(other, proc=ROOT / "_proc")
 
 
@@ -51,7 +54,8 @@ def test_site_pages_render_in_the_browser(site):
         page.wait_for_load_state()
         assert page.url.endswith("03_render.html")
         page.locator("img").first.scroll_into_view_if_needed()
-        loaded = page.evaluate("Array.from(document.querySelectorAll('article img')).map(i => i.complete && i.naturalWidth > 0)")
+        loaded = page.evaluate("Array.from(document.querySelectorAll('article img'))"
+                               ".map(i => i.complete && i.naturalWidth > 0)")
         assert loaded and all(loaded), loaded
         page.screenshot(path=str(art / "docs_render_page.png"), full_page=False)
         b.close()

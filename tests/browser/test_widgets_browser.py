@@ -16,12 +16,14 @@ import nbformat
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                "(.ci/run installs it with apt: apt-get install chromium)")
 
 CELLS = [
     "import warnings; warnings.simplefilter('ignore')\n"
     "from facelift_nb.widgets import plot_cameras, LayoutComparer, SplatViewer, RigInspector, TurntablePlayer\n"
-    "from facelift_nb.layouts import get_layout\nfrom facelift_nb.testing import head_scene\nfrom facelift_nb.render import render_turntable\n"
+    "from facelift_nb.layouts import get_layout\nfrom facelift_nb.testing import head_scene\n"
+    "from facelift_nb.render import render_turntable\n"
     "head = head_scene(3000)",
     "plot_cameras(get_layout('facelift6').cameras(), head, depth=0.6, title='frusta vs splats')",
     "cmp = LayoutComparer(['facelift6'], gaussians=head, render_hw=(64, 64)); cmp",
@@ -29,12 +31,14 @@ CELLS = [
     "RigInspector(get_layout('facelift6').cameras(), target='facelift6')",
     "TurntablePlayer(render_turntable(head, n_frames=12, hw=(96, 96), progress=False))",
 ]
-ERRORS = ("Error displaying widget", "Model not found", "Failed to load model class", "Traceback (most recent call last)")
+ERRORS = ("Error displaying widget", "Model not found", "Failed to load model class",
+          "Traceback (most recent call last)")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +50,27 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     settings = root / "settings"  # render every cell (no windowing, so all widgets are in the page) and no news pop-up
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    lab_settings = settings / "@jupyterlab"
+    (lab_settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    (lab_settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}')
     log = open(root / "lab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+                             "--ServerApp.open_browser=False",
                              "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True", "--allow-root",
-                             f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={root / 'workspaces'}"], stdout=log, stderr=subprocess.STDOUT)
+                             f"--LabApp.user_settings_dir={settings}",
+                             f"--LabApp.workspaces_dir={root / 'workspaces'}"],
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1): break
         except OSError: time.sleep(0.5)
     else:
-        proc.kill(); pytest.fail(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
+        proc.kill()
+        pytest.fail(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
     yield f"http://127.0.0.1:{port}", token
     proc.terminate()
     try: proc.wait(15)
@@ -70,16 +80,19 @@ def lab(tmp_path_factory):
 def test_widgets_render_and_respond(lab):
     from playwright.sync_api import sync_playwright
     url, token = lab
-    art = Path(os.environ.get("FACELIFT_NB_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "browser"
+    default_art = Path(__file__).resolve().parents[2] / "test-artifacts"
+    art = Path(os.environ.get("FACELIFT_NB_ARTIFACTS", default_art)) / "browser"
     art.mkdir(parents=True, exist_ok=True)
     console_errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader"])
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("pageerror", lambda e: console_errors.append(str(e)))
         page.goto(f"{url}/lab/tree/widgets.ipynb?token={token}&reset", timeout=120_000)
         page.wait_for_selector(".jp-Notebook", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar-kernelStatus", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar-kernelStatus",
+                               timeout=120_000)
         time.sleep(3)
         page.click("text=Run", timeout=30_000)
         page.click("text=Run All Cells", timeout=30_000)
@@ -90,20 +103,26 @@ def test_widgets_render_and_respond(lab):
         (art / "after_run_all.txt").write_text(page.inner_text(".jp-Notebook"))
         page.wait_for_selector(".js-plotly-plot", state="attached", timeout=120_000)
         time.sleep(5)
+        for name in ("frusta vs splats", "rigs: facelift6", "rig (colour) vs facelift6 (grey)"):  # drawn late if busy
+            page.wait_for_selector(f"text={name}", state="attached", timeout=60_000)
         text = page.inner_text(".jp-Notebook")
         assert not [e for e in ERRORS if e in text], [e for e in ERRORS if e in text]
-        for name in ("Layout comparer", "Splat viewer", "Rig inspector", "Turntable", "frusta vs splats", "rig (colour) vs facelift6 (grey)"):
+        for name in ("Layout comparer", "Splat viewer", "Rig inspector", "Turntable", "frusta vs splats",
+                     "rig (colour) vs facelift6 (grey)"):
             assert name in text, name
         page.screenshot(path=str(art / "notebook_top.png"), full_page=False)
         cells = page.locator(".jp-Notebook .jp-Cell")
-        for k, name in enumerate(["frusta_vs_splats", "layout_comparer", "splat_viewer", "rig_inspector", "turntable_player"], start=1):
-            cells.nth(k).scroll_into_view_if_needed(); time.sleep(1.5)
+        shots = ["frusta_vs_splats", "layout_comparer", "splat_viewer", "rig_inspector", "turntable_player"]
+        for k, name in enumerate(shots, start=1):
+            cells.nth(k).scroll_into_view_if_needed()
+            time.sleep(1.5)
             cells.nth(k).screenshot(path=str(art / f"{k}_{name}.png"))
         # interact: switch the LayoutComparer from facelift6 to uniform8 and see the plot change
         page.locator("b:text-is('Layout comparer')").first.scroll_into_view_if_needed()
         assert page.locator("text=rigs: facelift6").count() >= 1
         page.locator(".widget-select-multiple select").first.select_option(["uniform8"])
-        page.wait_for_selector("text=rigs: uniform8", timeout=60_000)
+        page.wait_for_selector("text=rigs: uniform8", timeout=60_000)  # the same plot, changed in place
+        page.wait_for_selector("text=press the button", timeout=30_000)  # the renders wait for the button
         time.sleep(2)
         cells.nth(2).screenshot(path=str(art / "2_layout_comparer_uniform8.png"))
         assert page.locator("text=rigs: facelift6").count() == 0
