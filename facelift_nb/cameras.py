@@ -91,6 +91,7 @@ def _checked_poses(K, w2c) -> tuple[torch.Tensor, torch.Tensor]:
                          "A 3x4 [R|t]? Append [0, 0, 0, 1]. A projection matrix? Split it into K and w2c first.")
     return K, w2c
 
+# %% ../nbs/00_cameras.ipynb #2454bfbb
 def _check_rigid_pinhole(K: torch.Tensor, w2c: torch.Tensor) -> None:
     "Raise unless every `w2c` is rigid (orthonormal rotation) and every `K` a skew-free pinhole with positive focals."
     R = w2c[..., :3, :3].double()

@@ -24,11 +24,11 @@ from .io import write_text_atomic
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems', 'inspect_checkpoint',
-           'sha256_file', 'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
-           'trash_temp_leftovers', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'checkpoint_paths',
-           'rotate_checkpoints', 'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems', 'latest_resumable',
-           'format_checkpoint_table', 'forecast_disk_usage', 'check_disk_space', 'model_save_hooks']
+__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems', 'sha256_file',
+           'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
+           'trash_temp_leftovers', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'inspect_checkpoint',
+           'checkpoint_paths', 'rotate_checkpoints', 'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems',
+           'latest_resumable', 'format_checkpoint_table', 'forecast_disk_usage', 'check_disk_space', 'model_save_hooks']
 
 # %% ../nbs/06_checkpoints.ipynb #20ae7879
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -68,9 +68,12 @@ def safetensors_problems(path) -> list[str]:
     except Exception as e: return [f"{p.name}: unreadable safetensors ({type(e).__name__}: {e})"]
 
 def _pickle_state(p: Path) -> tuple[object, list[str]]:
+    "A torch file loaded weights-only, and a one-line problem when it does not load."
     try: return torch.load(p, map_location="cpu", weights_only=True), []
-    except Exception as e: return None, [f"{p.name}: does not load weights-only ({type(e).__name__}: "
-                                         f"{str(e).splitlines()[0][:70]})"]
+    except Exception as e:  # some errors have no message (an empty file raises a bare EOFError): say what we know
+        why = next((line for line in str(e).splitlines() if line.strip()), "")[:70]
+        why = why or ("the file is empty" if p.stat().st_size == 0 else "no message")
+        return None, [f"{p.name}: does not load weights-only ({type(e).__name__}: {why})"]
 
 def _weights_problems(folder: Path, stem: str = "diffusion_pytorch_model") -> list[str]:
     st, bn = folder / f"{stem}.safetensors", folder / f"{stem}.bin"
@@ -144,24 +147,6 @@ def _inspect_pretrained(p: Path, info: CheckpointInfo) -> None:
     info.kind = "gslrm-pretrained" if name == "GSLRM" else "mv-unet" if "UNet" in name else "unknown"
     info.problems = _weights_problems(p)
     if info.kind == "mv-unet" and "num_views" in cfg: info.layout = None
-
-# %% ../nbs/06_checkpoints.ipynb #4101f456
-def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
-    "Identify a checkpoint file or folder and check that it is whole (`verify=True` also checks manifest hashes)."
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"no checkpoint at {str(p)!r}.")
-    info = CheckpointInfo(p, "unknown", size_bytes=_size(p), pinned=is_pinned(p))
-    m = re.search(r"(\d+)", p.stem if p.is_file() else p.name)
-    if p.is_file(): _inspect_file(p, info)
-    elif (p / "model_index.json").is_file() or (p / "unet").is_dir() and (p / "vae").is_dir():
-        _inspect_pipeline(p, info)
-    elif (p / "gslrm").is_dir(): _inspect_gslrm_run(p, info, m)
-    elif (p / "unet").is_dir(): _inspect_mv_run(p, info, m)
-    elif (p / "config.json").is_file(): _inspect_pretrained(p, info)
-    else: info.problems = [f"{p.name}: not a checkpoint (no weights, config or pipeline files found)"]
-    if verify and not info.problems and manifest_path(p).is_file(): info.problems = verify_manifest(p)
-    if info.kind == "unknown" and not info.problems: info.problems = ["unrecognised checkpoint layout"]
-    return info
 
 # %% ../nbs/06_checkpoints.ipynb #69eb64b6
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -270,6 +255,24 @@ def unpin_checkpoint(path) -> None:
 def is_pinned(path) -> bool:
     p = Path(path)
     return (p / PIN_FILE).is_file() if p.is_dir() else p.with_name(p.name + ".pinned").is_file()
+
+# %% ../nbs/06_checkpoints.ipynb #4101f456
+def inspect_checkpoint(path, verify: bool = False) -> CheckpointInfo:
+    "Identify a checkpoint file or folder and check that it is whole (`verify=True` also checks manifest hashes)."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"no checkpoint at {str(p)!r}.")
+    info = CheckpointInfo(p, "unknown", size_bytes=_size(p), pinned=is_pinned(p))
+    m = re.search(r"(\d+)", p.stem if p.is_file() else p.name)
+    if p.is_file(): _inspect_file(p, info)
+    elif (p / "model_index.json").is_file() or (p / "unet").is_dir() and (p / "vae").is_dir():
+        _inspect_pipeline(p, info)
+    elif (p / "gslrm").is_dir(): _inspect_gslrm_run(p, info, m)
+    elif (p / "unet").is_dir(): _inspect_mv_run(p, info, m)
+    elif (p / "config.json").is_file(): _inspect_pretrained(p, info)
+    else: info.problems = [f"{p.name}: not a checkpoint (no weights, config or pipeline files found)"]
+    if verify and not info.problems and manifest_path(p).is_file(): info.problems = verify_manifest(p)
+    if info.kind == "unknown" and not info.problems: info.problems = ["unrecognised checkpoint layout"]
+    return info
 
 # %% ../nbs/06_checkpoints.ipynb #3ebf6e04
 def _step_of(p: Path) -> int:

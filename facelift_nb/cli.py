@@ -342,6 +342,7 @@ def _cmd_train(args) -> int:
                                      f"{[str(p) for p in res.checkpoints]}; pipeline: {res.pipeline}")
         return 0
 
+# %% ../nbs/12_cli.ipynb #07f1292c
 def _cmd_check(args) -> int:
     "`check-data` / `check-cameras`: print the report; exit 1 when it finds problems."
     if args.command == "check-data":

@@ -22,7 +22,7 @@ __all__ = ['WORKING_VOLUME', 'GSLRM_DEPTH_RANGE', 'RigNormalization', 'normalize
            'reproject_to_layout', 'PreparedSample', 'write_mv_dataset', 'write_gslrm_dataset', 'HullFit', 'VisualHull',
            'visual_hull', 'SampleCheck', 'DatasetReport', 'check_dataset']
 
-# %% ../nbs/10_data.ipynb #6313cf98
+# %% ../nbs/10_data.ipynb #9053d0f5
 # (x, y, z) ranges of the box the published inference filters keep
 WORKING_VOLUME = ((-0.91, 0.91), (-0.91, 0.91), (-1.0, 1.0))
 
@@ -33,43 +33,113 @@ class RigNormalization:
     transform: torch.Tensor  # [4, 4] the similarity applied (original world -> FaceLift world)
     center: torch.Tensor  # [3] the subject centre in the original world
     scale: float  # world units of the FaceLift frame per original unit
-    reprojection_px: torch.Tensor | None  # [V] distance of the reprojected centre from each mask centroid (None without masks)
-    subject_radius: float | None  # estimated half-size of the subject in the FaceLift frame (the larger of half-width and half-height, from the masks)
-    fits_volume: bool | None  # whether its half-width fits the box's x/y half-size (0.91) and its half-height the z half-size (1.0)
+    reprojection_px: torch.Tensor | None  # [V] reprojected centre's distance from each mask centroid (None: no masks)
+    subject_radius: float | None  # subject half-size in the FaceLift frame (larger of half-width, half-height; masks)
+    fits_volume: bool | None  # half-width within the box's x/y half-size (0.91), half-height within its z one (1.0)
 
     def __str__(self):
         lines = [f"centre {self.center.tolist()} (original world), scale {self.scale:.4g}"]
-        if self.reprojection_px is not None: lines.append(f"centre reprojection: mean {self.reprojection_px.mean():.2f} px, max {self.reprojection_px.max():.2f} px")
-        if self.subject_radius is not None: lines.append(f"subject radius ≈ {self.subject_radius:.3f}: {'fits' if self.fits_volume else 'does NOT fit'} the working volume")
+        if self.reprojection_px is not None:
+            rp = self.reprojection_px
+            lines.append(f"centre reprojection: mean {rp.mean():.2f} px, max {rp.max():.2f} px")
+        if self.subject_radius is not None:
+            fit = "fits" if self.fits_volume else "does NOT fit"
+            lines.append(f"subject radius ≈ {self.subject_radius:.3f}: {fit} the working volume")
         return "\n".join(lines)
 
+# %% ../nbs/10_data.ipynb #d9e15edd
 def _mask_rays(cams: Cameras, masks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Per camera: centroid (u, v) of the mask, the ray through it (origin, unit direction)."
     m = torch.as_tensor(masks, dtype=torch.float64)
     if m.ndim != 3 or m.shape[0] != len(cams) or tuple(m.shape[1:]) != cams.hw:
         raise ValueError(f"`masks` must be [V={len(cams)}, H, W] = {(len(cams), *cams.hw)}; got {tuple(m.shape)}.")
     w = m.flatten(1).sum(1)
-    if (w < 1).any(): raise ValueError(f"masks {torch.nonzero(w < 1).flatten().tolist()} are empty: the subject is not visible there.")
+    if (w < 1).any():
+        empty = torch.nonzero(w < 1).flatten().tolist()
+        raise ValueError(f"masks {empty} are empty: the subject is not visible there.")
     H, W = cams.hw
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                            indexing="ij")
     uv = torch.stack([(m * xs).flatten(1).sum(1) / w, (m * ys).flatten(1).sum(1) / w], -1)
     K, c2w = cams.K.double(), cams.c2w.double()
-    d_cam = torch.stack([(uv[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (uv[:, 1] - K[:, 1, 2]) / K[:, 1, 1], torch.ones(len(cams), dtype=torch.float64)], -1)
+    d_cam = torch.stack([(uv[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (uv[:, 1] - K[:, 1, 2]) / K[:, 1, 1],
+                         torch.ones(len(cams), dtype=torch.float64)], -1)
     d = torch.nn.functional.normalize((c2w[:, :3, :3] @ d_cam[..., None])[..., 0], dim=-1)
     return uv, c2w[:, :3, 3], d
 
 def _nearest_point(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    "The point nearest to the rays (origins `o` [V, 3], unit directions `d` [V, 3]); raises when they fix none."
     try: return nearest_point_to_rays(o, d)
-    except ValueError: raise ValueError("the subject centre cannot be triangulated: fewer than two non-parallel rays.") from None
+    except ValueError:
+        raise ValueError("the subject centre cannot be triangulated: fewer than two non-parallel rays.") from None
 
+# %% ../nbs/10_data.ipynb #d7cae73e
+def _facelift_similarity(c2w: torch.Tensor,  # [V, 4, 4] float64 camera-to-world, original world
+                         center: torch.Tensor,  # [3] the fitted subject centre
+                         radius: float,  # target mean camera distance
+                         up,  # the rig's up direction [3]; None: the mean of the cameras' up vectors
+                         front_camera: int,  # index of the camera that looks at the subject's face
+                         ) -> tuple[torch.Tensor, float, torch.Tensor]:
+    "The similarity [4, 4] into the FaceLift world, its scale, and each camera's distance [V] from `center`."
+    offs = c2w[:, :3, 3] - center
+    dist = offs.norm(dim=-1)
+    if (dist < 1e-9).any():
+        raise ValueError("a camera sits at the fitted subject centre: the rig cannot be normalised.")
+    facing = (c2w[:, :3, 2] * (-offs)).sum(-1) / dist
+    if (facing < 0.2).any():
+        bad = torch.nonzero(facing < 0.2).flatten().tolist()
+        raise ValueError(f"cameras {bad} do not face the fitted subject centre "
+                         "(a flipped axis or a wrong convention?).")
+    # image up = -y (OpenCV)
+    u = torch.as_tensor(up, dtype=torch.float64) if up is not None else (-c2w[:, :3, 1]).mean(0)
+    if u.norm() < 1e-6:
+        raise ValueError("the up direction is degenerate (the cameras' up vectors cancel out); pass `up=`.")
+    z = u / u.norm()
+    f = offs[front_camera] - (offs[front_camera] @ z) * z  # horizontal direction from the subject to the front camera
+    if f.norm() < 1e-6 * dist[front_camera]:
+        raise ValueError("the front camera is straight above or below the subject; pick another `front_camera`.")
+    y = -f / f.norm()  # the front camera sits on the -Y side
+    x = torch.linalg.cross(y, z)
+    R = torch.stack([x, y, z])  # rows: new axes in old coordinates
+    s = radius / dist.mean().item()
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = s * R
+    T[:3, 3] = -s * (R @ center)
+    return T, s, dist
+
+# %% ../nbs/10_data.ipynb #a5f20ac6
+def _subject_fit(cameras: Cameras,  # [V] the rig in its original world
+                 masks,  # [V, H, W] subject masks
+                 center: torch.Tensor,  # [3] the fitted subject centre (original world)
+                 uv: torch.Tensor,  # [V, 2] the mask centroids (px)
+                 dist: torch.Tensor,  # [V] camera distances from `center`
+                 s: float,  # the similarity's scale
+                 ) -> tuple[torch.Tensor, float, bool]:
+    "Centre reprojection error [V] (px), the subject's radius in the FaceLift frame, and whether it fits the box."
+    pc = (cameras.w2c.double()[:, :3, :3] @ center + cameras.w2c.double()[:, :3, 3])
+    proj = (cameras.K.double() @ pc[..., None])[..., 0]
+    rep = (proj[:, :2] / proj[:, 2:] - uv).norm(dim=-1)
+    m = torch.as_tensor(masks, dtype=torch.float64) > 0.5
+    ext_h, ext_v = [], []
+    for i in range(len(cameras)):  # upper bounds of the subject's half-width and half-height
+        ys, xs = torch.nonzero(m[i], as_tuple=True)
+        ext_h.append(0.5 * (xs.max() - xs.min() + 1).item() / cameras.K[i, 0, 0].item() * dist[i].item())
+        ext_v.append(0.5 * (ys.max() - ys.min() + 1).item() / cameras.K[i, 1, 1].item() * dist[i].item())
+    half_w, half_h = s * min(ext_h), s * min(ext_v)
+    (x0, x1), _, (z0, z1) = WORKING_VOLUME
+    fits = half_w <= min(-x0, x1) and half_h <= min(-z0, z1)
+    return rep, max(half_w, half_h), fits
+
+# %% ../nbs/10_data.ipynb #7384c429
 def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, placement)
                   masks=None,  # optional [V, H, W] subject masks (alpha) for the centre and the subject size
                   radius: float = 2.7,  # target mean camera distance (the FaceLift rig: 2.7)
                   up=None,  # the rig's up direction [3] in its world; None: the mean of the cameras' up vectors
                   front_camera: int = 0,  # index of the camera that looks at the subject's face
                   ) -> RigNormalization:
-    "One similarity taking a real rig into the FaceLift world: subject at the origin, +Z up, facing -Y, cameras at `radius`."
-    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1: raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
+    "One similarity taking a real rig into the FaceLift world: subject at the origin, +Z up, facing -Y, at `radius`."
+    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1:
+        raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
     V = len(cameras)
     if not 0 <= front_camera < V: raise ValueError(f"`front_camera` must be in [0, {V}); got {front_camera}.")
     c2w = cameras.c2w.double()
@@ -78,47 +148,19 @@ def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, p
         center = _nearest_point(o, d)
     else:
         center = _nearest_point(c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1))
-    offs = c2w[:, :3, 3] - center
-    dist = offs.norm(dim=-1)
-    if (dist < 1e-9).any(): raise ValueError("a camera sits at the fitted subject centre: the rig cannot be normalised.")
-    if (((c2w[:, :3, 2] * (-offs)).sum(-1) / dist) < 0.2).any():
-        bad = torch.nonzero(((c2w[:, :3, 2] * (-offs)).sum(-1) / dist) < 0.2).flatten().tolist()
-        raise ValueError(f"cameras {bad} do not face the fitted subject centre (a flipped axis or a wrong convention?).")
-    u = torch.as_tensor(up, dtype=torch.float64) if up is not None else (-c2w[:, :3, 1]).mean(0)  # image up = -y (OpenCV)
-    if u.norm() < 1e-6: raise ValueError("the up direction is degenerate (the cameras' up vectors cancel out); pass `up=`.")
-    z = u / u.norm()
-    f = offs[front_camera] - (offs[front_camera] @ z) * z  # horizontal direction from the subject to the front camera
-    if f.norm() < 1e-6 * dist[front_camera]: raise ValueError("the front camera is straight above or below the subject; pick another `front_camera`.")
-    y = -f / f.norm()  # the front camera sits on the -Y side
-    x = torch.linalg.cross(y, z)
-    R = torch.stack([x, y, z])  # rows: new axes in old coordinates
-    s = radius / dist.mean().item()
-    T = torch.eye(4, dtype=torch.float64)
-    T[:3, :3] = s * R; T[:3, 3] = -s * (R @ center)
+    T, s, dist = _facelift_similarity(c2w, center, radius, up, front_camera)
     out = cameras.transform(T.to(cameras.dtype))
     rep, rad, fits = None, None, None
-    if masks is not None:
-        pc = (cameras.w2c.double()[:, :3, :3] @ center + cameras.w2c.double()[:, :3, 3])
-        proj = (cameras.K.double() @ pc[..., None])[..., 0]
-        rep = (proj[:, :2] / proj[:, 2:] - uv).norm(dim=-1)
-        m = torch.as_tensor(masks, dtype=torch.float64) > 0.5
-        ext_h, ext_v = [], []
-        for i in range(V):  # half the mask extents, as angles, times the distance: upper bounds of the subject's half-width and half-height
-            ys, xs = torch.nonzero(m[i], as_tuple=True)
-            ext_h.append(0.5 * (xs.max() - xs.min() + 1).item() / cameras.K[i, 0, 0].item() * dist[i].item())
-            ext_v.append(0.5 * (ys.max() - ys.min() + 1).item() / cameras.K[i, 1, 1].item() * dist[i].item())
-        half_w, half_h = s * min(ext_h), s * min(ext_v)
-        rad = max(half_w, half_h)
-        fits = half_w <= min(-WORKING_VOLUME[0][0], WORKING_VOLUME[0][1]) and half_h <= min(-WORKING_VOLUME[2][0], WORKING_VOLUME[2][1])
+    if masks is not None: rep, rad, fits = _subject_fit(cameras, masks, center, uv, dist, s)
     return RigNormalization(out, T, center, s, rep, rad, fits)
 
-# %% ../nbs/10_data.ipynb #ce018acb
+# %% ../nbs/10_data.ipynb #c1d64efc
 @dataclass
 class Reprojection:
     "Views warped to a layout's canonical cameras, in slot order."
     rgb: torch.Tensor  # [V, 3, S, S] in [0, 1]
     alpha: torch.Tensor  # [V, S, S] the warped masks (0 where the source camera saw nothing)
-    cameras: Cameras  # [V] canonical cameras of the slots (same centres as the matched real cameras), named by slot
+    cameras: Cameras  # [V] the slots' canonical cameras (centres of the matched real cameras), named by slot
     indices: tuple[int, ...]  # which input view fills each slot
     residuals_deg: tuple[float, ...]  # angle between each slot's direction and its camera's direction
     layout: object  # the ViewLayout
@@ -130,23 +172,17 @@ def _canonical_cameras(centers: torch.Tensor, size: int, fov_deg: float, names) 
     "Cameras at `centers` looking at the origin, +Z up, square `size`² with the given horizontal FOV."
     from facelift_nb.cameras import intrinsics_from_fov, look_at
     c2w = look_at(centers.double(), torch.zeros(3, dtype=torch.float64), (0., 0., 1.), dtype=torch.float64)
-    K = intrinsics_from_fov(torch.full((len(centers),), fov_deg, dtype=torch.float64), (size, size), dtype=torch.float64)
+    fov = torch.full((len(centers),), fov_deg, dtype=torch.float64)
+    K = intrinsics_from_fov(fov, (size, size), dtype=torch.float64)
     return Cameras.from_c2w(c2w, K, (size, size), names=tuple(names))
 
-def warp_to_camera(images: torch.Tensor,  # [V, C, H, W] source views
-                   source: Cameras,  # [V] their cameras
-                   target: Cameras,  # [V] cameras with the SAME centres (only rotation and intrinsics change)
-                   mode: str = "bilinear") -> torch.Tensor:  # [V, C, h, w]
-    "Resample views into cameras that share their centres (an exact homography per view); unseen pixels are 0."
-    if len(source) != len(target) or images.shape[0] != len(source):
-        raise ValueError(f"`images`, `source` and `target` need the same V; got {images.shape[0]}, {len(source)}, {len(target)}.")
-    gap = (source.centers.double() - target.centers.double()).norm(dim=-1)
-    scale = source.centers.double().norm(dim=-1).clamp_min(1e-9)
-    if (gap > 1e-4 * scale).any():
-        raise ValueError(f"`target` cameras must share the source centres (a rotation-only warp); centres differ by up to {gap.max():.3g}.")
+# %% ../nbs/10_data.ipynb #036cd8c7
+def _homography_grid(source: Cameras, target: Cameras) -> torch.Tensor:  # [V, h, w, 2]
+    "Where each target pixel falls in its source view, as `grid_sample` coordinates (behind the camera: outside)."
     h, w = target.hw
     H, W = source.hw
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
+                            indexing="ij")
     pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # [P, 3]
     Kt, Ks = target.K.double(), source.K.double()
     Rt, Rs = target.w2c.double()[:, :3, :3], source.w2c.double()[:, :3, :3]
@@ -156,8 +192,38 @@ def warp_to_camera(images: torch.Tensor,  # [V, C, H, W] source views
     u, v = q[..., 0] / z.clamp_min(1e-12), q[..., 1] / z.clamp_min(1e-12)
     grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1)
     grid = torch.where((z > 0)[..., None], grid, torch.full_like(grid, -10.))  # behind the source camera: outside
-    out = F.grid_sample(images.double(), grid.reshape(len(source), h, w, 2), mode=mode, padding_mode="zeros", align_corners=False)
+    return grid.reshape(len(source), h, w, 2)
+
+def warp_to_camera(images: torch.Tensor,  # [V, C, H, W] source views
+                   source: Cameras,  # [V] their cameras
+                   target: Cameras,  # [V] cameras with the SAME centres (only rotation and intrinsics change)
+                   mode: str = "bilinear") -> torch.Tensor:  # [V, C, h, w]
+    "Resample views into cameras that share their centres (an exact homography per view); unseen pixels are 0."
+    if len(source) != len(target) or images.shape[0] != len(source):
+        raise ValueError(f"`images`, `source` and `target` need the same V; "
+                         f"got {images.shape[0]}, {len(source)}, {len(target)}.")
+    gap = (source.centers.double() - target.centers.double()).norm(dim=-1)
+    scale = source.centers.double().norm(dim=-1).clamp_min(1e-9)
+    if (gap > 1e-4 * scale).any():
+        raise ValueError("`target` cameras must share the source centres (a rotation-only warp); "
+                         f"centres differ by up to {gap.max():.3g}.")
+    grid = _homography_grid(source, target)
+    out = F.grid_sample(images.double(), grid, mode=mode, padding_mode="zeros", align_corners=False)
     return out.to(images.dtype)
+
+# %% ../nbs/10_data.ipynb #258666f6
+def _rig_views(images, masks, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    "RGB [V, 3, H, W] and masks [V, H, W] (float32) checked against the rig; channels-last images are accepted."
+    imgs = torch.as_tensor(images, dtype=torch.float32)
+    if imgs.ndim == 4 and imgs.shape[-1] in (3, 4) and imgs.shape[1] not in (3, 4): imgs = imgs.permute(0, 3, 1, 2)
+    if imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[0] != len(cameras) or tuple(imgs.shape[2:]) != cameras.hw:
+        raise ValueError(f"`images` must be [V={len(cameras)}, 3, {cameras.hw[0]}, {cameras.hw[1]}] (or channels last) "
+                         f"to match the cameras; got {tuple(torch.as_tensor(images).shape)}. "
+                         "Resize the cameras with the images (ImageTransform) if the sizes differ.")
+    m = torch.as_tensor(masks, dtype=torch.float32)
+    if tuple(m.shape) != (len(cameras), *cameras.hw):
+        raise ValueError(f"`masks` must be [V, H, W] = {(len(cameras), *cameras.hw)}; got {tuple(m.shape)}.")
+    return imgs, m
 
 def reproject_to_layout(images,  # [V, 3, H, W] or [V, H, W, 3] in [0, 1], any camera order
                         masks,  # [V, H, W] subject masks (alpha) in [0, 1]
@@ -167,17 +233,12 @@ def reproject_to_layout(images,  # [V, 3, H, W] or [V, H, W, 3] in [0, 1], any c
                         fov_deg: float = 50.,  # the layout's horizontal FOV (FaceLift: 50°)
                         max_residual_deg: float = 10.,  # a slot with no camera this close raises
                         ) -> Reprojection:
-    "Warp each real view to the canonical camera of its matched slot (same centre, looking at the subject, layout intrinsics)."
+    "Warp each real view to its matched slot's canonical camera (same centre, looking at the subject, layout K)."
     from facelift_nb.layouts import get_layout, match_layout
     layout = get_layout(layout)
-    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1: raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
-    imgs = torch.as_tensor(images, dtype=torch.float32)
-    if imgs.ndim == 4 and imgs.shape[-1] in (3, 4) and imgs.shape[1] not in (3, 4): imgs = imgs.permute(0, 3, 1, 2)
-    if imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[0] != len(cameras) or tuple(imgs.shape[2:]) != cameras.hw:
-        raise ValueError(f"`images` must be [V={len(cameras)}, 3, {cameras.hw[0]}, {cameras.hw[1]}] (or channels last) to match the cameras; "
-                         f"got {tuple(torch.as_tensor(images).shape)}. Resize the cameras with the images (ImageTransform) if the sizes differ.")
-    m = torch.as_tensor(masks, dtype=torch.float32)
-    if tuple(m.shape) != (len(cameras), *cameras.hw): raise ValueError(f"`masks` must be [V, H, W] = {(len(cameras), *cameras.hw)}; got {tuple(m.shape)}.")
+    if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1:
+        raise TypeError("`cameras` must be a Cameras rig with batch shape [V].")
+    imgs, m = _rig_views(images, masks, cameras)
     match = match_layout(cameras, layout, max_residual_deg=max_residual_deg)
     idx = list(match.indices)
     src = cameras[idx]
@@ -350,7 +411,7 @@ def visual_hull(cameras: Cameras,  # [V] rig in the FaceLift world
     G = resolution
     return VisualHull(occ.reshape(G, G, G), infr.all(0).reshape(G, G, G), X.reshape(G, G, G, 3), voxel, agree)
 
-# %% ../nbs/10_data.ipynb #0216c41f
+# %% ../nbs/10_data.ipynb #e22b7dc6
 @dataclass
 class SampleCheck:
     "The checks of one sample."
@@ -367,6 +428,16 @@ class SampleCheck:
     @property
     def ok(self) -> bool: return not self.problems
 
+# %% ../nbs/10_data.ipynb #92b936ac
+def _sample_row(s: SampleCheck) -> str:
+    "One row of the `DatasetReport` table."
+    cov = "-" if s.coverage is None else "/".join(f"{c:.2f}" for c in s.coverage)
+    hb = "-" if s.hull_bounds is None else " ".join(f"{a:+.2f}..{b:+.2f}" for a, b in s.hull_bounds)
+    out = "-" if s.outside_fraction is None else f"{s.outside_fraction:.1%}"
+    agr = "-" if s.agreement is None else f"{s.agreement:.2f}"
+    off = "-" if s.center is None else f"{math.hypot(s.center[0], s.center[1]):.3f}"
+    return f"{s.name:<22} {s.views:>5} {cov:>22} {hb:>42} {out:>7} {agr:>5} {off:>8}  {'ok' if s.ok else 'FAIL'}"
+
 @dataclass
 class DatasetReport:
     "`check_dataset` result: one `SampleCheck` per sample."
@@ -381,40 +452,35 @@ class DatasetReport:
     def failed(self) -> list: return [s for s in self.samples if not s.ok]
 
     def __str__(self):
-        rows = [f"{self.root} — {self.kind}, layout {getattr(self.layout, 'label', None)}: {len(self.samples) - len(self.failed)}/{len(self.samples)} samples pass",
+        passed = len(self.samples) - len(self.failed)
+        rows = [f"{self.root} — {self.kind}, layout {getattr(self.layout, 'label', None)}: "
+                f"{passed}/{len(self.samples)} samples pass",
                 f"{'sample':<22} {'views':>5} {'coverage min/mean/max':>22} "
                 f"{'hull x / y / z (observed, above the floor)':>42} "
                 f"{'outside':>7} {'agree':>5} {'off-axis':>8}  status"]
-        for s in self.samples:
-            cov = "-" if s.coverage is None else "/".join(f"{c:.2f}" for c in s.coverage)
-            hb = "-" if s.hull_bounds is None else " ".join(f"{a:+.2f}..{b:+.2f}" for a, b in s.hull_bounds)
-            out = "-" if s.outside_fraction is None else f"{s.outside_fraction:.1%}"
-            agr = "-" if s.agreement is None else f"{s.agreement:.2f}"
-            off = "-" if s.center is None else f"{math.hypot(s.center[0], s.center[1]):.3f}"
-            rows.append(f"{s.name:<22} {s.views:>5} {cov:>22} {hb:>42} {out:>7} {agr:>5} {off:>8}  "
-                        f"{'ok' if s.ok else 'FAIL'}")
+        rows += [_sample_row(s) for s in self.samples]
         for s in self.failed:
             rows += [f"{s.name}:"] + [f"  - {p}" for p in s.problems]
         return "\n".join(rows)
 
     def _repr_markdown_(self): return "```\n" + str(self) + "\n```"
 
+# %% ../nbs/10_data.ipynb #0a8135e1
+def _is_sample(p: Path) -> bool: return (p / "opencv_cameras.json").is_file() or (p / "cam_000.png").is_file()
+
 def _dataset_dirs(root: Path) -> list[Path]:
+    "The sample folders of a dataset folder, list file or single sample."
     if root.is_file():
-        lines = [l.strip() for l in root.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
+        lines = [l.strip() for l in root.read_text(encoding="utf-8").splitlines()
+                 if l.strip() and not l.startswith("#")]
         return [(Path(l) if Path(l).is_absolute() else root.parent / l) for l in lines]
     if (root / "train.txt").is_file(): return _dataset_dirs(root / "train.txt")
-    if (root / "opencv_cameras.json").is_file() or (root / "cam_000.png").is_file(): return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and ((p / "opencv_cameras.json").is_file() or (p / "cam_000.png").is_file()))
+    if _is_sample(root): return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and _is_sample(p))
 
-def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float, center_tol: float,
-                  min_agreement: float, max_outside: float) -> SampleCheck:
-    import numpy as np
-    from PIL import Image
-
-    from facelift_nb.cameras import check_cameras
-    from facelift_nb.layouts import match_layout
-    problems = []
+# %% ../nbs/10_data.ipynb #bb46ccf8
+def _sample_views(d: Path, kind: str, layout, problems: list) -> tuple[Cameras | None, list[Path]]:
+    "The sample's cameras (None when missing or unreadable) and the image paths its layout or camera frames name."
     cams = None
     if (d / "opencv_cameras.json").is_file():
         try: cams = Cameras.from_facelift_json(d / "opencv_cameras.json", dtype=torch.float64)
@@ -424,71 +490,117 @@ def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float,
         files = sorted(p.name for p in d.glob("cam_*.png"))
         V = len(layout)
         want = [f"cam_{j:03d}.png" for j in range(V)]
-        if files != want: problems.append(f"views {files} but the layout {layout.label} needs exactly {want} (missing, extra or misnamed views)")
+        if files != want:
+            problems.append(f"views {files} but the layout {layout.label} needs exactly {want} "
+                            "(missing, extra or misnamed views)")
         if cams is not None and len(cams) != V: problems.append(f"{len(cams)} cameras but the layout has {V} slots")
-        paths = [d / f for f in want]
-    else:
-        paths = [d / m.get("file_path", "") for m in cams.meta] if cams is not None and cams.meta else []
-        if cams is not None and not cams.meta: problems.append("the camera frames name no file_path")
+        return cams, [d / f for f in want]
+    if cams is not None and not cams.meta: problems.append("the camera frames name no file_path")
+    return cams, ([d / m.get("file_path", "") for m in cams.meta] if cams is not None and cams.meta else [])
+
+# %% ../nbs/10_data.ipynb #4e8f1bf2
+def _sample_alphas(d: Path, paths: list[Path], problems: list) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    "The alpha channels [H, W] in [0, 1] of the views that have one, and the (W, H) sizes of the views found."
+    import numpy as np
+    from PIL import Image
     alphas, sizes = [], []
     for p in paths:
-        if not p.is_file(): problems.append(f"missing image {p.relative_to(d)}"); continue
+        if not p.is_file():
+            problems.append(f"missing image {p.relative_to(d)}")
+            continue
         with Image.open(p) as im:
             sizes.append(im.size)
             if im.mode not in ("RGBA", "LA") and "transparency" not in im.info:
-                problems.append(f"{p.relative_to(d)}: no alpha channel ({im.mode}); write RGBA with the subject mask as alpha"); continue
+                problems.append(f"{p.relative_to(d)}: no alpha channel ({im.mode}); "
+                                "write RGBA with the subject mask as alpha")
+                continue
             alphas.append(torch.from_numpy(np.asarray(im.convert("RGBA"))[..., 3].astype(np.float32) / 255))
     if len(set(sizes)) > 1: problems.append(f"views of different sizes {sorted(set(sizes))}")
-    coverage = None
-    if alphas:
-        cov = [float((a > 0.5).float().mean()) for a in alphas]
-        coverage = (min(cov), sum(cov) / len(cov), max(cov))
-        for p, c in zip(paths, cov):
-            if c < 0.005: problems.append(f"{p.relative_to(d)}: alpha is empty (coverage {c:.3f}): no subject, or the mask was lost")
-            elif c > 0.95: problems.append(f"{p.relative_to(d)}: alpha is (almost) full (coverage {c:.3f}): the background was not removed")
+    return alphas, sizes
+
+def _alpha_coverage(d: Path, paths: list[Path], alphas: list, problems: list) -> tuple | None:
+    "(min, mean, max) of the views' alpha coverage; an empty or (almost) full alpha is a problem."
+    if not alphas: return None
+    cov = [float((a > 0.5).float().mean()) for a in alphas]
+    for p, c in zip(paths, cov):
+        if c < 0.005:
+            problems.append(f"{p.relative_to(d)}: alpha is empty (coverage {c:.3f}): no subject, or the mask was lost")
+        elif c > 0.95:
+            problems.append(f"{p.relative_to(d)}: alpha is (almost) full (coverage {c:.3f}): "
+                            "the background was not removed")
+    return (min(cov), sum(cov) / len(cov), max(cov))
+
+# %% ../nbs/10_data.ipynb #1c7e5e24
+def _check_order(cams: Cameras, layout, problems: list) -> None:
+    "Views in the wrong slots (their cameras matched to other slots) or cameras that fit no slot are problems."
+    from facelift_nb.layouts import match_layout
+    try:
+        m = match_layout(cams, layout, max_residual_deg=20.)
+        if list(m.indices) != list(range(len(layout))):
+            wrong = [f"slot {layout.names[j]} holds the view of "
+                     f"{layout.names[m.indices.index(j)] if j in m.indices else '?'}"
+                     for j in range(len(layout)) if m.indices[j] != j]
+            problems.append("views in the wrong order: " + "; ".join(wrong)
+                            + " (write views in the layout's slot order)")
+    except ValueError as e: problems.append(f"the cameras do not fit the layout: {str(e).splitlines()[0]}")
+
+# %% ../nbs/10_data.ipynb #22611fde
+def _check_hull(cams: Cameras, alphas: list, min_agreement: float, max_outside: float, center_tol: float,
+                problems: list) -> tuple:
+    "(centre, bounds, outside fraction, smallest agreement) of the visual hull; a misplaced subject is a problem."
+    hull = visual_hull(cams, torch.stack(alphas))
+    fit, agreement = hull.fit(), float(hull.agreement.min())
+    center, bounds, outside = fit.center, fit.bounds, fit.outside_fraction
+    bad = [i for i, a in enumerate(hull.agreement.tolist()) if a < min_agreement]
+    if bad:
+        shares = [round(float(hull.agreement[i]), 2) for i in bad]
+        problems.append(f"views {bad} disagree with the others: the visual hull of all views covers only "
+                        f"{shares} of their masks (< {min_agreement}); images paired with the wrong cameras "
+                        "(wrong order?) or wrong poses")
+    if not fit.voxels:
+        problems.append("no visual hull inside the working volume: the masks carve away every voxel that all "
+                        "views observe above the box floor (cameras and images do not belong together, or the "
+                        "subject is elsewhere)")
+    elif outside > max_outside:
+        (x0, x1), (y0, y1), (_, z1) = WORKING_VOLUME
+        problems.append(f"subject outside GS-LRM's working volume: {outside:.1%} of its visual hull (observed, "
+                        f"above the floor) lies outside the box x in [{x0}, {x1}], y in [{y0}, {y1}], "
+                        f"z <= {z1} (> {max_outside:.0%}); "
+                        f"hull bounds {bounds} (scale or placement wrong?)")
+    off_axis = math.hypot(center[0], center[1]) if fit.voxels else 0.0
+    if off_axis > center_tol:
+        problems.append(f"subject not centred: its visual hull's centroid {list(center)} is {off_axis:.3f} "
+                        f"off the vertical axis through the origin (> {center_tol}); re-centre the rig on the "
+                        "subject")
+    return center, bounds, outside, agreement
+
+# %% ../nbs/10_data.ipynb #ef733d34
+def _check_sample(d: Path, kind: str, layout, radius: float, radius_rtol: float, center_tol: float,
+                  min_agreement: float, max_outside: float) -> SampleCheck:
+    "Every check of one sample folder."
+    from facelift_nb.cameras import check_cameras
+    problems = []
+    cams, paths = _sample_views(d, kind, layout, problems)
+    alphas, sizes = _sample_alphas(d, paths, problems)
+    coverage = _alpha_coverage(d, paths, alphas, problems)
     center, bounds, outside, agreement = None, None, None, None
     if cams is not None and sizes:
         W, H = sizes[0]
         if (H, W) != cams.hw:
-            problems.append(f"images are {W}x{H} but the cameras say {cams.hw[1]}x{cams.hw[0]}: intrinsics stale after a resize or crop? "
+            problems.append(f"images are {W}x{H} but the cameras say {cams.hw[1]}x{cams.hw[0]}: intrinsics stale "
+                            "after a resize or crop? "
                             "Resize the cameras with the images (ImageTransform / Cameras.resize).")
         rep = check_cameras(cams, subject_center=(0., 0., 0.), radius=radius, radius_rtol=radius_rtol)
         problems += list(rep.problems)
         if kind == "mvdiffusion" and len(cams) == len(layout) and not any("improper" in p for p in rep.problems):
-            try:
-                m = match_layout(cams, layout, max_residual_deg=20.)
-                if list(m.indices) != list(range(len(layout))):
-                    wrong = [f"slot {layout.names[j]} holds the view of {layout.names[m.indices.index(j)] if j in m.indices else '?'}"
-                             for j in range(len(layout)) if m.indices[j] != j]
-                    problems.append("views in the wrong order: " + "; ".join(wrong) + " (write views in the layout's slot order)")
-            except ValueError as e: problems.append(f"the cameras do not fit the layout: {str(e).splitlines()[0]}")
-        if len(alphas) == len(cams) and (H, W) == cams.hw and len(cams) >= 2 and all(float(a.sum()) >= 1 for a in alphas):
-            hull = visual_hull(cams, torch.stack(alphas))
-            fit, agreement = hull.fit(), float(hull.agreement.min())
-            center, bounds, outside = fit.center, fit.bounds, fit.outside_fraction
-            bad = [i for i, a in enumerate(hull.agreement.tolist()) if a < min_agreement]
-            if bad:
-                shares = [round(float(hull.agreement[i]), 2) for i in bad]
-                problems.append(f"views {bad} disagree with the others: the visual hull of all views covers only "
-                                f"{shares} of their masks (< {min_agreement}); images paired with the wrong cameras "
-                                "(wrong order?) or wrong poses")
-            if not fit.voxels:
-                problems.append("no visual hull inside the working volume: the masks carve away every voxel that all "
-                                "views observe above the box floor (cameras and images do not belong together, or the "
-                                "subject is elsewhere)")
-            elif outside > max_outside:
-                (x0, x1), (y0, y1), (_, z1) = WORKING_VOLUME
-                problems.append(f"subject outside GS-LRM's working volume: {outside:.1%} of its visual hull (observed, "
-                                f"above the floor) lies outside the box x in [{x0}, {x1}], y in [{y0}, {y1}], "
-                                f"z <= {z1} (> {max_outside:.0%}); "
-                                f"hull bounds {bounds} (scale or placement wrong?)")
-            off_axis = math.hypot(center[0], center[1]) if fit.voxels else 0.0
-            if off_axis > center_tol:
-                problems.append(f"subject not centred: its visual hull's centroid {list(center)} is {off_axis:.3f} "
-                                f"off the vertical axis through the origin (> {center_tol}); re-centre the rig on the "
-                                "subject")
+            _check_order(cams, layout, problems)
+        if (len(alphas) == len(cams) and (H, W) == cams.hw and len(cams) >= 2
+                and all(float(a.sum()) >= 1 for a in alphas)):
+            center, bounds, outside, agreement = _check_hull(cams, alphas, min_agreement, max_outside, center_tol,
+                                                             problems)
     return SampleCheck(d.name, kind, len(paths), problems, coverage, center, bounds, outside, agreement)
 
+# %% ../nbs/10_data.ipynb #ba0f1f23
 def check_dataset(root,  # dataset folder (with train.txt or sample folders), a list file, or one sample folder
                   layout=None,  # the MV layout (default: from dataset.json; required for MV data without it)
                   radius: float = 2.7,  # expected camera distance
@@ -507,14 +619,18 @@ def check_dataset(root,  # dataset folder (with train.txt or sample folders), a 
     base = root if root.is_dir() else root.parent
     if (base / "dataset.json").is_file(): meta = json.loads((base / "dataset.json").read_text())
     dirs = _dataset_dirs(root)
-    if not dirs: raise ValueError(f"{root}: no samples found (folders with opencv_cameras.json or cam_000.png, or a train.txt list).")
+    if not dirs:
+        raise ValueError(f"{root}: no samples found (folders with opencv_cameras.json or cam_000.png, "
+                         "or a train.txt list).")
     kind = (meta or {}).get("kind") or ("gslrm" if (dirs[0] / "images").is_dir() else "mvdiffusion")
     if layout is None and meta and meta.get("layout"):
         layout = ViewLayout.from_dict(meta["layout"], f"the layout in {base / 'dataset.json'}")
     if kind == "mvdiffusion":
-        if layout is None: raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'; CLI: --layout facelift6, the published 6-view order): the view order is never guessed.")
+        if layout is None:
+            raise ValueError(f"{root}: MV data without a dataset.json layout; pass layout= (e.g. 'facelift6'; "
+                             "CLI: --layout facelift6, the published 6-view order): the view order is never guessed.")
         layout = get_layout(layout)
-    samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol, min_agreement, max_outside) if d.is_dir()
-               else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
+    samples = [_check_sample(d, kind, layout, radius, radius_rtol, center_tol, min_agreement, max_outside)
+               if d.is_dir() else SampleCheck(d.name, kind, 0, [f"sample folder {d} missing"])
                for d in dirs]
     return DatasetReport(root, kind, layout, samples)

@@ -61,6 +61,7 @@ def _mv_images(data, size: int) -> torch.Tensor:
     if not ims: raise ValueError(f"no MV views found in {data}.")
     return torch.stack(ims).permute(0, 3, 1, 2)
 
+# %% ../nbs/15_default_model.ipynb #8da0a0b0
 def fit_vae(data,  # MV dataset: folder of samples or list file
             out,  # folder to write (refused if it exists)
             steps: int = 1500, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
@@ -157,6 +158,7 @@ def _psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     "PSNR and SSIM (`facelift_nb.metrics`) of `pred`, clamped to [0, 1], against `target`."
     return psnr(pred.clamp(0, 1), target), ssim(pred.clamp(0, 1), target)
 
+# %% ../nbs/15_default_model.ipynb #d700a7b4
 @torch.no_grad()
 def evaluate_gslrm(model: GSLRM, samples, num_input: int = 6) -> dict:
     "Novel-view PSNR/SSIM of `model` from held-out samples' first `num_input` views, and of two baselines (see above)."

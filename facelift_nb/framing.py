@@ -106,6 +106,18 @@ class PixelMap:
         "A JSON-ready record (for manifests and dataset lineage)."
         return dict(in_hw=list(self.in_hw), out_hw=list(self.out_hw), sx=self.sx, sy=self.sy, tx=self.tx, ty=self.ty)
 
+# %% ../nbs/06b_framing.ipynb #2c52dd41
+def _square_map(box,  # (x0, y0, x1, y1) pixels
+               size: int,  # side of the output square
+               fill: float = 0.85,  # the box's longer side over the square's side, in (0, 1]
+               ) -> tuple[float, float, float]:  # (s, tx, ty): x' = s·x + tx, y' = s·y + ty
+    "Scale and offsets of the map that centres `box` in a `size`² square, its longer side `fill` of the square."
+    if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
+    x0, y0, x1, y1 = map(float, box)
+    s = size / (max(x1 - x0, y1 - y0) / fill)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return s, size / 2 - s * cx, size / 2 - s * cy
+
 # %% ../nbs/06b_framing.ipynb #8c51cfe1
 @dataclass(frozen=True)
 class ImageTransform(PixelMap):
@@ -135,11 +147,8 @@ class ImageTransform(PixelMap):
         return self.then(ImageTransform(self.out_hw, (H2, W2), W2 / W, H2 / H, 0., 0.))
     def square_around(self, box, size: int, fill: float = 0.85) -> ImageTransform:
         "Then recentre: a square centred on `box = (x0, y0, x1, y1)`, its longer side `fill` of the square, at `size`²."
-        if not 0 < fill <= 1: raise ValueError(f"`fill` must be in (0, 1]; got {fill}.")
-        x0, y0, x1, y1 = map(float, box)
-        s = size / (max(x1 - x0, y1 - y0) / fill)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        return self.then(ImageTransform(self.out_hw, (size, size), s, s, size / 2 - s * cx, size / 2 - s * cy))
+        s, tx, ty = _square_map(box, size, fill)
+        return self.then(ImageTransform(self.out_hw, (size, size), s, s, tx, ty))
     @classmethod
     def recenter(cls, mask: torch.Tensor, size: int, fill: float = 0.85, threshold: float = 0.5) -> ImageTransform:
         "The framing of a subject: a square around the bounding box of `mask > threshold`, resized to `size`²."
@@ -230,6 +239,11 @@ def haar_face_boxes(image: np.ndarray,  # [H, W, 3] uint8 RGB
     b = np.asarray(found, np.float64).reshape(-1, 4)
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1) / k
 
+# %% ../nbs/06b_framing.ipynb #34d5e289
+def _to_u8(rgb: torch.Tensor) -> np.ndarray:
+    "[3, H, W] float in [0, 1] → [H, W, 3] uint8."
+    return (rgb.detach().cpu().float().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
 # %% ../nbs/06b_framing.ipynb #d96e907d
 Box = tuple[float, float, float, float]
 
@@ -245,10 +259,6 @@ class FaceBox:
     def size(self) -> float: return ((self.box[2] - self.box[0]) + (self.box[3] - self.box[1])) / 2
     @property
     def center(self) -> tuple[float, float]: return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
-
-def _to_u8(rgb: torch.Tensor) -> np.ndarray:
-    "[3, H, W] float in [0, 1] → [H, W, 3] uint8."
-    return (rgb.detach().cpu().float().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 def detect_face(image,  # RGB [3, H, W] float in [0, 1] or [H, W, 3] uint8 (the subject over its background)
                 detector: Callable | None = None,  # image [H, W, 3] uint8 → boxes [N, 4]; None: OpenCV Haar

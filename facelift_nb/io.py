@@ -100,6 +100,7 @@ def move_aside(path,  # the existing file or folder to keep
         os.replace(path, slot)
     return slot
 
+# %% ../nbs/00a_io.ipynb #0cb32f83
 @contextmanager
 def atomic_folder(final,  # the folder to write
                   overwrite: bool = False,  # replace an existing `final` (it is moved aside, see `move_aside`)
@@ -140,6 +141,7 @@ def _type_ok(v, hint) -> bool:
     if base is tuple: return isinstance(v, (list, tuple))
     return isinstance(v, base) if isinstance(base, type) else True
 
+# %% ../nbs/00a_io.ipynb #9ff1f198
 def read_yaml_config(cls,  # a dataclass whose fields are the config keys
                      path,  # the YAML file
                     ):
@@ -235,6 +237,7 @@ def _pil_tensor(image, what: str):
     x = torch.from_numpy(np.asarray(image).copy())
     return x.permute(2, 0, 1) if x.ndim == 3 else x  # PIL is [H, W, C]: say so, tiny images are ambiguous
 
+# %% ../nbs/00a_io.ipynb #78f1ddb9
 def load_image(image,  # a path, PIL image, numpy array or tensor ([H, W], [H, W, C] or [C, H, W])
                what: str = "`image`",  # how messages name it
                min_size: int = MIN_INPUT_SIZE,  # the smallest side accepted, in pixels
@@ -329,6 +332,7 @@ def state_dict_problems(state_dict: dict,  # the tensors read from a file
     listed = _listed("missing", missing, 10) + _listed("unexpected", unexpected, 10)
     return listed + _listed("shape mismatch", shapes, 6)
 
+# %% ../nbs/00a_io.ipynb #2a6e82fd
 def load_state_dict_strict(module,  # a torch module (parameters may be on the meta device when `assign`)
                            state_dict: dict,  # the tensors to load
                            where,  # the file or folder they came from, for the messages

@@ -66,6 +66,14 @@ def _layout_dict_fields(d, what: str) -> tuple:
         raise TypeError(f"{what}: names, azimuths_deg and elevations_deg must be lists, one entry per view.")
     return tuple(d["names"]), tuple(d["azimuths_deg"]), tuple(d["elevations_deg"]), d.get("label")
 
+# %% ../nbs/01_layouts.ipynb #ea3dd44f
+def _azimuth_fields(azimuths_deg, elevations_deg=0., names=None) -> tuple[tuple, tuple, tuple]:
+    "(names, azimuths, elevations) of `ViewLayout.from_azimuths`: one or per-view elevations, names by `azimuth_name`."
+    az = [float(a) for a in np.atleast_1d(np.asarray(azimuths_deg, dtype=float))]
+    el = np.broadcast_to(np.asarray(elevations_deg, dtype=float), (len(az),)).tolist()
+    names = tuple(names) if names is not None else tuple(azimuth_name(a) for a in az)
+    return names, tuple(az), tuple(el)
+
 # %% ../nbs/01_layouts.ipynb #5bddcbe1
 @dataclass(frozen=True)
 class ViewLayout:
@@ -96,10 +104,7 @@ class ViewLayout:
     @classmethod
     def from_azimuths(cls, azimuths_deg, elevations_deg=0., names=None, label: str | None = None) -> ViewLayout:
         "A layout from azimuths (and one or per-view elevations); unnamed views are named by `azimuth_name`."
-        az = [float(a) for a in np.atleast_1d(np.asarray(azimuths_deg, dtype=float))]
-        el = np.broadcast_to(np.asarray(elevations_deg, dtype=float), (len(az),)).tolist()
-        names = tuple(names) if names is not None else tuple(azimuth_name(a) for a in az)
-        return cls(names, tuple(az), tuple(el), label)
+        return cls(*_azimuth_fields(azimuths_deg, elevations_deg, names), label)
 
     def directions(self, up_axis="z", front_axis="-y") -> torch.Tensor:  # [V, 3] float64
         "Unit vectors from the subject toward each view (FaceLift world by default)."

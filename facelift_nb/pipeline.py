@@ -235,6 +235,55 @@ def _render_outputs(g: Gaussians, cams: Cameras, render_size, turntable_frames: 
         times["turntable"] = time.perf_counter() - t
     return gc, renders, turntable, R
 
+# %% ../nbs/07_pipeline.ipynb #62ed1702
+def _init_stages(pipe, mvdiffusion, gslrm, weights: dict | None, fill) -> None:
+    "`FaceLiftPipeline.__init__`: check the two stages and the framing, and keep them."
+    if not isinstance(mvdiffusion, MVDiffusionPipeline):
+        raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
+    if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
+    _check_fill(fill)
+    # the input framing the MVDiffusion model was trained on (see frame_subject): "face" for the published
+    # FaceLift weights (from_pretrained's default), None for the built-in model; 0.85: a generic mask framing
+    pipe.mvdiffusion, pipe.gslrm, pipe.weights, pipe.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
+
+def _tiny_stages(seed: int) -> tuple[MVDiffusionPipeline, GSLRM, dict]:
+    "`FaceLiftPipeline.tiny`'s stages and weights record, random from `seed`; warns that the outputs mean nothing."
+    warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT "
+                  "meaningful. Use FaceLiftPipeline.default() (the trained built-in model) or "
+                  "from_pretrained(...).", UserWarning, stacklevel=3)  # reported at the caller of `tiny`
+    mv = MVDiffusionPipeline.tiny(seed=seed)
+    torch.manual_seed(seed)
+    init = {"path": f"tiny random init (seed {seed})", "files": {}}
+    return mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": init, "gslrm": dict(init)}
+
+def _move_stages(pipe, device=None, dtype=None):
+    "`FaceLiftPipeline.to`: both stages to `device` and `dtype` (only those given)."
+    pipe.mvdiffusion.to(device, dtype)
+    kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if kw: pipe.gslrm.to(**kw)
+    return pipe
+
+# %% ../nbs/07_pipeline.ipynb #5ef9b369
+def _load_stages(cls, mvdiffusion, gslrm, prompt_embeds, mv_subfolder: str | None, layout, device, dtype,
+                 gslrm_config: dict | None, fill):
+    "`FaceLiftPipeline.from_pretrained`: both stages from folders, files or Hub ids, with the weights' manifest."
+    published = PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None
+    sub = mv_subfolder if mv_subfolder is not None else published
+    mv_dir = resolve_weights(mvdiffusion, "MVDiffusion pipeline", subfolder=sub)
+    mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
+    model, gman = load_gslrm(gslrm, dtype, gslrm_config)
+    weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": gman}
+    if isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
+    pipe = cls(mv, model, weights, fill=fill)
+    return pipe.to(device) if device is not None else pipe
+
+def _default_pipeline(cls, device, dtype):
+    "`FaceLiftPipeline.default`: the built-in weights (their folder read at call time), framed as their card says."
+    w = builtin.WEIGHTS_DIR
+    fill = _default_fill(w)
+    return cls.from_pretrained(mvdiffusion=w / "mvdiffusion", gslrm=w / "gslrm", device=device, dtype=dtype,
+                               fill=fill)
+
 # %% ../nbs/07_pipeline.ipynb #1b617a0b
 def _run(pipe, image, layout, num_inference_steps: int, guidance_scale: float, seed: int, filters,
          turntable_frames: int,
@@ -272,62 +321,31 @@ class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
     def __init__(self, mvdiffusion: MVDiffusionPipeline, gslrm: GSLRM, weights: dict | None = None,
                  fill: float | str | None = 0.85):
-        if not isinstance(mvdiffusion, MVDiffusionPipeline):
-            raise TypeError(f"`mvdiffusion` must be an MVDiffusionPipeline; got {type(mvdiffusion).__name__}.")
-        if not isinstance(gslrm, GSLRM): raise TypeError(f"`gslrm` must be a GSLRM; got {type(gslrm).__name__}.")
-        _check_fill(fill)
-        # the input framing the MVDiffusion model was trained on (see frame_subject): "face" for the published
-        # FaceLift weights (from_pretrained's default), None for the built-in model; 0.85: a generic mask framing
-        self.mvdiffusion, self.gslrm, self.weights, self.fill = mvdiffusion, gslrm.eval(), weights or {}, fill
-
+        _init_stages(self, mvdiffusion, gslrm, weights, fill)
     @classmethod
     def from_pretrained(cls, mvdiffusion=PUBLISHED_REPO, gslrm=PUBLISHED_REPO, prompt_embeds=None,
                         mv_subfolder: str | None = None, layout=None, device=None, dtype=torch.float32,
                         gslrm_config: dict | None = None, fill: float | str | None = "face") -> FaceLiftPipeline:
         """Load both stages: local folders/files or Hugging Face repo ids (`repo` or `repo:path/in/repo.pt` for GS-LRM).
         `fill`: the framing the weights were trained on ("face": the published FaceLift weights; `frame_subject`)."""
-        published = PUBLISHED_MV_SUBFOLDER if str(mvdiffusion) == PUBLISHED_REPO else None
-        sub = mv_subfolder if mv_subfolder is not None else published
-        mv_dir = resolve_weights(mvdiffusion, "MVDiffusion pipeline", subfolder=sub)
-        mv = MVDiffusionPipeline.from_pretrained(mv_dir, prompt_embeds=prompt_embeds, layout=layout, dtype=dtype)
-        model, gman = load_gslrm(gslrm, dtype, gslrm_config)
-        weights = {"mvdiffusion": weights_manifest(mv_dir), "gslrm": gman}
-        if isinstance(prompt_embeds, (str, Path)): weights["prompt_embeds"] = weights_manifest(prompt_embeds)
-        pipe = cls(mv, model, weights, fill=fill)
-        return pipe.to(device) if device is not None else pipe
-
+        return _load_stages(cls, mvdiffusion, gslrm, prompt_embeds, mv_subfolder, layout, device, dtype, gslrm_config,
+                            fill)
     @classmethod
     def default(cls, device=None, dtype=torch.float32) -> FaceLiftPipeline:
         "The small built-in model shipped in the package (procedural subjects, 32²; see `facelift_nb.builtin`)."
-        w = builtin.WEIGHTS_DIR  # read at call time
-        fill = _default_fill(w)
-        return cls.from_pretrained(mvdiffusion=w / "mvdiffusion", gslrm=w / "gslrm", device=device, dtype=dtype,
-                                   fill=fill)
-
+        return _default_pipeline(cls, device, dtype)
     @classmethod
     def tiny(cls, seed: int = 0) -> FaceLiftPipeline:
         "Tiny random-initialised stages (32², a few layers) for testing plumbing; warns: the outputs mean nothing."
-        warnings.warn("FaceLiftPipeline.tiny(): a tiny RANDOM-INITIALISED model for tests; its outputs are NOT "
-                      "meaningful. Use FaceLiftPipeline.default() (the trained built-in model) or "
-                      "from_pretrained(...).", UserWarning, stacklevel=2)
-        mv = MVDiffusionPipeline.tiny(seed=seed)
-        torch.manual_seed(seed)
-        init = {"path": f"tiny random init (seed {seed})", "files": {}}
-        return cls(mv, GSLRM(**GSLRM.tiny_config()), {"mvdiffusion": init, "gslrm": dict(init)}, fill=0.85)
-
+        return cls(*_tiny_stages(seed), fill=0.85)
     @property
     def device(self) -> torch.device: return next(self.gslrm.parameters()).device
     def to(self, device=None, dtype=None) -> FaceLiftPipeline:
         "Move both stages (explicit device and dtype; nothing moves behind your back)."
-        self.mvdiffusion.to(device, dtype)
-        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        if kw: self.gslrm.to(**kw)
-        return self
-
+        return _move_stages(self, device, dtype)
     def reconstruct(self, views, cameras: Cameras, filters: str | None = "facelift") -> Gaussians:
         "Gaussians from your own posed views: `views [V, 3, H, W]` or `[V, H, W, 3]` in [0, 1], `cameras` with V views."
         return reconstruct_views(self.gslrm, views, cameras, filters)
-
     @torch.no_grad()
     def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
                  filters: str | None = "facelift", turntable_frames: int = 150, mask=None,

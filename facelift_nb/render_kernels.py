@@ -72,6 +72,15 @@ def tile_rect_nb(u, v, radius, tile, gx, gy):
     y1 = min(gy, max(0, math.floor((v - 0.5 + radius + tile - 1) / tile)))
     return x0, y0, x1, y1
 
+# %% ../nbs/03a_render_kernels.ipynb #356b25d8
+@njit(cache=True)
+def _view_point_nb(w2c, mx, my, mz):
+    "The world point (mx, my, mz) in view coordinates: `w2c[:3] @ (x, y, z, 1)`, summed left to right."
+    px = w2c[0, 0] * mx + w2c[0, 1] * my + w2c[0, 2] * mz + w2c[0, 3]
+    py = w2c[1, 0] * mx + w2c[1, 1] * my + w2c[1, 2] * mz + w2c[1, 3]
+    pz = w2c[2, 0] * mx + w2c[2, 1] * my + w2c[2, 2] * mz + w2c[2, 3]
+    return px, py, pz
+
 # %% ../nbs/03a_render_kernels.ipynb #58ce2629
 @njit(parallel=True, cache=True)
 def project_nb(means, quats, scales, opacities, colors, w2c, K, W, H, tile, G, rect, zf):
@@ -82,9 +91,7 @@ def project_nb(means, quats, scales, opacities, colors, w2c, K, W, H, tile, G, r
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
     for i in prange(N):
         mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
-        px = w2c[0, 0] * mx + w2c[0, 1] * my + w2c[0, 2] * mz + w2c[0, 3]
-        py = w2c[1, 0] * mx + w2c[1, 1] * my + w2c[1, 2] * mz + w2c[1, 3]
-        pz = w2c[2, 0] * mx + w2c[2, 1] * my + w2c[2, 2] * mz + w2c[2, 3]
+        px, py, pz = _view_point_nb(w2c, mx, my, mz)
         rect[i, 0] = rect[i, 1] = rect[i, 2] = rect[i, 3] = 0
         G[i, 6] = -1.0
         zf[i] = 0.0

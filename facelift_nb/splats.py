@@ -75,10 +75,22 @@ def _validate_gaussians(means, quats, scales, opacities, sh):
 
 def _index_fields(fields: dict, idx, n: int) -> dict:
     "The tensors of an unbatched set indexed on their N axis by a boolean mask, index tensor, int or slice."
+    if fields["means"].ndim > 2:
+        raise ValueError(f"index a batched set per element first (batch shape {tuple(fields['means'].shape[:-2])}): "
+                         "g_b = Gaussians(...)[b].")
     if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool and tuple(idx.shape) != (n,):
         raise ValueError(f"a boolean mask must have shape ({n},); got {tuple(idx.shape)}.")
     if isinstance(idx, int): idx = slice(idx, idx + 1 if idx != -1 else None)
     return {k: v[idx] for k, v in fields.items()}
+
+# %% ../nbs/02_splats.ipynb #11766ad3
+def _cat_fields(fields: list[dict]) -> dict:
+    "The field tensors of several sets concatenated on their N axis (equal batch shape and SH degree)."
+    if not fields: raise ValueError("`sets` must hold at least one Gaussians.")
+    kinds = [(tuple(f["means"].shape[:-2]), sh_degree_of(f["sh"].shape[-2])) for f in fields]
+    if len(set(kinds)) != 1: raise ValueError(f"sets must share batch shape and SH degree; got {kinds}.")
+    dim = len(kinds[0][0])
+    return {k: torch.cat([f[k] for f in fields], dim=dim) for k in fields[0]}
 
 # %% ../nbs/02_splats.ipynb #c39a5898
 @dataclass(frozen=True, eq=False)
@@ -116,9 +128,6 @@ class Gaussians:
     def detach(self) -> Gaussians: return Gaussians(**{k: v.detach() for k, v in self._fields().items()})
     def __getitem__(self, idx) -> Gaussians:
         "Select Gaussians on the N axis by boolean mask, index tensor or slice (unbatched sets only)."
-        if self.batch_shape:
-            raise ValueError(f"index a batched set per element first (batch shape {self.batch_shape}): "
-                             "g_b = Gaussians(...)[b].")
         return Gaussians(**_index_fields(self._fields(), idx, self.num))
     def bbox(self) -> tuple[torch.Tensor, torch.Tensor]:
         "Axis-aligned bounds of the centres: (min [..., 3], max [..., 3])."
@@ -126,13 +135,7 @@ class Gaussians:
     @classmethod
     def cat(cls, sets: Sequence[Gaussians]) -> Gaussians:
         "Concatenate sets along N (equal batch shape and SH degree)."
-        sets = list(sets)
-        if not sets: raise ValueError("`sets` must hold at least one Gaussians.")
-        if len({(s.batch_shape, s.sh_degree) for s in sets}) != 1:
-            raise ValueError("sets must share batch shape and SH degree; got "
-                             f"{[(s.batch_shape, s.sh_degree) for s in sets]}.")
-        dim = len(sets[0].batch_shape)
-        return cls(**{k: torch.cat([s._fields()[k] for s in sets], dim=dim) for k in sets[0]._fields()})
+        return cls(**_cat_fields([s._fields() for s in sets]))
     def transform(self, world_T) -> Gaussians:
         "Apply a similarity transform (4x4, x' = s·R·x + t) to centres, orientations and scales (SH degree ≤ 1)."
         return _transform_gaussians(self, world_T)

@@ -149,6 +149,7 @@ def _posed(g, means: torch.Tensor, pose_jitter: float) -> tuple[torch.Tensor, fl
     lo, hi = torch.tensor([-0.9, -0.9, -0.99], dtype=torch.float64), torch.tensor([0.9, 0.9, 0.99], dtype=torch.float64)
     return means.clamp(lo, hi), s
 
+# %% ../nbs/13_synthetic.ipynb #a32ae156
 def make_subject(seed: int,  # everything about the subject follows from it
                  kind: str | None = None,  # "head", "mouse", or None to draw one from the seed
                  density: float = 1.0,  # Gaussian count multiplier (1.0: about 10k Gaussians)

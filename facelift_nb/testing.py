@@ -108,6 +108,7 @@ def shell_scene(n: int = 4096, seed: int = 0, radius: float = 0.5, scale_range=(
     rgb = torch.rand(n, 3, generator=g, dtype=torch.float64)
     return Gaussians(radius * dirs, quats, scales, op, _rgb_to_sh(rgb)).to(dtype=dtype)
 
+# %% ../nbs/14_testing.ipynb #512b768f
 def _blob(g, n, center, radii, rgb, scale, jitter=0.08):
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
     r = torch.rand(n, 1, generator=g, dtype=torch.float64) ** (1 / 3)

@@ -225,6 +225,7 @@ class BaseWidget:
         import plotly.graph_objects as go
         return [v for v in vars(self).values() if isinstance(v, go.FigureWidget)]
 
+# %% ../nbs/09_widgets.ipynb #1a20b109
 def refresh_figure(fig,  # a plotly FigureWidget, changed in place
                    data: list[dict],  # its new traces
                    layout: dict | None = None):  # layout properties to update
@@ -342,6 +343,12 @@ def _comparer_controls(layouts: Sequence, button: str | None) -> SimpleNamespace
                            above=go.FigureWidget(above_figure(layouts)), status=W.HTML(),
                            table=W.HTML(_table_html(layout_table(layouts))))
 
+def _comparer_layout(c: SimpleNamespace, log) -> object:
+    "The comparer's top widget: title, picker, table, the two plots, the button row, the renders, then `log`."
+    W = _widgets()
+    return W.VBox([W.HTML("<b>Layout comparer</b>"), c.select, c.table, W.HBox([c.rigs, c.above]),
+                   W.HBox([c.button, c.status]), c.renders, log])
+
 # %% ../nbs/09_widgets.ipynb #5a4e6957
 class LayoutComparer(BaseWidget):
     "Compare view layouts side by side: rigs, azimuths from above, coverage; renders or generated views on a button."
@@ -352,7 +359,6 @@ class LayoutComparer(BaseWidget):
                  pipeline=None,  # a FaceLiftPipeline or MVDiffusionPipeline: generate each layout's views of `image`
                  image=None,  # the input image of `pipeline`
                  num_inference_steps: int = 20, seed: int = 4):  # of the generation
-        W = _widgets()
         self._init_log()
         self.gaussians, self.held_out, self.hw = gaussians, tuple(held_out_deg), tuple(render_hw)
         self.mv, self.image, self.steps, self.seed = _diffusion_of(pipeline, image), image, num_inference_steps, seed
@@ -362,9 +368,7 @@ class LayoutComparer(BaseWidget):
         self.button, self.status, self.renders = c.button, c.status, c.renders
         self.select.observe(self._safe(lambda change: self.update()), names="value")
         self.button.on_click(self._safe(lambda b: self.run()))
-        plots, run = W.HBox([self.rigs, self.above]), W.HBox([self.button, self.status])
-        self.widget = W.VBox([W.HTML("<b>Layout comparer</b>"), self.select, self.table, plots, run, self.renders,
-                              self.log])
+        self.widget = _comparer_layout(c, self.log)
         self.run()
 
     def update(self) -> None:

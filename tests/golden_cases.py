@@ -1,7 +1,8 @@
 """Seeded end-to-end cases whose outputs must stay bit-identical across refactors.
 
 `python tests/golden_cases.py write` stores their outputs in tests/golden/ (do that only on purpose, when a change of
-results is intended and reviewed); `tests/test_golden.py` recomputes them and compares, tensor by tensor and byte by byte.
+results is intended and reviewed); `tests/test_golden.py` recomputes them and compares, tensor by tensor and byte by
+byte.
 """
 import hashlib
 import json
@@ -82,8 +83,9 @@ def case_pipeline(tmp: Path) -> tuple[dict, dict]:
     pipe = FaceLiftPipeline.default()
     out = pipe(example, num_inference_steps=3, turntable_frames=2, progress=False, render_size=32)
     g = out.gaussians
-    tensors = {"input": out.input, "views": out.views.images, "renders": out.renders.rgb, "turntable": out.turntable.rgb,
-               "means": g.means, "quats": g.quats, "scales": g.scales, "opacities": g.opacities, "sh": g.sh,
+    tensors = {"input": out.input, "views": out.views.images, "renders": out.renders.rgb,
+               "turntable": out.turntable.rgb, "means": g.means, "quats": g.quats, "scales": g.scales,
+               "opacities": g.opacities, "sh": g.sh,
                "w2c": out.cameras.w2c, "K": out.cameras.K}
     texts = {}
     _collect(out.save(tmp / "facelift_out"), "saved", tensors, texts)

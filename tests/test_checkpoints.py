@@ -69,8 +69,11 @@ def test_kinds_and_completeness(tmp_path, gslrm):
 
 
 def test_broken_checkpoints_are_reported(tmp_path, gslrm):
-    # an Accelerate checkpoint whose unet/ is missing, one whose weights are truncated, a truncated pickle, a pipeline without vae
-    a = tmp_path / "checkpoint-5"; a.mkdir(); (a / "optimizer.bin").write_bytes(b"x")
+    # an Accelerate checkpoint whose unet/ is missing, one whose weights are truncated, a truncated pickle,
+    # a pipeline without vae
+    a = tmp_path / "checkpoint-5"
+    a.mkdir()
+    (a / "optimizer.bin").write_bytes(b"x")
     UNet2DConditionModel(**tiny_mv_unet_config()).save_pretrained(tmp_path / "checkpoint-6" / "unet")
     (tmp_path / "checkpoint-6" / "optimizer.bin").write_bytes(b"x")
     w = tmp_path / "checkpoint-6" / "unet" / "diffusion_pytorch_model.safetensors"
@@ -89,6 +92,20 @@ def test_broken_checkpoints_are_reported(tmp_path, gslrm):
     assert "missing vae/" in inspect_checkpoint(pipe).problems
 
 
+def test_empty_torch_file_is_a_one_line_problem(tmp_path, capsys, caplog):
+    # an empty file (a crash before the first byte): the loader's EOFError has no message, which once raised IndexError
+    from facelift_nb.cli import main
+    e = tmp_path / "ckpt_0000000000000100.pt"
+    e.write_bytes(b"")
+    info = inspect_checkpoint(e)
+    assert info.problems == ["ckpt_0000000000000100.pt: does not load weights-only (EOFError: the file is empty)"]
+    assert info.kind == "gslrm-published" and info.step == 100
+    assert latest_valid_checkpoint(tmp_path) is None and "skipping" in caplog.text
+    assert main(["checkpoints", str(tmp_path)]) == 1  # a check verb: the table marks it BROKEN, exit 1
+    out = capsys.readouterr()
+    assert "BROKEN" in out.out and "the file is empty" in out.out and "Traceback" not in out.err
+
+
 def test_latest_valid_skips_broken_newest(tmp_path, gslrm, caplog):
     for s in (1, 2, 3):
         _published(tmp_path / f"ckpt_{s:016d}.pt", gslrm, s)
@@ -102,13 +119,15 @@ def test_latest_valid_skips_broken_newest(tmp_path, gslrm, caplog):
 
 
 def test_manifest_hashes(tmp_path):
-    d = tmp_path / "ck"; (d / "unet").mkdir(parents=True)
+    d = tmp_path / "ck"
+    (d / "unet").mkdir(parents=True)
     (d / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"abc" * 100)
     (d / "optimizer.bin").write_bytes(b"opt")
     write_manifest(d, step=7, config={"lr": 1e-4}, layout=["front", "back"])
     man = json.loads((d / "manifest.json").read_text())
     import hashlib
-    assert man["files"]["optimizer.bin"]["sha256"] == hashlib.sha256(b"opt").hexdigest() and man["step"] == 7 and man["layout"] == ["front", "back"]
+    assert man["files"]["optimizer.bin"]["sha256"] == hashlib.sha256(b"opt").hexdigest() and man["step"] == 7 \
+        and man["layout"] == ["front", "back"]
     assert verify_manifest(d) == []
     (d / "optimizer.bin").write_bytes(b"opX")
     assert verify_manifest(d) == ["optimizer.bin: sha256 differs from the manifest"]
@@ -153,11 +172,13 @@ def test_rotation_trash_restore_and_pins(tmp_path, gslrm):
     assert is_pinned(tmp_path / "ckpt_0000000000000001.pt")
     moved = rotate_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in moved) == ["ckpt_0000000000000002.pt", "ckpt_0000000000000003.pt"]
-    assert [p.name for p in checkpoint_paths(tmp_path)] == ["ckpt_0000000000000001.pt", "ckpt_0000000000000004.pt", "ckpt_0000000000000005.pt"]
+    assert [p.name for p in checkpoint_paths(tmp_path)] == ["ckpt_0000000000000001.pt", "ckpt_0000000000000004.pt",
+                                                             "ckpt_0000000000000005.pt"]
     back = restore_checkpoint(tmp_path / "trash" / "ckpt_0000000000000003.pt")
     assert back == tmp_path / "ckpt_0000000000000003.pt" and inspect_checkpoint(back).ok
     with pytest.raises(FileExistsError):
-        _published(tmp_path / "trash" / "x.pt", gslrm, 9); restore_checkpoint(tmp_path / "trash" / "x.pt", tmp_path / "trash")
+        _published(tmp_path / "trash" / "x.pt", gslrm, 9)
+        restore_checkpoint(tmp_path / "trash" / "x.pt", tmp_path / "trash")
     unpin_checkpoint(tmp_path / "ckpt_0000000000000001.pt")
     assert not is_pinned(tmp_path / "ckpt_0000000000000001.pt")
     with pytest.raises(ValueError, match="keep_last"):
@@ -180,8 +201,10 @@ def test_hooks_write_exactly_where_accelerate_says(tmp_path, monkeypatch):
     unet = UNet2DConditionModel(**tiny_mv_unet_config())
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
     extra = []
-    save_hook, load_hook = model_save_hooks(acc, "unet", extra_save=lambda out: extra.append(out), extra_load=lambda inp: extra.append(inp))
-    acc.register_save_state_pre_hook(save_hook); acc.register_load_state_pre_hook(load_hook)
+    save_hook, load_hook = model_save_hooks(acc, "unet", extra_save=lambda out: extra.append(out),
+                                            extra_load=lambda inp: extra.append(inp))
+    acc.register_save_state_pre_hook(save_hook)
+    acc.register_load_state_pre_hook(load_hook)
     unet, opt = acc.prepare(unet, opt)
     out = Path("runs/exp/checkpoints/checkpoint-3")  # relative, as users pass it
     acc.save_state(str(out))
@@ -201,7 +224,8 @@ def test_file_checkpoints_have_a_travelling_manifest(tmp_path, gslrm):
     for s in (1, 2, 3):
         write_manifest(_published(tmp_path / f"ckpt_{s:016d}.pt", gslrm, s), step=s)
     p = tmp_path / "ckpt_0000000000000001.pt"
-    assert verify_manifest(p) == [] and json.loads((tmp_path / "ckpt_0000000000000001.pt.manifest.json").read_text())["step"] == 1
+    assert verify_manifest(p) == [] \
+        and json.loads((tmp_path / "ckpt_0000000000000001.pt.manifest.json").read_text())["step"] == 1
     assert inspect_checkpoint(p, verify=True).ok
     rotate_checkpoints(tmp_path, keep_last=1)
     assert (tmp_path / "trash" / "ckpt_0000000000000001.pt.manifest.json").is_file()

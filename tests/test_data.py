@@ -27,14 +27,16 @@ def test_images_resample_consistently():
     crop = ImageTransform.identity((64, 48)).crop((8, 4, 40, 36)).image(img)
     torch.testing.assert_close(crop, img[..., 4:36, 8:40], atol=1e-6, rtol=0)  # whole-pixel crops are exact
     padded = ImageTransform.identity((64, 48)).pad(2, 3, 0, 0).image(img, fill=(1., 0.5, 0.))
-    torch.testing.assert_close(padded[:, :, :3, :], torch.tensor([1., 0.5, 0.])[None, :, None, None].expand(2, 3, 3, 50))
+    fill = torch.tensor([1., 0.5, 0.])[None, :, None, None].expand(2, 3, 3, 50)
+    torch.testing.assert_close(padded[:, :, :3, :], fill)
     torch.testing.assert_close(padded[..., 3:, 2:], img, atol=1e-6, rtol=0)
     half = ImageTransform.identity((64, 48)).resize((32, 24)).image(img)
     torch.testing.assert_close(half, F.avg_pool2d(img, 2), atol=1e-5, rtol=0)  # shrinking averages, no aliasing
 
 
 def test_recenter_frames_the_mask():
-    m = torch.zeros(100, 200); m[20:60, 120:140] = 1
+    m = torch.zeros(100, 200)
+    m[20:60, 120:140] = 1
     T = ImageTransform.recenter(m, 64, fill=0.5)
     corners = T.points(torch.tensor([[120., 20.], [140., 60.]]))
     torch.testing.assert_close(corners.mean(0), torch.tensor([32., 32.]))
@@ -82,7 +84,8 @@ def test_normalize_rig_with_masks_recovers_the_facelift_rig():
     head = head_scene(3000)
     masks = render(head.transform(T), raw, backend="cpu").alpha  # what the real rig's cameras would see
     res = normalize_rig(raw, masks=masks, front_camera=perm.index(0))
-    torch.testing.assert_close(res.center.float(), torch.tensor([120., 40., -300.]), atol=40., rtol=0)  # the head's visual centre, within 4 cm
+    # the head's visual centre, within 4 cm
+    torch.testing.assert_close(res.center.float(), torch.tensor([120., 40., -300.]), atol=40., rtol=0)
     assert res.reprojection_px.max() < 1.5  # the triangulated centre lands on every mask centroid
     assert abs(res.scale - 1e-3) < 1e-4 and res.fits_volume and 0.3 < res.subject_radius < 0.91
     m = match_layout(res.cameras, "facelift6", max_residual_deg=3.)

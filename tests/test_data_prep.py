@@ -26,15 +26,17 @@ PERM = [4, 1, 5, 0, 3, 2]  # rig order: the cameras are not in slot order
 
 
 def _capture(subject, seed=0, res=(90, 96)):
-    "A jittered 6-camera rig around `subject` (FaceLift world, OpenCV) in rig order; rendered RGBA; and the same rig as a user has it."
+    "A jittered 6-camera rig around `subject` (FaceLift world, OpenCV, rig order), its RGBA renders, the user's rig."
     g = torch.Generator().manual_seed(seed)
     lay = get_layout("facelift6")
-    az = torch.tensor(lay.azimuths_deg, dtype=torch.float64) + 4 * (torch.rand(6, generator=g, dtype=torch.float64) - 0.5)
+    jitter = torch.rand(6, generator=g, dtype=torch.float64) - 0.5
+    az = torch.tensor(lay.azimuths_deg, dtype=torch.float64) + 4 * jitter
     el = 6 * (torch.rand(6, generator=g, dtype=torch.float64) - 0.5)
     dist = 2.7 * (1 + 0.08 * (torch.rand(6, generator=g, dtype=torch.float64) - 0.5))
     centers = (orbit_directions(az, el) * dist[:, None])[PERM]
     aim = 0.06 * (torch.rand(6, 3, generator=g, dtype=torch.float64) - 0.5)
-    K = torch.tensor([[82., 0, res[1] / 2 + 3], [0, 82., res[0] / 2 - 2], [0, 0, 1]], dtype=torch.float64).expand(6, 3, 3)
+    K = torch.tensor([[82., 0, res[1] / 2 + 3], [0, 82., res[0] / 2 - 2], [0, 0, 1]],
+                     dtype=torch.float64).expand(6, 3, 3)
     rig = Cameras.from_c2w(look_at(centers, aim, (0., 0., 1.), dtype=torch.float64), K, res)
     rgba = render_views(subject, rig.to(dtype=torch.float32))
     # the user's file: Y-up world in millimetres, arena origin elsewhere, OpenGL camera axes
@@ -55,8 +57,10 @@ def prepared(tmp_path_factory):
         assert norm.fits_volume
         rep = reproject_to_layout(rgba[..., :3], rgba[..., 3], norm.cameras, "facelift6", size=64)
         assert list(rep.indices) == [PERM.index(j) for j in range(6)]
-        assert max(rep.residuals_deg) < 8  # rig jitter (±2° azimuth, ±3° elevation) + the silhouette centre sitting below the subject origin
-        samples.append(PreparedSample.from_reprojection(f"s{i}", rep, source={"rig": f"capture {i}"}, normalization=norm))
+        # rig jitter (±2° azimuth, ±3° elevation) + the silhouette centre sitting below the subject origin
+        assert max(rep.residuals_deg) < 8
+        samples.append(PreparedSample.from_reprojection(f"s{i}", rep, source={"rig": f"capture {i}"},
+                                                        normalization=norm))
     mv = write_mv_dataset(root / "mv", samples, "facelift6", size=64)
     gs = write_gslrm_dataset(root / "gslrm", samples, size=64)
     return root, mv, gs, samples
@@ -71,15 +75,18 @@ def test_recovers_the_canonical_layout(prepared):
         assert ang.max() < 8  # each slot within the rig jitter (+ centre shift) of its canonical direction
         assert (s.cameras.centers.norm(dim=-1) - 2.7).abs().max() < 0.15
         fwd = s.cameras.c2w[:, :3, 2]
-        assert (torch.nn.functional.normalize(-s.cameras.centers, dim=-1) * fwd).sum(-1).min() > 0.9999  # look at the subject
+        to_subject = torch.nn.functional.normalize(-s.cameras.centers, dim=-1)
+        assert (to_subject * fwd).sum(-1).min() > 0.9999  # look at the subject
         assert torch.allclose(s.cameras.K, canon.K, atol=1e-6)  # the layout's intrinsics
     for r in (check_dataset(mv), check_dataset(gs)):
         assert r.ok, str(r)
     man = json.loads((mv / "dataset.json").read_text())
     assert man["kind"] == "mvdiffusion" and man["layout"]["names"][1] == "front_right"
     ops = [t["op"] for t in man["samples"]["s0"]["transforms"]]
-    assert ops == ["normalize_rig", "reproject_to_layout", "resize"] and man["samples"]["s1"]["source"] == {"rig": "capture 1"}
-    assert sorted(p.name for p in (mv / "s0").iterdir()) == [f"cam_{j:03d}.png" for j in range(6)] + ["opencv_cameras.json"]
+    assert ops == ["normalize_rig", "reproject_to_layout", "resize"]
+    assert man["samples"]["s1"]["source"] == {"rig": "capture 1"}
+    want = [f"cam_{j:03d}.png" for j in range(6)] + ["opencv_cameras.json"]
+    assert sorted(p.name for p in (mv / "s0").iterdir()) == want
     assert (gs / "s0" / "images" / "cam_005.png").is_file() and (gs / "train.txt").read_text() == "s0\ns1\n"
     with pytest.raises(FileExistsError):
         write_mv_dataset(mv, samples, "facelift6", size=64)
@@ -138,14 +145,17 @@ def test_wrong_view_order_is_reported(prepared, tmp_path):
     for j, src in enumerate(order): (s / f"cam_{j:03d}.png").write_bytes(tmp[src])
     Cameras(cams.K[order], cams.w2c[order], cams.hw, meta=cams.meta).to_facelift_json(s / "opencv_cameras.json")
     r = check_dataset(d)
-    assert "views in the wrong order" in _problems(r) and "slot front_right holds the view of front_left" in _problems(r)
+    assert "views in the wrong order" in _problems(r)
+    assert "slot front_right holds the view of front_left" in _problems(r)
 
 
 def test_subject_outside_the_volume_and_off_centre_are_reported(tmp_path):
     big = make_subject(7, "head", density=0.5)
-    big = type(big)(big.means * 1.8, big.quats, big.scales * 1.8, big.opacities, big.sh)  # a subject too large for the volume
+    # a subject too large for the volume
+    big = type(big)(big.means * 1.8, big.quats, big.scales * 1.8, big.opacities, big.sh)
     off = make_subject(8, "mouse", density=0.5)
-    off = type(off)(off.means + torch.tensor([0.35, 0.2, 0.]), off.quats, off.scales, off.opacities, off.sh)  # not centred
+    # not centred
+    off = type(off)(off.means + torch.tensor([0.35, 0.2, 0.]), off.quats, off.scales, off.opacities, off.sh)
     cams = get_layout("facelift6").cameras(hw=(64, 64))
     samples = [PreparedSample(n, v[..., :3].permute(0, 3, 1, 2), v[..., 3], cams) for n, v in
                (("big", render_views(big, cams)), ("off", render_views(off, cams)))]
@@ -174,7 +184,9 @@ def test_missing_or_trivial_alpha_is_reported(prepared, tmp_path):
     d = _copy(prepared, tmp_path)
     with Image.open(d / "s0" / "cam_003.png") as im: im.convert("RGB").save(d / "s0" / "cam_003.png")
     with Image.open(d / "s1" / "cam_001.png") as im:
-        full = im.copy(); full.putalpha(255); full.save(d / "s1" / "cam_001.png")
+        full = im.copy()
+        full.putalpha(255)
+        full.save(d / "s1" / "cam_001.png")
     r = check_dataset(d)
     assert "cam_003.png: no alpha channel" in _problems(r, "s0")
     assert "cam_001.png: alpha is (almost) full" in _problems(r, "s1")
@@ -184,13 +196,16 @@ def test_missing_or_trivial_alpha_is_reported(prepared, tmp_path):
 
 def test_cli_check_data_exit_codes(prepared, tmp_path):
     root, mv, gs, _ = prepared
-    ok = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(mv)], capture_output=True, text=True, timeout=300)
+    ok = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(mv)], capture_output=True, text=True,
+                        timeout=300)
     assert ok.returncode == 0 and "2/2 samples pass" in ok.stdout, ok.stderr
     d = _copy(prepared, tmp_path)
     with Image.open(d / "s0" / "cam_003.png") as im: im.convert("RGB").save(d / "s0" / "cam_003.png")
-    bad = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(d)], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(d)], capture_output=True, text=True,
+                         timeout=300)
     assert bad.returncode == 1 and "FAIL" in bad.stdout and "no alpha channel" in bad.stdout
-    none = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    none = subprocess.run([sys.executable, "-m", "facelift_nb", "check-data", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True)
     assert none.returncode == 2 and "no dataset" in none.stderr
 
 
@@ -243,7 +258,9 @@ def test_published_samples_pass_and_broken_copies_fail(tmp_path):
     assert "mirrored" in _problems(check_dataset(d), "mirrored")
     d = broken("order")
     a, b = d / "images" / "cam_000.png", d / "images" / "cam_008.png"
-    tmp = a.read_bytes(); a.write_bytes(b.read_bytes()); b.write_bytes(tmp)  # two views a quarter turn apart swapped
+    tmp = a.read_bytes()  # two views a quarter turn apart swapped
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(tmp)
     p = _problems(check_dataset(d), "order")
     assert "disagree with the others" in p and "[0," in p and "8" in p
     d = broken("stale")

@@ -1,4 +1,5 @@
-"""GS-LRM: a published-format checkpoint against a forward computed by hand from the published architecture, loading errors, options."""
+"""GS-LRM: a published-format checkpoint against a forward computed by hand from the published architecture, loading
+errors, options."""
 import math
 
 import pytest
@@ -16,13 +17,16 @@ def published_state_dict(num_layers=1, seed=0):
     "A state dict with the published key names and shapes, random values."
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g) * 0.2
-    sd = {"gaussian_position_embeddings": r(G, W), "patch_embedder.1.weight": r(W, 9 * P * P), "input_layer_norm.weight": 1 + r(W),
+    sd = {"gaussian_position_embeddings": r(G, W), "patch_embedder.1.weight": r(W, 9 * P * P),
+          "input_layer_norm.weight": 1 + r(W),
           "gaussian_upsampler.layernorm.weight": 1 + r(W), "gaussian_upsampler.linear.weight": r(14, W),
           "pixel_gaussian_decoder.0.weight": 1 + r(W), "pixel_gaussian_decoder.1.weight": r(P * P * 14, W)}
     for i in range(num_layers):
         sd |= {f"transformer_layers.{i}.norm1.weight": 1 + r(W), f"transformer_layers.{i}.norm2.weight": 1 + r(W),
-               f"transformer_layers.{i}.attn.to_qkv.weight": r(3 * W, W), f"transformer_layers.{i}.attn.fc.weight": r(W, W),
-               f"transformer_layers.{i}.mlp.mlp.0.weight": r(4 * W, W), f"transformer_layers.{i}.mlp.mlp.2.weight": r(W, 4 * W)}
+               f"transformer_layers.{i}.attn.to_qkv.weight": r(3 * W, W),
+               f"transformer_layers.{i}.attn.fc.weight": r(W, W),
+               f"transformer_layers.{i}.mlp.mlp.0.weight": r(4 * W, W),
+               f"transformer_layers.{i}.mlp.mlp.2.weight": r(W, 4 * W)}
     return sd
 
 
@@ -30,10 +34,12 @@ CONFIG = dict(image_size=16, patch_size=P, width=W, head_dim=HD, num_layers=1, n
 
 
 def hand_forward(sd, images, cams):
-    "The published GS-LRM written out with loops and explicit formulas, float64, independent of the library's model code."
+    """The published GS-LRM written out with loops and explicit formulas, float64, independent of the library's model
+    code."""
     images, K, c2w = images.double(), cams.K.double(), torch.linalg.inv(cams.w2c.double())
     B, V, _, H, Wd = images.shape
-    ln = lambda x, w: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5) * w.double()
+    ln = lambda x, w: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5) \
+        * w.double()
     lin = lambda x, w: x @ w.double().T
     tokens, rays = [], []
     for b in range(B):
@@ -45,14 +51,17 @@ def hand_forward(sd, images, cams):
             for y in range(H):
                 for x in range(Wd):
                     dc = torch.stack([(x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, torch.tensor(1., dtype=torch.float64)])
-                    d = R @ (dc / dc.norm()); d = d / d.norm()
+                    d = R @ (dc / dc.norm())
+                    d = d / d.norm()
                     feat[y, x] = torch.cat([images[b, v, :, y, x] * 2 - 1, d, o + (-(o @ d)) * d])
             for py in range(H // P):
                 for px in range(Wd // P):
-                    patch = feat[py * P:(py + 1) * P, px * P:(px + 1) * P]  # [row, col, channel]: channel fastest, then column, then row
+                    # [row, col, channel]: channel fastest, then column, then row
+                    patch = feat[py * P:(py + 1) * P, px * P:(px + 1) * P]
                     seq.append(patch.reshape(-1))
                     ray_b.append([(o, feat[py * P + i // P, px * P + i % P, 3:6]) for i in range(P * P)])
-        tokens.append(torch.stack(seq)); rays.append(ray_b)
+        tokens.append(torch.stack(seq))
+        rays.append(ray_b)
     x = torch.stack(tokens) @ sd["patch_embedder.1.weight"].double().T
     x = torch.cat([sd["gaussian_position_embeddings"].double()[None].expand(B, -1, -1), x], 1)
     x = ln(x, sd["input_layer_norm.weight"])
@@ -68,7 +77,8 @@ def hand_forward(sd, images, cams):
     h = ln(x, sd[pre + "norm2.weight"])
     x = x + lin(torch.nn.functional.gelu(lin(h, sd[pre + "mlp.mlp.0.weight"])), sd[pre + "mlp.mlp.2.weight"])
     glob = lin(ln(x[:, :G], sd["gaussian_upsampler.layernorm.weight"]), sd["gaussian_upsampler.linear.weight"])
-    pix = lin(ln(x[:, G:], sd["pixel_gaussian_decoder.0.weight"]), sd["pixel_gaussian_decoder.1.weight"]).reshape(B, -1, P * P, 14)
+    pix = lin(ln(x[:, G:], sd["pixel_gaussian_decoder.0.weight"]),
+              sd["pixel_gaussian_decoder.1.weight"]).reshape(B, -1, P * P, 14)
     means = []
     for b in range(B):
         m = [glob[b, j, :3] for j in range(G)]
@@ -80,13 +90,15 @@ def hand_forward(sd, images, cams):
         means.append(torch.stack(m))
     allraw = torch.cat([glob, pix.reshape(B, -1, 14)], 1)
     return dict(means=torch.stack(means), scales=torch.exp((allraw[..., 6:9] - 2.3).clamp_max(-1.2)),
-                opacities=torch.sigmoid(allraw[..., 13] - 2.0), quats=torch.nn.functional.normalize(allraw[..., 9:13], dim=-1),
+                opacities=torch.sigmoid(allraw[..., 13] - 2.0),
+                quats=torch.nn.functional.normalize(allraw[..., 9:13], dim=-1),
                 sh=allraw[..., 3:6])
 
 
 def test_published_checkpoint_reproduces_hand_forward(tmp_path):
     sd = published_state_dict()
-    torch.save({"model": sd, "optimizer": {}, "lr_scheduler": {}, "fwdbwd_pass_step": 3, "param_update_step": 3}, tmp_path / "ckpt.pt")
+    torch.save({"model": sd, "optimizer": {}, "lr_scheduler": {}, "fwdbwd_pass_step": 3, "param_update_step": 3},
+               tmp_path / "ckpt.pt")
     model = GSLRM.from_facelift_checkpoint(tmp_path / "ckpt.pt", config=CONFIG)
     cams = Cameras.stack([orbit([0., 90.], [0., 15.], fov_deg=50., hw=(16, 16))])
     images = torch.rand(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -110,7 +122,8 @@ def test_other_checkpoint_forms(tmp_path, kind):
     else: torch.save({"model": {k: v.half() for k, v in sd.items()}}, p := tmp_path / "half.pt")
     m = GSLRM.from_facelift_checkpoint(p, config=CONFIG)
     for k, v in sd.items():
-        torch.testing.assert_close(m.state_dict()[k], v, atol=1e-3 if kind == "fp16" else 0, rtol=1e-3 if kind == "fp16" else 0)
+        torch.testing.assert_close(m.state_dict()[k], v, atol=1e-3 if kind == "fp16" else 0,
+                                   rtol=1e-3 if kind == "fp16" else 0)
 
 
 def test_checkpoint_errors(tmp_path):
@@ -154,7 +167,8 @@ def test_options_do_not_change_results():
         bf16 = model(imgs, cams, autocast_dtype=torch.bfloat16).gaussians
         assert (bf16.means - ref.means).abs().mean() < 0.05
     # the second subject's Gaussians do not depend on the first subject's images
-    imgs2 = imgs.clone(); imgs2[0] = torch.rand_like(imgs2[0])
+    imgs2 = imgs.clone()
+    imgs2[0] = torch.rand_like(imgs2[0])
     with torch.no_grad():
         torch.testing.assert_close(model(imgs2, cams).gaussians.means[1], ref.means[1], atol=1e-5, rtol=1e-5)
 
@@ -164,7 +178,8 @@ def test_gradient_checkpointing_same_gradients():
     loss = lambda: model(imgs, cams).gaussians.means.square().mean()
     loss().backward()
     g1 = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(); model.enable_gradient_checkpointing()
+    model.zero_grad()
+    model.enable_gradient_checkpointing()
     loss().backward()
     for a, p in zip(g1, model.parameters()):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-5)

@@ -43,7 +43,8 @@ def test_uniform_layouts(n, start):
     st_ = layout_stats(lay)
     assert abs(st_.largest_azimuth_gap_deg - 360 / n) < 1e-9
     cams = lay.cameras(radius=3.)
-    torch.testing.assert_close(cams.centers[:, 2], torch.full((n,), 3 * torch.sin(torch.deg2rad(torch.tensor(15.))).item()))
+    torch.testing.assert_close(cams.centers[:, 2],
+                               torch.full((n,), 3 * torch.sin(torch.deg2rad(torch.tensor(15.))).item()))
 
 
 def test_coverage_improves_with_more_views():
@@ -133,8 +134,10 @@ def test_names_for_every_octant_are_unique():
     (lambda: get_layout("nope"), ValueError, "unknown layout 'nope'"),
     (lambda: uniform_layout(2.5), ValueError, "positive integer"),
     (lambda: register_layout("facelift6"), TypeError, "must be a ViewLayout"),
-    (lambda: match_layout(get_layout("uniform4").cameras(), "facelift6"), ValueError, "has 4 cameras but layout facelift6 has 6"),
-    (lambda: match_layout(get_layout("uniform4").cameras(), "uniform4", subject_center=(0, -2.7, 0)), ValueError, "sits at"),
+    (lambda: match_layout(get_layout("uniform4").cameras(), "facelift6"), ValueError,
+     "has 4 cameras but layout facelift6 has 6"),
+    (lambda: match_layout(get_layout("uniform4").cameras(), "uniform4", subject_center=(0, -2.7, 0)), ValueError,
+     "sits at"),
 ])
 def test_layout_error_paths(call, exc, msg):
     with pytest.raises(exc) as e:

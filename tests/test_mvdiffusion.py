@@ -1,12 +1,27 @@
 """Multi-view attention semantics (the published rule) and strict loading of the published MV UNet folder."""
 import json
+import json as _json
 
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
+from PIL import Image
 
-from facelift_nb.models.mvdiffusion import MVAttnProcessor, load_mv_unet, stock_unet_config, tiny_mv_unet_config
+from facelift_nb.layouts import get_layout, view_prompts
+from facelift_nb.models.mvdiffusion import (
+    MVAttnProcessor,
+    MVDiffusionOutput,
+    MVDiffusionPipeline,
+    encode_view_prompts,
+    load_mv_unet,
+    load_prompt_embeds,
+    save_prompt_embeds,
+    stock_unet_config,
+    tiny_mv_unet_config,
+    tiny_text_components,
+)
+from facelift_nb.testing import random_prompt_embeds, reference_path
 
 
 def _attn(seed=0):
@@ -40,9 +55,11 @@ def test_objects_are_independent_and_reference_view0_sees_only_itself(mode):
     att.set_processor(MVAttnProcessor(V, mode))
     with torch.no_grad():
         a = att(x)
-        y = x.clone(); y[V:] = torch.randn_like(y[V:])  # change the second object only
+        y = x.clone()
+        y[V:] = torch.randn_like(y[V:])  # change the second object only
         torch.testing.assert_close(att(y)[:V], a[:V])
-        z = x.clone(); z[3] = torch.randn_like(z[3])  # change view 3 of the first object
+        z = x.clone()
+        z[3] = torch.randn_like(z[3])  # change view 3 of the first object
         changed = (att(z) - a).abs().amax((1, 2)) > 1e-6
     if mode == "reference":  # view 0 and views != 3 attend to [view 0; own view] only
         assert changed.tolist()[:V] == [False, False, False, True, False, False]
@@ -64,10 +81,12 @@ def test_any_number_of_views(tmp_path, V):
 
 
 def test_config_mapping_and_loader_errors(tmp_path):
-    cfg, mv = stock_unet_config({"_class_name": "UNetMV2DConditionModel", "down_block_types": ["CrossAttnDownBlockMV2D", "DownBlock2D"],
+    cfg, mv = stock_unet_config({"_class_name": "UNetMV2DConditionModel",
+                                 "down_block_types": ["CrossAttnDownBlockMV2D", "DownBlock2D"],
                                  "mid_block_type": "UNetMidBlockMV2DCrossAttn", "in_channels": 8, "num_views": 6,
                                  "sparse_mv_attention": True, "multiview_attention": True})
-    assert cfg == {"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "mid_block_type": "UNetMidBlock2DCrossAttn", "in_channels": 8}
+    assert cfg == {"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                   "mid_block_type": "UNetMidBlock2DCrossAttn", "in_channels": 8}
     assert mv == {"num_views": 6, "sparse_mv_attention": True, "multiview_attention": True}
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_mv_unet(tmp_path)
@@ -86,20 +105,6 @@ def test_config_mapping_and_loader_errors(tmp_path):
 
 
 # ---- the pipeline ------------------------------------------------------------------------------------------------
-import json as _json
-
-from PIL import Image
-
-from facelift_nb.layouts import get_layout, view_prompts
-from facelift_nb.models.mvdiffusion import (
-    MVDiffusionOutput,
-    MVDiffusionPipeline,
-    encode_view_prompts,
-    load_prompt_embeds,
-    save_prompt_embeds,
-    tiny_text_components,
-)
-from facelift_nb.testing import random_prompt_embeds, reference_path
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +209,13 @@ def test_noise_augmentation_at_level_zero_keeps_the_embedding(tiny_pipe, front):
     from facelift_nb.models.mvdiffusion import _image_tensor
     x = _image_tensor(front, (1., 1., 1.))
     e = tiny_pipe.image_embeds(x, torch.Generator().manual_seed(0))
-    pix = tiny_pipe.feature_extractor(images=Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()), return_tensors="pt").pixel_values
+    pix = tiny_pipe.feature_extractor(images=Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()),
+                                      return_tensors="pt").pixel_values
     clean = tiny_pipe.image_encoder(pix).image_embeds
     torch.testing.assert_close(e[:, :32], clean, atol=0.05, rtol=0.05)
     from diffusers.models.embeddings import get_timestep_embedding
-    torch.testing.assert_close(e[:, 32:], get_timestep_embedding(torch.tensor([0]), 32, flip_sin_to_cos=True, downscale_freq_shift=0))
+    torch.testing.assert_close(e[:, 32:], get_timestep_embedding(torch.tensor([0]), 32, flip_sin_to_cos=True,
+                                                                 downscale_freq_shift=0))
 
 
 @pytest.mark.parametrize("V", [4, 8])
@@ -221,18 +228,20 @@ def test_other_view_counts(V, front):
 
 def test_saved_folder_has_published_naming_and_reloads(tiny_pipe, front, tmp_path):
     folder = tiny_pipe.save_pretrained(tmp_path / "pipeckpts")
-    for c in ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer", "image_noising_scheduler", "scheduler",
-              "text_encoder", "tokenizer", "prompt_embeds", "model_index.json"):
+    for c in ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer", "image_noising_scheduler",
+              "scheduler", "text_encoder", "tokenizer", "prompt_embeds", "model_index.json"):
         assert (folder / c).exists(), c
     cfg = _json.loads((folder / "unet" / "config.json").read_text())
     assert cfg["down_block_types"] == ["CrossAttnDownBlockMV2D", "DownBlock2D"]
-    assert cfg["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlockMV2D"] and cfg["mid_block_type"] == "UNetMidBlockMV2DCrossAttn"
+    assert cfg["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlockMV2D"] \
+        and cfg["mid_block_type"] == "UNetMidBlockMV2DCrossAttn"
     assert cfg["num_views"] == 6 and cfg["sparse_mv_attention"] is True
     index = _json.loads((folder / "model_index.json").read_text())
     assert index["unet"][1] == "UNetMV2DConditionModel" and index["scheduler"] == ["diffusers", "DDIMScheduler"]
     p2 = MVDiffusionPipeline.from_pretrained(folder)
     p2.set_progress_bar_config(disable=True)
-    torch.testing.assert_close(p2(front, num_inference_steps=2, generator=1).images, tiny_pipe(front, num_inference_steps=2, generator=1).images)
+    torch.testing.assert_close(p2(front, num_inference_steps=2, generator=1).images,
+                               tiny_pipe(front, num_inference_steps=2, generator=1).images)
     # overwrite keeps the old folder as a backup
     tiny_pipe.save_pretrained(folder, overwrite=True)
     assert len(list(tmp_path.glob("pipeckpts.bak-*"))) == 1 and not list(tmp_path.glob(".pipeckpts.*"))
@@ -272,7 +281,8 @@ def test_bad_inputs(tiny_pipe):
         tiny_pipe(torch.rand(3, 16, 16), layout="uniform6", num_inference_steps=1)
     rgba = torch.zeros(16, 16, 4)  # fully transparent: the background colour shows
     from facelift_nb.models.mvdiffusion import _image_tensor
-    torch.testing.assert_close(_image_tensor(rgba, (0.2, 0.4, 0.6)), torch.tensor([0.2, 0.4, 0.6])[:, None, None].expand(3, 16, 16))
+    torch.testing.assert_close(_image_tensor(rgba, (0.2, 0.4, 0.6)),
+                               torch.tensor([0.2, 0.4, 0.6])[:, None, None].expand(3, 16, 16))
 
 
 @pytest.mark.gpu

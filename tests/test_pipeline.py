@@ -1,5 +1,6 @@
 """The one-call pipeline: the built-in model, loading tiny folders exactly as the published ones, inputs and framing,
-the output folder and its manifest, bring-your-own views, and the command line (run, reconstruct, render, checkpoints)."""
+the output folder and its manifest, bring-your-own views, and the command line (run, reconstruct, render,
+checkpoints)."""
 import json
 import subprocess
 import sys
@@ -58,7 +59,8 @@ def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
         warnings.simplefilter("error")  # the built-in model is trained: no random-weights warning
         pipe = FaceLiftPipeline.default()
     card = dm.default_card()
-    assert pipe.weights["gslrm"]["files"] and pipe.mvdiffusion.resolution == dm.DEFAULT_SIZE == pipe.gslrm.config.image_size
+    assert pipe.weights["gslrm"]["files"] \
+        and pipe.mvdiffusion.resolution == dm.DEFAULT_SIZE == pipe.gslrm.config.image_size
     for rel, sha in card["files"].items():
         assert sha256_file(dm.WEIGHTS_DIR / rel) == sha, rel  # the shipped files are the ones the card describes
     assert next(pipe.gslrm.parameters()).dtype == torch.float32  # fp16 on disk, float32 to run on a CPU
@@ -67,7 +69,8 @@ def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
     from facelift_nb.cli import example_image
     out = pipe(example_image("mouse"), num_inference_steps=2, turntable_frames=2, progress=False)
     rgba = torch.from_numpy(np.array(Image.open(example_image("mouse")))).float() / 255
-    ref = torch.nn.functional.avg_pool2d((rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]).permute(2, 0, 1)[None], 256 // dm.DEFAULT_SIZE)[0]
+    ref = torch.nn.functional.avg_pool2d((rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]).permute(2, 0, 1)[None],
+                                         256 // dm.DEFAULT_SIZE)[0]
     assert (out.input - ref).abs().max() < 1e-4, "fill=None must only composite and resize (area average)"
     assert out.manifest["settings"]["fill"] is None and out.manifest["framing"]["sx"] == dm.DEFAULT_SIZE / 256
     reframed = pipe(example_image("mouse"), num_inference_steps=2, turntable_frames=0, progress=False, fill=0.85)
@@ -82,8 +85,10 @@ def test_default_loads_the_shipped_weights(monkeypatch, tmp_path):
 
 
 def test_published_layout_folders_load_and_manifest_hashes(front_png, published_like, tmp_path):
-    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=published_like / "pipeckpts", gslrm=published_like / "ckpt_0000000000021125.pt",
-                                            prompt_embeds=published_like / "prompt" / "clr_embeds.pt", gslrm_config=GSLRM.tiny_config())
+    pipe = FaceLiftPipeline.from_pretrained(mvdiffusion=published_like / "pipeckpts",
+                                            gslrm=published_like / "ckpt_0000000000021125.pt",
+                                            prompt_embeds=published_like / "prompt" / "clr_embeds.pt",
+                                            gslrm_config=GSLRM.tiny_config())
     assert pipe.fill == "face"  # published-layout weights default to the published face-box framing
     # the procedural head has no face a detector finds: frame it by its mask (face framing is tested in test_framing.py)
     out = pipe(front_png, num_inference_steps=2, turntable_frames=2, progress=False, fill=0.85)
@@ -93,14 +98,17 @@ def test_published_layout_folders_load_and_manifest_hashes(front_png, published_
     assert rec["sha256"] == sha256_file(published_like / "ckpt_0000000000021125.pt")
     unet = man["weights"]["mvdiffusion"]["files"]["unet/diffusion_pytorch_model.safetensors"]
     assert unet["sha256"] == sha256_file(published_like / "pipeckpts" / "unet" / "diffusion_pytorch_model.safetensors")
-    assert man["weights"]["prompt_embeds"]["files"]["clr_embeds.pt"]["sha256"] == sha256_file(published_like / "prompt" / "clr_embeds.pt")
-    assert man["layout"]["names"][1] == "front_right" and man["files"]["turntable"] in ("turntable.mp4", "turntable.gif")
+    assert man["weights"]["prompt_embeds"]["files"]["clr_embeds.pt"]["sha256"] \
+        == sha256_file(published_like / "prompt" / "clr_embeds.pt")
+    assert man["layout"]["names"][1] == "front_right" \
+        and man["files"]["turntable"] in ("turntable.mp4", "turntable.gif")
     # without the embeddings (and no text encoder) nothing is substituted
     import shutil
     shutil.copytree(published_like / "pipeckpts", tmp_path / "noenc")
     shutil.rmtree(tmp_path / "noenc" / "text_encoder")
     with pytest.raises(ValueError, match="no prompt embeddings"):
-        FaceLiftPipeline.from_pretrained(mvdiffusion=tmp_path / "noenc", gslrm=published_like / "ckpt_0000000000021125.pt",
+        FaceLiftPipeline.from_pretrained(mvdiffusion=tmp_path / "noenc",
+                                         gslrm=published_like / "ckpt_0000000000021125.pt",
                                          gslrm_config=GSLRM.tiny_config())
 
 
@@ -155,7 +163,8 @@ def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics(front_png):
     rgba = np.asarray(Image.open(front_png))
     a_rgb, a_mask = load_input(rgba[..., :3], mask=rgba[..., 3])
     b_rgb, b_alpha = load_input(rgba)
-    torch.testing.assert_close(a_rgb, b_rgb); torch.testing.assert_close(a_mask, b_alpha)
+    torch.testing.assert_close(a_rgb, b_rgb)
+    torch.testing.assert_close(a_mask, b_alpha)
     framed, fr = frame_subject(b_rgb, b_alpha, 128)
     cam = get_layout("facelift6").cameras(hw=(512, 512))[:1]
     moved = fr.cameras(cam)
@@ -163,11 +172,15 @@ def test_rgb_plus_mask_equals_rgba_and_framing_moves_intrinsics(front_png):
     # the framing is a crop of side 128 / scale at the square's corner, then a resize to 128: the same intrinsics
     side = 128 / fr.sx
     x0, y0 = -fr.tx / fr.sx, -fr.ty / fr.sy
-    want = cam.K.clone(); want[..., 0, 2] -= x0; want[..., 1, 2] -= y0; want[..., :2, :] *= 128 / side
+    want = cam.K.clone()
+    want[..., 0, 2] -= x0
+    want[..., 1, 2] -= y0
+    want[..., :2, :] *= 128 / side
     torch.testing.assert_close(moved.K, want)
     X = torch.tensor([0.1, -0.2, 0.15])  # a point projected into the input lands where the framing maps it
     def proj(c):
-        uv = c.K[0] @ (c.w2c[0, :3, :3] @ X + c.w2c[0, :3, 3]); return uv[:2] / uv[2]
+        uv = c.K[0] @ (c.w2c[0, :3, :3] @ X + c.w2c[0, :3, 3])
+        return uv[:2] / uv[2]
     torch.testing.assert_close(proj(moved), fr.points(proj(cam)), atol=1e-4, rtol=0)
 
 
@@ -183,37 +196,44 @@ def test_bring_your_own_views(default_pipe):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "facelift_nb", *map(str, args)], capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "facelift_nb", *map(str, args)], capture_output=True, text=True,
+                          timeout=900)
 
 
 def test_cli_run_reconstruct_render_checkpoints(gslrm_sample, front_png, tmp_path):
     r = _cli("run", front_png, "-o", tmp_path / "one", "--default", "--steps", "2", "--turntable", "3")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(["input.png", "multiview.png", "gaussians.ply", "renders.png",
-                                                                           "turntable.mp4", "cameras.json", "manifest.json"])
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted([
+        "input.png", "multiview.png", "gaussians.ply", "renders.png", "turntable.mp4", "cameras.json", "manifest.json"])
     r = _cli("run", front_png, "-o", tmp_path / "one", "--default")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("facelift-nb: error: output exists")
     r = _cli("run", front_png, "-o", tmp_path / "two", "--steps", "1")
     assert r.returncode == 2 and "--weights" in r.stderr
-    imgs = tmp_path / "imgs"; imgs.mkdir()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
     for n in ("a", "b"): Image.open(front_png).resize((128, 128)).save(imgs / f"{n}.png")
     r = _cli("run", imgs, "-o", tmp_path / "many", "--default", "--steps", "1", "--turntable", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a", "b"]
     # reconstruct from a GS-LRM sample's own views and cameras (synthetic, at the published 32-camera rig)
     sample = gslrm_sample
-    r = _cli("reconstruct", sample, "--cameras", sample / "opencv_cameras.json", "-o", tmp_path / "rec", "--default", "--turntable", "2")
+    r = _cli("reconstruct", sample, "--cameras", sample / "opencv_cameras.json", "-o", tmp_path / "rec", "--default",
+             "--turntable", "2")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert {"gaussians.ply", "renders.png", "cameras.json", "manifest.json", "turntable.mp4"} <= {p.name for p in (tmp_path / "rec").iterdir()}
+    assert {"gaussians.ply", "renders.png", "cameras.json", "manifest.json", "turntable.mp4"} \
+        <= {p.name for p in (tmp_path / "rec").iterdir()}
     r = _cli("reconstruct", sample, "--cameras", published_cameras_path(), "-o", tmp_path / "rec2", "--default")
     assert r.returncode == 2 and "facelift-nb: error:" in r.stderr
     r = _cli("render", tmp_path / "one" / "gaussians.ply", "-o", tmp_path / "tt", "--turntable", "8", "--size", "48")
     assert r.returncode == 0, r.stderr[-2000:]
     assert {"turntable.mp4", "turntable_strip.png"} <= {p.name for p in (tmp_path / "tt").iterdir()}
     # the checkpoint table and its exit status
-    ck = tmp_path / "ck"; ck.mkdir()
-    torch.manual_seed(0); g = GSLRM(**GSLRM.tiny_config())
-    torch.save({"model": g.state_dict(), "optimizer": {}, "lr_scheduler": {}, "param_update_step": 5}, ck / "ckpt_0000000000000005.pt")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    torch.manual_seed(0)
+    g = GSLRM(**GSLRM.tiny_config())
+    torch.save({"model": g.state_dict(), "optimizer": {}, "lr_scheduler": {}, "param_update_step": 5},
+               ck / "ckpt_0000000000000005.pt")
     r = _cli("checkpoints", ck)
     assert r.returncode == 0 and "gslrm-published" in r.stdout and "resumable" in r.stdout
     (ck / "ckpt_0000000000000009.pt").write_bytes(b"broken")
@@ -248,7 +268,8 @@ def test_cli_run_with_a_mask(tmp_path, capsys):
                  "-o", str(out), "--steps", "2", "--turntable", "0"]) == 0
     framing = json.loads((out / "manifest.json").read_text())["framing"]
     assert framing["mask"] == "alpha/mask" and framing["method"] == "mask", framing
-    assert main(["run", str(tmp_path), "--mask", str(tmp_path / "mask.png"), "--default", "-o", str(tmp_path / "o2")]) == 2
+    assert main(["run", str(tmp_path), "--mask", str(tmp_path / "mask.png"), "--default",
+                 "-o", str(tmp_path / "o2")]) == 2
     assert "--mask goes with one image" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "nope.png"), "--default",
                  "-o", str(tmp_path / "o3")]) == 2

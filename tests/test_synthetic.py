@@ -39,7 +39,8 @@ def test_front_and_back_differ_and_views_are_rgba():
 
 
 def test_dataset_layout_and_regeneration(tmp_path):
-    kw = dict(n_subjects=3, layout="uniform4", mv_size=24, gslrm_size=24, n_gslrm_views=7, n_val=1, seed=5, density=0.3, progress=False)
+    kw = dict(n_subjects=3, layout="uniform4", mv_size=24, gslrm_size=24, n_gslrm_views=7, n_val=1, seed=5, density=0.3,
+              progress=False)
     a = make_dataset(tmp_path / "a", **kw)
     b = make_dataset(tmp_path / "b", **kw)
     for p in sorted(a.rglob("*.png")):
@@ -47,7 +48,8 @@ def test_dataset_layout_and_regeneration(tmp_path):
     assert sorted(p.name for p in (a / "mv" / "sample_00000").iterdir()) == [f"cam_{j:03d}.png" for j in range(4)]
     cams = json.loads((a / "gslrm" / "sample_00002" / "opencv_cameras.json").read_text())
     assert len(cams["frames"]) == 7 and cams["frames"][6]["file_path"] == "images/cam_006.png"
-    assert (a / "mv_val.txt").read_text() == "mv/sample_00002\n" and (a / "gslrm_train.txt").read_text().count("\n") == 2
+    assert (a / "mv_val.txt").read_text() == "mv/sample_00002\n" \
+        and (a / "gslrm_train.txt").read_text().count("\n") == 2
     spec = load_spec(a)
     assert spec.layout["label"] == "uniform4" and spec.seed == 5 and subject_seed(5, 2) == 5 * 1_000_003 + 2
     rig = gslrm_rig("uniform4", 7, 24, seed=subject_seed(5, 2))

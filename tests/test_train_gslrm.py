@@ -66,7 +66,8 @@ def test_checkpoints_reload_exactly_and_resume(make_cfg, tmp_path):
     pub = torch.load(res.published, weights_only=True)
     assert {"model", "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step", "model_config"} <= set(pub)
     _assert_same(final, GSLRM.from_facelift_checkpoint(res.published).state_dict())
-    # a second run that stopped at step 3, resumed from the Accelerate folder, ends bit-identical to the uninterrupted run
+    # a second run that stopped at step 3, resumed from the Accelerate folder, ends bit-identical to the uninterrupted
+    # run
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
     shutil.copytree(ckpts[0], b / "checkpoints" / ckpts[0].name)
@@ -84,12 +85,16 @@ def test_checkpoints_reload_exactly_and_resume(make_cfg, tmp_path):
 def test_exact_layout_with_relative_output_dir(make_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train_gslrm(make_cfg("runs/x", max_steps=2, checkpoint_every=2))
-    tree = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and "random_states" not in p.name)
-    assert tree == ["runs/x/checkpoints/checkpoint-2/facelift_state.json", "runs/x/checkpoints/checkpoint-2/gslrm/config.json",
-                    "runs/x/checkpoints/checkpoint-2/gslrm/diffusion_pytorch_model.safetensors", "runs/x/checkpoints/checkpoint-2/manifest.json",
+    tree = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.is_file() and "random_states" not in p.name)
+    assert tree == ["runs/x/checkpoints/checkpoint-2/facelift_state.json",
+                    "runs/x/checkpoints/checkpoint-2/gslrm/config.json",
+                    "runs/x/checkpoints/checkpoint-2/gslrm/diffusion_pytorch_model.safetensors",
+                    "runs/x/checkpoints/checkpoint-2/manifest.json",
                     "runs/x/checkpoints/checkpoint-2/optimizer.bin", "runs/x/checkpoints/checkpoint-2/scheduler.bin",
                     "runs/x/final/config.json", "runs/x/final/diffusion_pytorch_model.safetensors",
-                    "runs/x/published/ckpt_0000000000000002.pt", "runs/x/published/ckpt_0000000000000002.pt.manifest.json",
+                    "runs/x/published/ckpt_0000000000000002.pt",
+                    "runs/x/published/ckpt_0000000000000002.pt.manifest.json",
                     "runs/x/train_log.jsonl"]  # no doubled runs/x/runs/x/... anywhere
 
 
@@ -108,7 +113,8 @@ def test_rotation_moves_old_checkpoints_to_trash(make_cfg, tmp_path):
     from facelift_nb.checkpoints import inspect_checkpoint, restore_checkpoint, verify_manifest
     assert verify_manifest(tmp_path / "checkpoints" / "checkpoint-4") == []  # sha256 of the written files
     info = inspect_checkpoint(tmp_path / "checkpoints" / "checkpoint-4")
-    assert (info.kind, info.step, info.resumable, info.ok, info.config["width"]) == ("gslrm-accelerate", 4, True, True, 64)
+    assert (info.kind, info.step, info.resumable, info.ok, info.config["width"]) \
+        == ("gslrm-accelerate", 4, True, True, 64)
     back = restore_checkpoint(tmp_path / "checkpoints" / "trash" / "checkpoint-1")
     from facelift_nb.checkpoints import resume_problems
     assert resume_problems(back) == []
@@ -141,7 +147,8 @@ def test_export_refuses_broken_or_existing(make_cfg, tmp_path):
 def test_dataset_reports_broken_samples(gslrm_sample, tmp_path):
     root = tmp_path / "set"
     ok = shutil.copytree(gslrm_sample, root / "ok")
-    missing = shutil.copytree(gslrm_sample, root / "missing"); (missing / "images" / "cam_005.png").unlink()
+    missing = shutil.copytree(gslrm_sample, root / "missing")
+    (missing / "images" / "cam_005.png").unlink()
     small = shutil.copytree(gslrm_sample, root / "small")
     Image.open(small / "images" / "cam_002.png").resize((64, 64)).save(small / "images" / "cam_002.png")
     rgb = shutil.copytree(gslrm_sample, root / "rgb")
@@ -176,11 +183,14 @@ def test_dataset_items_and_errors(gslrm_sample):
 
 def test_yaml_config_and_cli(gslrm_sample, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {gslrm_sample}\noutput_dir: {tmp_path / 'run'}\nmodel_config: {json.dumps(GSLRM.tiny_config())}\n"
-                   "image_size: 16\nnum_target: 6\nmax_steps: 1\nwarmup_steps: 1\ncheckpoint_every: 1\nbetas: [0.9, 0.95]\n")
+    cfg.write_text(f"data: {gslrm_sample}\noutput_dir: {tmp_path / 'run'}\n"
+                   f"model_config: {json.dumps(GSLRM.tiny_config())}\n"
+                   "image_size: 16\nnum_target: 6\nmax_steps: 1\nwarmup_steps: 1\ncheckpoint_every: 1\n"
+                   "betas: [0.9, 0.95]\n")
     c = GSLRMTrainConfig.from_yaml(cfg)
     assert c.betas == (0.9, 0.95) and c.max_steps == 1
-    r = subprocess.run([sys.executable, "-m", "facelift_nb", "train-gslrm", str(cfg)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "facelift_nb", "train-gslrm", str(cfg)], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trained to step 1" in r.stdout
     assert list_gslrm_checkpoints(tmp_path / "run" / "checkpoints")
@@ -193,7 +203,8 @@ def test_yaml_config_and_cli(gslrm_sample, tmp_path):
 
 def test_random_crops_keep_images_and_intrinsics_together(gslrm_sample):
     full = GSLRMDataset(gslrm_sample, num_input=1, num_target=1, image_size=64, input_views=[0])
-    crop = GSLRMDataset(gslrm_sample, num_input=1, num_target=1, image_size=64, input_views=[0], random_crop=(0.5, 0.8), seed=3)
+    crop = GSLRMDataset(gslrm_sample, num_input=1, num_target=1, image_size=64, input_views=[0],
+                        random_crop=(0.5, 0.8), seed=3)
     a, c = full[0], crop[0]
     assert c["images"].shape == (1, 3, 64, 64) and not torch.equal(a["K"], c["K"])
     # project the world origin (the subject centre) with both cameras: it must land on the same image content
@@ -201,8 +212,10 @@ def test_random_crops_keep_images_and_intrinsics_together(gslrm_sample):
         K, w2c = item["K"][0].double(), item["w2c"][0].double()
         p = K @ w2c[:3, 3]
         return p[:2] / p[2]
-    for seed in range(5):  # the subject centre projects into the subject (alpha high) in every crop: image and K moved together
-        it = GSLRMDataset(gslrm_sample, num_input=1, num_target=1, image_size=64, input_views=[0], random_crop=(0.5, 0.8), seed=seed)[0]
+    # the subject centre projects into the subject (alpha high) in every crop: image and K moved together
+    for seed in range(5):
+        it = GSLRMDataset(gslrm_sample, num_input=1, num_target=1, image_size=64, input_views=[0],
+                          random_crop=(0.5, 0.8), seed=seed)[0]
         xc, yc = (int(v) for v in centre_pixel(it))
         assert 0 <= xc < 64 and 0 <= yc < 64 and it["alpha"][0, yc, xc] > 0.5
     x, y = (int(v) for v in centre_pixel(a))
@@ -211,15 +224,17 @@ def test_random_crops_keep_images_and_intrinsics_together(gslrm_sample):
     assert 1 / 0.8 - 1e-3 <= f_ratio <= 1 / 0.5 + 1e-3
     with pytest.raises(ValueError, match="random_crop"):
         GSLRMDataset(gslrm_sample, random_crop=(0.9, 0.5))
-    res = train_gslrm(GSLRMTrainConfig(data=str(gslrm_sample), output_dir=str(Path(tempfile.mkdtemp())), model_config=GSLRM.tiny_config(),
-                                       image_size=16, num_target=6, max_steps=1, warmup_steps=1, random_crop=(0.6, 1.0)))
+    res = train_gslrm(GSLRMTrainConfig(data=str(gslrm_sample), output_dir=str(Path(tempfile.mkdtemp())),
+                                       model_config=GSLRM.tiny_config(), image_size=16, num_target=6, max_steps=1,
+                                       warmup_steps=1, random_crop=(0.6, 1.0)))
     assert np.isfinite(res.history[0]["loss"])
 
 
 def test_checkpoints_carry_their_architecture(make_cfg, tmp_path):
     ck = train_gslrm(make_cfg(tmp_path, max_steps=1, checkpoint_every=1)).published
     obj = torch.load(ck, weights_only=True)
-    assert obj["model_config"]["width"] == GSLRM.tiny_config()["width"] and set(obj) >= {"model", "optimizer", "lr_scheduler", "param_update_step"}
+    assert obj["model_config"]["width"] == GSLRM.tiny_config()["width"] \
+        and set(obj) >= {"model", "optimizer", "lr_scheduler", "param_update_step"}
     m = GSLRM.from_facelift_checkpoint(ck)  # no config needed
     assert m.config.num_layers == GSLRM.tiny_config()["num_layers"]
     from facelift_nb.checkpoints import inspect_checkpoint

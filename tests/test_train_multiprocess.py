@@ -167,7 +167,8 @@ LOSS_RTOL, UPDATE_RTOL = 1e-4, 1e-2
 
 
 def _weights(name, folder: Path) -> dict:
-    return GSLRM.from_pretrained(folder / "gslrm").state_dict() if name == "gslrm" else load_unet_weights(folder / "unet")
+    return (GSLRM.from_pretrained(folder / "gslrm").state_dict() if name == "gslrm"
+            else load_unet_weights(folder / "unet"))
 
 
 @pytest.mark.parametrize("name", ["gslrm", "mv"])
@@ -182,8 +183,8 @@ def test_matches_one_process_with_the_same_global_batch(setup, launched, name, t
                                rtol=LOSS_RTOL, atol=0)
     assert [r["lr"] for r in one] == [r["lr"] for r in two]
     ck = root / f"{name}_a" / "checkpoints"
-    w1, w2, mid = getattr(res, {"gslrm": "model", "mv": "unet"}[name]).state_dict(), _weights(name, ck / "checkpoint-4"), \
-        _weights(name, ck / "trash" / "checkpoint-2")
+    w1, w2, mid = (getattr(res, {"gslrm": "model", "mv": "unet"}[name]).state_dict(),
+                   _weights(name, ck / "checkpoint-4"), _weights(name, ck / "trash" / "checkpoint-2"))
     assert w1.keys() == w2.keys() == mid.keys()
     norm = lambda d: sum(v.double().square().sum() for v in d.values()).sqrt().item()
     diff, moved = norm({k: w1[k] - w2[k] for k in w1}), norm({k: w2[k] - mid[k] for k in w2})

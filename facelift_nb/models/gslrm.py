@@ -86,6 +86,33 @@ class GSLRMOutput:
     gaussians: Gaussians  # batch shape [B], N = G + V·H·W, in the published order
     render: RenderOutput | None = None  # the input views re-rendered (when `render_inputs=True`)
 
+# %% ../../nbs/05_models.gslrm.ipynb #69f5914d
+def _check_gslrm_args(image_size: int, patch_size: int, width: int, head_dim: int, sh_degree: int,
+                        attention: str) -> None:
+    "Raise on a GS-LRM configuration that cannot be built (one line naming the argument)."
+    if width % head_dim: raise ValueError(f"`width` ({width}) must be a multiple of `head_dim` ({head_dim}).")
+    if image_size % patch_size: raise ValueError(f"`image_size` ({image_size}) must be a multiple of `patch_size` "
+                                                 f"({patch_size}).")
+    if attention not in ("sdpa", "eager"): raise ValueError('`attention` must be "sdpa" or "eager"; got '
+                                                            f'{attention!r}.')
+    if sh_degree != 0: raise ValueError("`sh_degree` must be 0: the published GS-LRM predicts only the DC colour.")
+
+def _build_gslrm(model: nn.Module, patch_size: int, width: int, head_dim: int, num_layers: int,
+                 num_global_gaussians: int, sh_degree: int, mlp_ratio: int, in_channels: int, attention: str) -> None:
+    "Add GS-LRM's layers to `model` with the published parameter names (in the order that fixes their random init)."
+    model.n_values = 3 + 3 * (sh_degree + 1) ** 2 + 3 + 4 + 1  # 14
+    model.gaussian_position_embeddings = nn.Parameter(torch.zeros(num_global_gaussians, width))
+    nn.init.trunc_normal_(model.gaussian_position_embeddings, std=0.02)
+    model.patch_embedder = nn.Sequential(Patchify(patch_size),
+                                         nn.Linear(in_channels * patch_size ** 2, width, bias=False))
+    model.input_layer_norm = nn.LayerNorm(width, bias=False)
+    model.transformer_layers = nn.ModuleList([Block(width, head_dim, mlp_ratio,
+                                                    attention) for _ in range(num_layers)])
+    model.gaussian_upsampler = GaussianUpsampler(width, model.n_values)
+    model.pixel_gaussian_decoder = nn.Sequential(nn.LayerNorm(width, bias=False),
+                                                 nn.Linear(width, patch_size ** 2 * model.n_values, bias=False))
+    model.gradient_checkpointing = False
+
 # %% ../../nbs/05_models.gslrm.ipynb #7b95a2af
 class GSLRM(ModelMixin, ConfigMixin):
     "GS-LRM: a transformer from posed images to one 3D Gaussian per input pixel (plus global Gaussians)."
@@ -93,31 +120,14 @@ class GSLRM(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, image_size: int = 512, patch_size: int = 8, width: int = 1024, head_dim: int = 64,
-                 num_layers: int = 24,
-                 num_global_gaussians: int = 2, sh_degree: int = 0, mlp_ratio: int = 4, in_channels: int = 9,
-                 scale_bias: float = 2.3, scale_max_log: float = -1.2, opacity_bias: float = 2.0,
-                         depth_range: float = 1.8,
-                 attention: str = "sdpa", head_chunk_tokens: int = 16384):
+                 num_layers: int = 24, num_global_gaussians: int = 2, sh_degree: int = 0, mlp_ratio: int = 4,
+                 in_channels: int = 9, scale_bias: float = 2.3, scale_max_log: float = -1.2,
+                 opacity_bias: float = 2.0, depth_range: float = 1.8, attention: str = "sdpa",
+                 head_chunk_tokens: int = 16384):
         super().__init__()
-        if width % head_dim: raise ValueError(f"`width` ({width}) must be a multiple of `head_dim` ({head_dim}).")
-        if image_size % patch_size: raise ValueError(f"`image_size` ({image_size}) must be a multiple of `patch_size` "
-                                                     f"({patch_size}).")
-        if attention not in ("sdpa", "eager"): raise ValueError('`attention` must be "sdpa" or "eager"; got '
-                                                                f'{attention!r}.')
-        if sh_degree != 0: raise ValueError("`sh_degree` must be 0: the published GS-LRM predicts only the DC colour.")
-        self.n_values = 3 + 3 * (sh_degree + 1) ** 2 + 3 + 4 + 1  # 14
-        self.gaussian_position_embeddings = nn.Parameter(torch.zeros(num_global_gaussians, width))
-        nn.init.trunc_normal_(self.gaussian_position_embeddings, std=0.02)
-        self.patch_embedder = nn.Sequential(Patchify(patch_size),
-                                            nn.Linear(in_channels * patch_size ** 2, width, bias=False))
-        self.input_layer_norm = nn.LayerNorm(width, bias=False)
-        self.transformer_layers = nn.ModuleList([Block(width, head_dim, mlp_ratio,
-                                                       attention) for _ in range(num_layers)])
-        self.gaussian_upsampler = GaussianUpsampler(width, self.n_values)
-        self.pixel_gaussian_decoder = nn.Sequential(nn.LayerNorm(width, bias=False),
-                                                    nn.Linear(width, patch_size ** 2 * self.n_values, bias=False))
-        self.gradient_checkpointing = False
-
+        _check_gslrm_args(image_size, patch_size, width, head_dim, sh_degree, attention)
+        _build_gslrm(self, patch_size, width, head_dim, num_layers, num_global_gaussians, sh_degree, mlp_ratio,
+                     in_channels, attention)
     @staticmethod
     def tiny_config() -> dict:
         "The tiny test configuration (32², width 64, 2 layers: about 0.2 M parameters)."

@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'MV_MODES', 'COMPONENTS', 'MVAttnProcessor', 'stock_unet_config', 'install_mv_attention',
            'load_unet_weights', 'load_mv_unet', 'tiny_mv_unet_config', 'encode_view_prompts', 'check_prompt_embeds',
-           'save_prompt_embeds', 'load_prompt_embeds', 'MVDiffusionOutput', 'same_views', 'MVDiffusionPipeline',
-           'tiny_text_components']
+           'save_prompt_embeds', 'load_prompt_embeds', 'MVDiffusionOutput', 'same_views', 'tiny_text_components',
+           'MVDiffusionPipeline']
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #ef285dcc
 MV_MODES = ("reference", "dense")
@@ -266,150 +266,6 @@ def _image_tensor(image, bg) -> torch.Tensor:
                          "color='white').")
     return x
 
-# %% ../../nbs/04_models.mvdiffusion.ipynb #ce350fd2
-class MVDiffusionPipeline:
-    "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling)."
-    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, image_encoder: CLIPVisionModelWithProjection,
-                 feature_extractor: CLIPImageProcessor, image_normalizer: StableUnCLIPImageNormalizer,
-                 image_noising_scheduler: DDPMScheduler, scheduler: DDIMScheduler,
-                 prompt_embeds: torch.Tensor | None = None, layout="facelift6", text_encoder=None, tokenizer=None):
-        _check_parts(unet, scheduler)
-        self.unet, self.vae, self.image_encoder, self.feature_extractor = unet, vae, image_encoder, feature_extractor
-        self.image_normalizer, self.image_noising_scheduler = image_normalizer, image_noising_scheduler
-        self.scheduler, self.text_encoder, self.tokenizer = scheduler, text_encoder, tokenizer
-        self.layout, self.prompt_embeds, self._progress = get_layout(layout), None, dict(disable=False)
-        _init_prompts(self, prompt_embeds)
-
-    def set_prompt_embeds(self, embeds, layout) -> None:
-        "Use `embeds [V, 77, D]` (tensor or file) for `layout`; checked against the UNet's cross-attention dim."
-        self.layout, self.prompt_embeds = _checked_prompts(embeds, get_layout(layout), self.unet)
-
-    def encode_prompts(self, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
-        "Encode the per-view prompts of `layout` with the pipeline's text encoder and use them."
-        self.set_prompt_embeds(_encode_with(self, layout, template), layout)
-        return self.prompt_embeds
-
-    @property
-    def device(self) -> torch.device: return next(self.unet.parameters()).device
-    @property
-    def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
-    def to(self, device=None, dtype=None) -> MVDiffusionPipeline:
-        "Move every model (`device`, and `dtype` for fp16/bf16 inference)."
-        return _move(self, device, dtype)
-    def set_progress_bar_config(self, **kw) -> None: self._progress.update(kw)
-    @property
-    def resolution(self) -> int:
-        "The image size the UNet generates: latent `sample_size` × the VAE's downsampling."
-        return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
-    def image_embeds(self, x, generator, noise_level: int = 0) -> torch.Tensor:
-        "The class condition of the input `x [3, H, W]`: CLIP embedding (noise-augmented) + noise level, `[1, 2·D]`."
-        return _image_embeds(self, x, generator, noise_level)
-    def image_latent(self, x) -> torch.Tensor:
-        "The latent condition of the input `x [3, H, W]`: its VAE latent at the pipeline's resolution, `[1, 4, h, w]`."
-        return _image_latent(self, x)
-
-    @torch.no_grad()
-    def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                 generator: torch.Generator | int | None = None, eta: float = 1.0,
-                 bg=(1., 1., 1.)) -> MVDiffusionOutput:
-        "Generate the views of `layout` (default: the layout of the prompt embeddings) from one square image."
-        return _generate(self, image, layout, num_inference_steps, guidance_scale, generator, eta, bg)
-
-    @classmethod
-    def from_pretrained(cls, path,  # a pipeline folder (published `pipeckpts/` or our own), or a Hub repo id
-                        subfolder: str | None = None,  # folder inside `path` (e.g. "mvdiffusion/pipeckpts")
-                        prompt_embeds=None,  # [V, 77, D] tensor or a .pt file; default: the folder's prompt_embeds/
-                        layout=None,  # the views the prompt embeddings name; default: the folder's, else "facelift6"
-                        num_views: int | None = None,  # V for the multi-view attention; default: the layout's
-                        mv_mode: str | None = None,  # "reference" (published) or "dense"; default: the folder's
-                        dtype=torch.float32, device=None,
-                        load_text_encoder: bool = False,  # also load text_encoder/ + tokenizer/ when prompts are given
-                        ) -> MVDiffusionPipeline:
-        "Load a pipeline folder component by component, strictly (the text encoder only when needed or asked)."
-        pipe = cls(**_load_components(path, subfolder, prompt_embeds, layout, num_views, mv_mode, dtype,
-                                      load_text_encoder))
-        return pipe.to(device) if device is not None else pipe
-
-    def save_pretrained(self, path, overwrite: bool = False) -> Path:
-        "Write the pipeline folder with the published naming (+ prompt_embeds/ with its layout); atomic, never deletes."
-        return _write_folder(self, path, overwrite)
-
-    @classmethod
-    def tiny(cls, layout="facelift6", seed: int = 0, mv_mode: str = "reference") -> MVDiffusionPipeline:
-        "A complete tiny pipeline for `layout`, random weights, 16² images; built offline in about a second."
-        return cls(**_tiny_components(get_layout(layout), seed, mv_mode))
-
-# %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
-_MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
-
-def _load_components(path, subfolder: str | None, prompt_embeds, layout, num_views: int | None, mv_mode: str | None,
-                     dtype, load_text_encoder: bool) -> dict:
-    "The constructor arguments of `MVDiffusionPipeline.from_pretrained`: components loaded strictly, prompts checked."
-    from transformers import CLIPTextModel, CLIPTokenizer
-    root = resolve_weights(path, "MVDiffusion pipeline", subfolder=subfolder)
-    missing = [c for c in COMPONENTS if not (root / c).is_dir()]
-    if missing: raise FileNotFoundError(f"{root} is not a complete MVDiffusion pipeline folder: missing {missing}. "
-                                        f"Expected {list(COMPONENTS)} (+ optional text_encoder/, tokenizer/), as in "
-                                        "the published pipeckpts/.")
-    unet = load_mv_unet(root / "unet", num_views=num_views, mode=mv_mode, dtype=dtype)
-    kw = dict(unet=unet, vae=AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype).eval(),
-              image_encoder=CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder",
-                                                                          torch_dtype=dtype).eval(),
-              feature_extractor=CLIPImageProcessor.from_pretrained(root / "feature_extractor"),
-              image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(root / "image_normalizer",
-                                                                           torch_dtype=dtype).eval(),
-              image_noising_scheduler=DDPMScheduler.from_pretrained(root / "image_noising_scheduler"),
-              scheduler=DDIMScheduler.from_pretrained(root / "scheduler"))
-    own = root / "prompt_embeds" / "clr_embeds.pt"
-    if layout is None and prompt_embeds is None and _sidecar(own).is_file():
-        layout = ViewLayout.from_dict(json.loads(_sidecar(own).read_text())["layout"], f"the layout in {_sidecar(own)}")
-    layout = get_layout(layout if layout is not None else "facelift6")
-    if prompt_embeds is None and own.is_file(): prompt_embeds = own
-    has_text = (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir()
-    if (prompt_embeds is None or load_text_encoder) and has_text:
-        kw.update(text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval(),
-                  tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"))
-    elif load_text_encoder: raise FileNotFoundError(f"load_text_encoder=True but {root} has no text_encoder/ and "
-                                                    "tokenizer/.")
-    if prompt_embeds is None and "text_encoder" not in kw:
-        raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is "
-                         "clr_embeds.pt), or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
-    if isinstance(prompt_embeds, (str, Path)):
-        prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
-    return dict(**kw, prompt_embeds=prompt_embeds, layout=layout)
-
-# %% ../../nbs/04_models.mvdiffusion.ipynb #e65a617a
-def _write_unet_config(path: Path, unet) -> None:
-    "Rewrite the saved UNet config with the published naming: MV block names and the multi-view keys."
-    ucfg = json.loads(path.read_text())
-    ucfg["_class_name"] = "UNetMV2DConditionModel"
-    ucfg["down_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["down_block_types"]]
-    ucfg["up_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["up_block_types"]]
-    if ucfg.get("mid_block_type"):
-        ucfg["mid_block_type"] = _MV_BLOCKS.get(ucfg["mid_block_type"], ucfg["mid_block_type"])
-    ucfg.update(num_views=unet.mv_num_views, sparse_mv_attention=unet.mv_mode == "reference", multiview_attention=True)
-    path.write_text(json.dumps(ucfg, indent=2))
-
-def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
-    "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
-    import diffusers
-    with atomic_folder(path, overwrite=overwrite) as tmp:
-        for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
-            m = getattr(self, name)
-            if m is not None: m.save_pretrained(tmp / name)
-        for name in ("feature_extractor", "image_noising_scheduler", "scheduler", "tokenizer"):
-            m = getattr(self, name)
-            if m is not None: m.save_pretrained(tmp / name)
-        _write_unet_config(tmp / "unet" / "config.json", self.unet)
-        save_prompt_embeds(tmp / "prompt_embeds" / "clr_embeds.pt", self.prompt_embeds, self.layout)
-        lib = lambda m: [type(m).__module__.split(".")[0], type(m).__name__]
-        parts = COMPONENTS[1:] + ("text_encoder", "tokenizer")
-        index = {"_class_name": "MVDiffusionPipeline", "_diffusers_version": diffusers.__version__,
-                 "unet": ["mvdiffusion.models.unet_mv2d_condition", "UNetMV2DConditionModel"],
-                 **{n: lib(getattr(self, n)) for n in parts if getattr(self, n) is not None}}
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    return Path(path)
-
 # %% ../../nbs/04_models.mvdiffusion.ipynb #bbf7e09d
 def _bytes_to_unicode() -> dict[int, str]:
     "The byte → printable-character table of byte-level BPE (as used by CLIP's tokenizer)."
@@ -460,6 +316,97 @@ def _tiny_components(layout, seed: int, mv_mode: str) -> dict:
                                        set_alpha_to_one=False, steps_offset=1, clip_sample=False),
                layout=layout, text_encoder=text_encoder, tokenizer=tokenizer)
 
+# %% ../../nbs/04_models.mvdiffusion.ipynb #7b1241e6
+def _move(pipe, device=None, dtype=None):
+    "Move every model to `device` and `dtype` (e.g. fp16/bf16 for inference); returns the pipeline."
+    kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    for m in (pipe.unet, pipe.vae, pipe.image_encoder, pipe.text_encoder):
+        if m is not None and kw: m.to(**kw)
+    n = pipe.image_normalizer  # diffusers gives it its own .to(torch_device, torch_dtype)
+    n.to(torch_device=device if device is not None else n.mean.device,
+         torch_dtype=dtype if dtype is not None else n.mean.dtype)
+    return pipe
+
+def _resolution(pipe) -> int:
+    "The image size the UNet generates: latent `sample_size` × the VAE's downsampling."
+    return pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+def _image_embeds(pipe, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
+    "The CLIP embedding of the input `x [3, H, W]`, noise-augmented at `noise_level`, + the level's embedding."
+    from diffusers.utils.torch_utils import randn_tensor
+    from PIL import Image
+    pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    pix = pipe.feature_extractor(images=pil, return_tensors="pt").pixel_values
+    enc = pipe.image_encoder
+    emb = enc(pix.to(enc.device, next(enc.parameters()).dtype)).image_embeds
+    noise = randn_tensor(emb.shape, generator=generator, device=emb.device, dtype=emb.dtype)
+    lvl = torch.tensor([noise_level] * emb.shape[0], device=emb.device)
+    norm = pipe.image_normalizer.to(emb.device)
+    e = norm.unscale(pipe.image_noising_scheduler.add_noise(norm.scale(emb), timesteps=lvl, noise=noise))
+    lvl_emb = get_timestep_embedding(lvl, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(e.dtype)
+    return torch.cat([e, lvl_emb], 1)
+
+def _image_latent(pipe, x: torch.Tensor) -> torch.Tensor:  # [1, 4, h, w]
+    "The VAE latent (the mode, scaled) of the input `x [3, H, W]` resized to the pipeline's resolution."
+    R = _resolution(pipe)
+    x = F.interpolate(x[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    lat = pipe.vae.encode((x * 2 - 1).to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode()
+    return lat * pipe.vae.config.scaling_factor
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #18e8c0c9
+_MV_BLOCKS = {v: k for k, v in _BLOCK_MAP.items()}
+
+def _load_components(path, subfolder: str | None, prompt_embeds, layout, num_views: int | None, mv_mode: str | None,
+                     dtype, load_text_encoder: bool) -> dict:
+    "The constructor arguments of `MVDiffusionPipeline.from_pretrained`: components loaded strictly, prompts checked."
+    from transformers import CLIPTextModel, CLIPTokenizer
+    root = resolve_weights(path, "MVDiffusion pipeline", subfolder=subfolder)
+    missing = [c for c in COMPONENTS if not (root / c).is_dir()]
+    if missing: raise FileNotFoundError(f"{root} is not a complete MVDiffusion pipeline folder: missing {missing}. "
+                                        f"Expected {list(COMPONENTS)} (+ optional text_encoder/, tokenizer/), as in "
+                                        "the published pipeckpts/.")
+    unet = load_mv_unet(root / "unet", num_views=num_views, mode=mv_mode, dtype=dtype)
+    kw = dict(unet=unet, vae=AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype).eval(),
+              image_encoder=CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder",
+                                                                          torch_dtype=dtype).eval(),
+              feature_extractor=CLIPImageProcessor.from_pretrained(root / "feature_extractor"),
+              image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(root / "image_normalizer",
+                                                                           torch_dtype=dtype).eval(),
+              image_noising_scheduler=DDPMScheduler.from_pretrained(root / "image_noising_scheduler"),
+              scheduler=DDIMScheduler.from_pretrained(root / "scheduler"))
+    own = root / "prompt_embeds" / "clr_embeds.pt"
+    if layout is None and prompt_embeds is None and _sidecar(own).is_file():
+        layout = ViewLayout.from_dict(json.loads(_sidecar(own).read_text())["layout"], f"the layout in {_sidecar(own)}")
+    layout = get_layout(layout if layout is not None else "facelift6")
+    if prompt_embeds is None and own.is_file(): prompt_embeds = own
+    has_text = (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir()
+    if (prompt_embeds is None or load_text_encoder) and has_text:
+        kw.update(text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval(),
+                  tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"))
+    elif load_text_encoder: raise FileNotFoundError(f"load_text_encoder=True but {root} has no text_encoder/ and "
+                                                    "tokenizer/.")
+    if prompt_embeds is None and "text_encoder" not in kw:
+        raise ValueError(f"no prompt embeddings for {root}: pass prompt_embeds= (the published 6-view file is "
+                         "clr_embeds.pt), or use a folder with prompt_embeds/ or text_encoder/ + tokenizer/.")
+    if isinstance(prompt_embeds, (str, Path)):
+        prompt_embeds = load_prompt_embeds(prompt_embeds, layout, unet.config.cross_attention_dim)
+    return dict(**kw, prompt_embeds=prompt_embeds, layout=layout)
+
+# %% ../../nbs/04_models.mvdiffusion.ipynb #bb516d2e
+def _from_pretrained(cls, path,  # a pipeline folder (published `pipeckpts/` or our own), or a Hub repo id
+                     subfolder: str | None = None,  # folder inside `path` (e.g. "mvdiffusion/pipeckpts")
+                     prompt_embeds=None,  # [V, 77, D] tensor or a .pt file; default: the folder's prompt_embeds/
+                     layout=None,  # the views the prompt embeddings name; default: the folder's, else "facelift6"
+                     num_views: int | None = None,  # V for the multi-view attention; default: the layout's
+                     mv_mode: str | None = None,  # "reference" (published) or "dense"; default: the folder's
+                     dtype=torch.float32, device=None,
+                     load_text_encoder: bool = False,  # also load text_encoder/ + tokenizer/ when prompts are given
+                    ) -> MVDiffusionPipeline:
+    "`MVDiffusionPipeline.from_pretrained`: load a pipeline folder component by component, strictly."
+    pipe = cls(**_load_components(path, subfolder, prompt_embeds, layout, num_views, mv_mode, dtype,
+                                  load_text_encoder))
+    return pipe.to(device) if device is not None else pipe
+
 # %% ../../nbs/04_models.mvdiffusion.ipynb #aa30ce95
 def _check_parts(unet, scheduler) -> None:
     "The UNet must carry the multi-view attention and the scheduler must expect v-prediction."
@@ -483,46 +430,91 @@ def _encode_with(pipe, layout, template: str) -> torch.Tensor:
                          "to set_prompt_embeds.")
     return encode_view_prompts(layout, pipe.text_encoder, pipe.tokenizer, template)
 
-def _init_prompts(pipe, prompt_embeds) -> None:
-    "The constructor's prompts: the given embeddings, else encoded with the text encoder; never zeros."
+def _init_pipeline(pipe, unet, vae, image_encoder, feature_extractor, image_normalizer, image_noising_scheduler,
+                   scheduler, prompt_embeds, layout, text_encoder, tokenizer) -> None:
+    "`MVDiffusionPipeline.__init__`: check and keep the parts; the prompts are given, else encoded, never zeros."
+    _check_parts(unet, scheduler)
+    pipe.unet, pipe.vae, pipe.image_encoder, pipe.feature_extractor = unet, vae, image_encoder, feature_extractor
+    pipe.image_normalizer, pipe.image_noising_scheduler = image_normalizer, image_noising_scheduler
+    pipe.scheduler, pipe.text_encoder, pipe.tokenizer = scheduler, text_encoder, tokenizer
+    pipe.layout, pipe.prompt_embeds, pipe._progress = get_layout(layout), None, dict(disable=False)
     if prompt_embeds is not None: pipe.set_prompt_embeds(prompt_embeds, pipe.layout)
     elif pipe.text_encoder is not None and pipe.tokenizer is not None: pipe.encode_prompts(pipe.layout)
     else: raise ValueError("MVDiffusionPipeline needs per-view prompt embeddings: pass prompt_embeds= [V, 77, D] "
                            "for `layout` (published: clr_embeds.pt) or a text_encoder and tokenizer to encode "
                            "them. Zeros are never substituted.")
 
-# %% ../../nbs/04_models.mvdiffusion.ipynb #7b1241e6
-def _move(pipe, device=None, dtype=None):
-    "`MVDiffusionPipeline.to`: every model to `device` and `dtype` (the image normalizer has its own `.to`)."
-    kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-    for m in (pipe.unet, pipe.vae, pipe.image_encoder, pipe.text_encoder):
-        if m is not None and kw: m.to(**kw)
-    n = pipe.image_normalizer  # diffusers gives it its own .to(torch_device, torch_dtype)
-    n.to(torch_device=device if device is not None else n.mean.device,
-         torch_dtype=dtype if dtype is not None else n.mean.dtype)
-    return pipe
+# %% ../../nbs/04_models.mvdiffusion.ipynb #ce350fd2
+class MVDiffusionPipeline:
+    "One image → the V views of a layout with the multi-view UNet (the published MVDiffusion sampling)."
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, image_encoder: CLIPVisionModelWithProjection,
+                 feature_extractor: CLIPImageProcessor, image_normalizer: StableUnCLIPImageNormalizer,
+                 image_noising_scheduler: DDPMScheduler, scheduler: DDIMScheduler,
+                 prompt_embeds: torch.Tensor | None = None, layout="facelift6", text_encoder=None, tokenizer=None):
+        _init_pipeline(self, unet, vae, image_encoder, feature_extractor, image_normalizer, image_noising_scheduler,
+                       scheduler, prompt_embeds, layout, text_encoder, tokenizer)
+    def set_prompt_embeds(self, embeds, layout) -> None:
+        "Use `embeds [V, 77, D]` (tensor or file) for `layout`; checked against the UNet's cross-attention dim."
+        self.layout, self.prompt_embeds = _checked_prompts(embeds, get_layout(layout), self.unet)
+    def encode_prompts(self, layout, template: str = FACELIFT_PROMPT_TEMPLATE) -> torch.Tensor:
+        "Encode the per-view prompts of `layout` with the pipeline's text encoder and use them."
+        self.set_prompt_embeds(_encode_with(self, layout, template), layout)
+        return self.prompt_embeds
+    @property
+    def device(self) -> torch.device: return next(self.unet.parameters()).device
+    @property
+    def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
+    to = _move  # (device=None, dtype=None): move every model (fp16/bf16 inference)
+    def set_progress_bar_config(self, **kw) -> None: self._progress.update(kw)
+    resolution = property(_resolution)  # the image size the UNet generates
+    image_embeds = _image_embeds  # (x, generator, noise_level=0): the class condition of the input, [1, 2·D]
+    image_latent = _image_latent  # (x): the latent condition of the input, [1, 4, h, w]
+    @torch.no_grad()
+    def __call__(self, image, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                 generator: torch.Generator | int | None = None, eta: float = 1.0,
+                 bg=(1., 1., 1.)) -> MVDiffusionOutput:
+        "Generate the views of `layout` (default: the layout of the prompt embeddings) from one square image."
+        return _generate(self, image, layout, num_inference_steps, guidance_scale, generator, eta, bg)
+    from_pretrained = classmethod(_from_pretrained)  # (path, subfolder=None, prompt_embeds=None, layout=None, ...)
+    def save_pretrained(self, path, overwrite: bool = False) -> Path:
+        "Write the pipeline folder with the published naming (+ prompt_embeds/ with its layout); atomic, never deletes."
+        return _write_folder(self, path, overwrite)
+    @classmethod
+    def tiny(cls, layout="facelift6", seed: int = 0, mv_mode: str = "reference") -> MVDiffusionPipeline:
+        "A complete tiny pipeline for `layout`, random weights, 16² images; built offline in about a second."
+        return cls(**_tiny_components(get_layout(layout), seed, mv_mode))
 
-def _image_embeds(pipe, x: torch.Tensor, generator, noise_level: int = 0) -> torch.Tensor:  # [1, 2·D]
-    "The CLIP embedding of the input `x [3, H, W]`, noise-augmented at `noise_level`, + the level's embedding."
-    from diffusers.utils.torch_utils import randn_tensor
-    from PIL import Image
-    pil = Image.fromarray((x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
-    pix = pipe.feature_extractor(images=pil, return_tensors="pt").pixel_values
-    enc = pipe.image_encoder
-    emb = enc(pix.to(enc.device, next(enc.parameters()).dtype)).image_embeds
-    noise = randn_tensor(emb.shape, generator=generator, device=emb.device, dtype=emb.dtype)
-    lvl = torch.tensor([noise_level] * emb.shape[0], device=emb.device)
-    norm = pipe.image_normalizer.to(emb.device)
-    e = norm.unscale(pipe.image_noising_scheduler.add_noise(norm.scale(emb), timesteps=lvl, noise=noise))
-    lvl_emb = get_timestep_embedding(lvl, e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(e.dtype)
-    return torch.cat([e, lvl_emb], 1)
+# %% ../../nbs/04_models.mvdiffusion.ipynb #e65a617a
+def _write_unet_config(path: Path, unet) -> None:
+    "Rewrite the saved UNet config with the published naming: MV block names and the multi-view keys."
+    ucfg = json.loads(path.read_text())
+    ucfg["_class_name"] = "UNetMV2DConditionModel"
+    ucfg["down_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["down_block_types"]]
+    ucfg["up_block_types"] = [_MV_BLOCKS.get(b, b) for b in ucfg["up_block_types"]]
+    if ucfg.get("mid_block_type"):
+        ucfg["mid_block_type"] = _MV_BLOCKS.get(ucfg["mid_block_type"], ucfg["mid_block_type"])
+    ucfg.update(num_views=unet.mv_num_views, sparse_mv_attention=unet.mv_mode == "reference", multiview_attention=True)
+    path.write_text(json.dumps(ucfg, indent=2))
 
-def _image_latent(pipe, x: torch.Tensor) -> torch.Tensor:  # [1, 4, h, w]
-    "The VAE latent (the mode, scaled) of the input `x [3, H, W]` resized to the pipeline's resolution."
-    R = pipe.resolution
-    x = F.interpolate(x[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    lat = pipe.vae.encode((x * 2 - 1).to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode()
-    return lat * pipe.vae.config.scaling_factor
+def _write_folder(self: MVDiffusionPipeline, path, overwrite: bool) -> Path:
+    "`MVDiffusionPipeline.save_pretrained`: write every component into a temporary folder, then rename it into place."
+    import diffusers
+    with atomic_folder(path, overwrite=overwrite) as tmp:
+        for name in ("unet", "vae", "image_encoder", "image_normalizer", "text_encoder"):
+            m = getattr(self, name)
+            if m is not None: m.save_pretrained(tmp / name)
+        for name in ("feature_extractor", "image_noising_scheduler", "scheduler", "tokenizer"):
+            m = getattr(self, name)
+            if m is not None: m.save_pretrained(tmp / name)
+        _write_unet_config(tmp / "unet" / "config.json", self.unet)
+        save_prompt_embeds(tmp / "prompt_embeds" / "clr_embeds.pt", self.prompt_embeds, self.layout)
+        lib = lambda m: [type(m).__module__.split(".")[0], type(m).__name__]
+        parts = COMPONENTS[1:] + ("text_encoder", "tokenizer")
+        index = {"_class_name": "MVDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+                 "unet": ["mvdiffusion.models.unet_mv2d_condition", "UNetMV2DConditionModel"],
+                 **{n: lib(getattr(self, n)) for n in parts if getattr(self, n) is not None}}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    return Path(path)
 
 # %% ../../nbs/04_models.mvdiffusion.ipynb #560946f2
 def _check_call(pipe, layout, num_inference_steps) -> ViewLayout:

@@ -95,6 +95,7 @@ def _slot_index(layout: ViewLayout, input_view: int | str) -> int:
         raise ValueError(f"`input_view` must be in [0, {len(layout)}); got {input_view}.")
     return input_view
 
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #02d5097f
 class MVDataset(torch.utils.data.Dataset):
     "FaceLift MV samples for one `ViewLayout`: views [V,3,S,S], alpha [V,S,S] and the input image [3,S,S], in [0, 1]."
     def __init__(self, source,  # sample folder, folder of samples, or list file
@@ -308,6 +309,7 @@ class MVTrainResult(TrainResult):
     pipeline: Path | None  # output_dir/pipeline (None when no step was run)
     unet: object  # the trained multi-view UNet (unwrapped from Accelerate)
 
+# %% ../../nbs/08a_train.mvdiffusion.ipynb #1a5e745f
 def _start_pipeline(config: MVTrainConfig, layout: ViewLayout, device) -> MVDiffusionPipeline:
     "The pipeline to train: prompts for `layout`, the UNet to start from with V-view attention, frozen parts."
     pipe = MVDiffusionPipeline.from_pretrained(config.pretrained, prompt_embeds=config.prompt_embeds,
