@@ -116,27 +116,27 @@ def _inspect_pipeline(p: Path, info: CheckpointInfo) -> None:
     if side: info.layout = side["layout"]["names"]
 
 # %% ../nbs/06_checkpoints.ipynb #77e6b596
-def _inspect_gslrm_run(p: Path, info: CheckpointInfo, m) -> None:
-    "A GS-LRM training checkpoint folder (`gslrm/` + optimizer and scheduler state)."
-    info.kind = "gslrm-accelerate"
+def _inspect_run(p: Path, info: CheckpointInfo, m, kind: str, model: str) -> dict | None:
+    "What both training checkpoint folders share (`<model>/` weights and config, the step); returns the state file."
+    info.kind = kind
     info.step = int(m.group(1)) if m else None
-    info.config = _json(p / "gslrm" / "config.json")
-    info.problems = [] if info.config else ["gslrm/config.json missing or unreadable"]
-    info.problems += _weights_problems(p / "gslrm")
+    info.config = _json(p / model / "config.json")
+    info.problems = [] if info.config else [f"{model}/config.json missing or unreadable"]
+    info.problems += _weights_problems(p / model)
     state = _json(p / "facelift_state.json")
     if state: info.step = state.get("step", info.step)
+    return state
+
+def _inspect_gslrm_run(p: Path, info: CheckpointInfo, m) -> None:
+    "A GS-LRM training checkpoint folder (`gslrm/` + optimizer and scheduler state)."
+    _inspect_run(p, info, m, "gslrm-accelerate", "gslrm")
     info.resumable = ((p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()) and \
                      ((p / "scheduler.bin").is_file() or (p / "scheduler.pt").is_file())
 
 def _inspect_mv_run(p: Path, info: CheckpointInfo, m) -> None:
     "A multi-view UNet training checkpoint folder (`unet/` + optimizer state)."
-    info.kind = "mv-accelerate"
-    info.step = int(m.group(1)) if m else None
-    info.config = _json(p / "unet" / "config.json")
-    info.problems = [] if info.config else ["unet/config.json missing or unreadable"]
-    info.problems += _weights_problems(p / "unet")
-    state = _json(p / "facelift_state.json")
-    if state: info.step, info.layout = state.get("step", info.step), state.get("layout", {}).get("names")
+    state = _inspect_run(p, info, m, "mv-accelerate", "unet")
+    if state: info.layout = state.get("layout", {}).get("names")
     info.resumable = (p / "optimizer.bin").is_file() or (p / "optimizer.pt").is_file()  # without it: weights only
 
 def _inspect_pretrained(p: Path, info: CheckpointInfo) -> None:

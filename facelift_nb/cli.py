@@ -326,21 +326,18 @@ def _add_tool_parsers(sub) -> None:
 def _cmd_train(args) -> int:
     "`train-gslrm` / `train-mvdiffusion`: fine-tune from a YAML config; the main process reports."
     if args.command == "train-gslrm":
-        from facelift_nb.train.gslrm import GSLRMTrainConfig, train_gslrm
-        res = train_gslrm(GSLRMTrainConfig.from_yaml(args.config))
-        last = res.history[-1] if res.history else {}
-        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss "
-                                     f"{last.get('loss', float('nan')):.4g}; checkpoints: "
-                                     f"{[str(p) for p in res.checkpoints]}")
-        return 0
-    if args.command == "train-mvdiffusion":
-        from facelift_nb.train.mvdiffusion import MVTrainConfig, train_mvdiffusion
-        res = train_mvdiffusion(MVTrainConfig.from_yaml(args.config))
-        last = res.history[-1] if res.history else {}
-        if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss "
-                                     f"{last.get('loss', float('nan')):.4g}; checkpoints: "
-                                     f"{[str(p) for p in res.checkpoints]}; pipeline: {res.pipeline}")
-        return 0
+        from facelift_nb.train.gslrm import GSLRMTrainConfig as config_cls
+        from facelift_nb.train.gslrm import train_gslrm as train
+    else:
+        from facelift_nb.train.mvdiffusion import MVTrainConfig as config_cls
+        from facelift_nb.train.mvdiffusion import train_mvdiffusion as train
+    res = train(config_cls.from_yaml(args.config))
+    last = res.history[-1] if res.history else {}
+    pipeline = f"; pipeline: {res.pipeline}" if args.command == "train-mvdiffusion" else ""
+    if _is_main_process(): print(f"trained to step {last.get('step', '-')}, loss "
+                                 f"{last.get('loss', float('nan')):.4g}; checkpoints: "
+                                 f"{[str(p) for p in res.checkpoints]}{pipeline}")
+    return 0
 
 # %% ../nbs/12_cli.ipynb #07f1292c
 def _cmd_check(args) -> int:

@@ -193,8 +193,9 @@ def load_tensors(path,  # a .safetensors file or a torch.save file (state dict, 
                          "it only from a source you trust and re-save the tensors (torch.save(state_dict) or "
                          "safetensors).") from None
     except Exception as e:  # truncated zip, foreign bytes, ...: any failure to parse is reported the same way
+        detail = " ".join(str(e).split())[:120] or ("the file is empty" if path.stat().st_size == 0 else "no message")
         raise ValueError(f"{path}: not a readable weights-only torch file ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:120]}); truncated? Copy or save the {what} again.") from None
+                         f"{detail}); truncated? Copy or save the {what} again.") from None
 
 # %% ../nbs/00a_io.ipynb #83a7f3da
 MIN_INPUT_SIZE = 64  # the smallest side `load_image` accepts by default (pixels)

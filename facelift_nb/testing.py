@@ -61,16 +61,20 @@ def _new_folder(folder) -> Path:
         raise FileExistsError(f"{folder} exists and is not empty; pass a new folder.")
     return folder
 
+def _render_sample(folder, cams: Cameras, seed: int, kind: str, files: list[str]) -> Path:
+    "One procedural subject rendered at `cams` into a new (or empty) `folder`, one RGBA file per camera."
+    folder = _new_folder(folder)
+    for im, f in zip(render_views(make_subject(seed, kind), cams), files): save_rgba(im, folder / f)
+    return folder
+
 def write_mv_sample(folder,  # new sample folder, gets cam_000.png ... cam_005.png
                     size: int = 128,  # views are size² (the published samples are 512²)
                     seed: int = 0,  # the `make_subject` seed
                     kind: str = "head",  # "head" or "mouse"
                     ) -> Path:
     "An MVDiffusion sample: one procedural subject rendered at the published inference rig, slot order, RGBA."
-    folder = _new_folder(folder)
     cams = Cameras.from_facelift_json(published_cameras_path())[list(FACELIFT6_JSON_FRAMES)].resize((size, size))
-    for j, im in enumerate(render_views(make_subject(seed, kind), cams)): save_rgba(im, folder / f"cam_{j:03d}.png")
-    return folder
+    return _render_sample(folder, cams, seed, kind, [f"cam_{j:03d}.png" for j in range(len(cams))])
 
 def write_gslrm_sample(folder,  # new sample folder, gets images/cam_000.png ... cam_031.png and opencv_cameras.json
                        size: int = 128,  # views are size² (the published sample is 512²)
@@ -78,9 +82,8 @@ def write_gslrm_sample(folder,  # new sample folder, gets images/cam_000.png ...
                        kind: str = "head",  # "head" or "mouse"
                        ) -> Path:
     "A GS-LRM sample: one procedural subject rendered at the 32 cameras of the published training sample."
-    folder = _new_folder(folder)
     cams = Cameras.from_facelift_json(published_cameras_path("gslrm_sample")).resize((size, size))
-    for im, m in zip(render_views(make_subject(seed, kind), cams), cams.meta): save_rgba(im, folder / m["file_path"])
+    folder = _render_sample(folder, cams, seed, kind, [m["file_path"] for m in cams.meta])
     cams.to_facelift_json(folder / "opencv_cameras.json")
     return folder
 
