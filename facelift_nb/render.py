@@ -20,9 +20,9 @@ from .io import atomic_path
 from .splats import SH_C0, Gaussians
 
 # %% auto #0
-__all__ = ['TILE', 'NEAR', 'DILATION', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected',
-           'project', 'tile_rects', 'render', 'turntable_cameras', 'render_turntable', 'to_uint8', 'image_grid',
-           'save_image', 'save_video']
+__all__ = ['TILE', 'NEAR', 'DILATION', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'FRUSTUM_CLAMP', 'BACKENDS', 'RenderOutput',
+           'sh_to_rgb', 'Projected', 'project', 'tile_rects', 'render', 'turntable_cameras', 'render_turntable',
+           'to_uint8', 'image_grid', 'save_image', 'save_video']
 
 # %% ../nbs/03_render.ipynb #686596bc
 @dataclass(frozen=True, eq=False)
@@ -38,6 +38,7 @@ DILATION = 0.3  # px² added to the diagonal of every screen-space covariance
 ALPHA_MIN = 1 / 255  # a Gaussian is skipped at a pixel where its alpha is below this
 ALPHA_MAX = 0.99  # alpha is capped here
 T_MIN = 1e-4  # a pixel stops before the Gaussian that would take its transmittance below this
+FRUSTUM_CLAMP = 1.3  # view-space x/z and y/z are clamped to this multiple of the half field of view
 
 # %% ../nbs/03_render.ipynb #aec0d8e6
 _SH_C1 = 0.4886025119029199
@@ -94,7 +95,7 @@ def project(g: Gaussians,  # one set [N]
     valid = z > NEAR
     zs = torch.where(valid, z, torch.ones_like(z))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    limx, limy = 1.3 * W / (2 * fx), 1.3 * H / (2 * fy)
+    limx, limy = FRUSTUM_CLAMP * W / (2 * fx), FRUSTUM_CLAMP * H / (2 * fy)
     tx, ty = zs * (p[:, 0] / zs).clamp(-limx, limx), zs * (p[:, 1] / zs).clamp(-limy, limy)
     zero = torch.zeros_like(zs)
     J = torch.stack([fx / zs, zero, -fx * tx / (zs * zs), zero, fy / zs, -fy * ty / (zs * zs)], -1).reshape(-1, 2, 3)

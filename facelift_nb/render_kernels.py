@@ -25,7 +25,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 import facelift_nb
-from .render import ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, T_MIN, TILE
+from .render import ALPHA_MAX, ALPHA_MIN, DILATION, FRUSTUM_CLAMP, NEAR, T_MIN, TILE
 
 # %% auto #0
 __all__ = ['ROW', 'C_SOURCE_PATH', 'quat_rotation_nb', 'screen_cov_nb', 'tile_rect_nb', 'project_nb', 'bin_nb', 'radix_sort_nb',
@@ -87,7 +87,7 @@ def project_nb(means, quats, scales, opacities, colors, w2c, K, W, H, tile, G, r
     "EWA-project N Gaussians into one camera, writing packed rows `G [N,16]`, tile rects `[N,4]`, float32 depths `zf`."
     N = means.shape[0]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    limx, limy = 1.3 * W / (2 * fx), 1.3 * H / (2 * fy)
+    limx, limy = FRUSTUM_CLAMP * W / (2 * fx), FRUSTUM_CLAMP * H / (2 * fy)
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
     for i in prange(N):
         mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
