@@ -32,17 +32,7 @@ from facelift_nb.checkpoints import (
 from ..io import atomic_folder, atomic_path
 from ..metrics import psnr
 from ..models.gslrm import GSLRM, read_state_dict
-from facelift_nb.train.common import (
-    TrainResult,
-    YAMLConfig,
-    checkpoint_hooks,
-    list_sample_dirs,
-    log_step,
-    make_accelerator,
-    save_checkpoint,
-    step_batch,
-    usable_samples,
-)
+from . import common
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +45,7 @@ __all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDat
 def sample_dirs(source,  # a sample folder, a folder of sample folders, or a list file
                 ) -> list[Path]:
     "Sample folders of a GS-LRM training set (those holding an `opencv_cameras.json`; see `list_sample_dirs`)."
-    return list_sample_dirs(source, "opencv_cameras.json")
+    return common.list_sample_dirs(source, "opencv_cameras.json")
 
 def _frame_problem(folder: Path, i: int, fp: str | None, hw: tuple[int, int]) -> str | None:
     "What is wrong with frame `i` (image `fp`) of a sample whose cameras say `hw`, or None."
@@ -123,7 +113,7 @@ class GSLRMDataset(torch.utils.data.Dataset):
                  random_crop: tuple[float, float] | None = None,  # per-view square crop (fraction of the side), resized
                  seed: int = 0):
         _check_dataset_options(num_input, num_target, bg, random_crop)
-        self.dirs, self.report = usable_samples(sample_dirs(source), check_sample, source)
+        self.dirs, self.report = common.usable_samples(sample_dirs(source), check_sample, source)
         self.num_input, self.num_target, self.size = num_input, num_target, image_size
         self.bg = 1.0 if bg == "white" else 0.0
         self.input_views, self.random_crop, self.seed, self.epoch = input_views, random_crop, seed, 0
@@ -203,7 +193,7 @@ def gslrm_loss(pred: torch.Tensor,  # [N, 3, H, W] renders
 
 # %% ../../nbs/08_train.gslrm.ipynb #e5567284
 @dataclass(frozen=True)
-class GSLRMTrainConfig(YAMLConfig):
+class GSLRMTrainConfig(common.YAMLConfig):
     "Options of a GS-LRM fine-tuning run (YAML files map onto these fields: `from_yaml`)."
     data: str  # sample folder, folder of samples, or list file
     output_dir: str  # checkpoints/, final/ and train_log.jsonl go here
@@ -298,7 +288,7 @@ def export_published_checkpoint(checkpoint,  # a `checkpoint-{step}/` folder of 
 
 # %% ../../nbs/08_train.gslrm.ipynb #9ee96e9d
 @dataclass
-class GSLRMTrainResult(TrainResult):
+class GSLRMTrainResult(common.TrainResult):
     "What `train_gslrm` returns: `history` and `checkpoints` (`TrainResult`), the published-format file, the model."
     published: Path | None  # output_dir/published/ckpt_{step:016d}.pt (None: not exported, or no step was run)
     model: GSLRM  # the trained model (unwrapped from Accelerate)
@@ -372,12 +362,12 @@ def _finish_gslrm(acc, model, out: Path, config: GSLRMTrainConfig, saved: list[P
 def train_gslrm(config: GSLRMTrainConfig) -> GSLRMTrainResult:
     "Fine-tune GS-LRM as `config` says; returns the loss history, the checkpoints written and the trained model."
     from accelerate.utils import set_seed
-    acc = make_accelerator(config.mixed_precision)
+    acc = common.make_accelerator(config.mixed_precision)
     set_seed(config.seed)
     out, ck = Path(config.output_dir), Path(config.output_dir) / "checkpoints"
     if acc.is_main_process: ck.mkdir(parents=True, exist_ok=True)
     model, ds, opt, sched, state = _gslrm_setup(config)
-    save_hook, load_hook = checkpoint_hooks(acc, MODEL_SUBFOLDER, state, load_weights=_folder_weights)
+    save_hook, load_hook = common.checkpoint_hooks(acc, MODEL_SUBFOLDER, state, load_weights=_folder_weights)
     acc.register_save_state_pre_hook(save_hook)
     acc.register_load_state_pre_hook(load_hook)
     latest = _resume_folder(ck, model, opt, sched, state) if config.resume else None
@@ -394,13 +384,13 @@ def train_gslrm(config: GSLRMTrainConfig) -> GSLRMTrainResult:
     if perceptual is not None: perceptual = perceptual.to(acc.device)
     bg = (1., 1., 1.) if config.bg == "white" else (0., 0., 0.)
     for step in range(start, config.max_steps):
-        batch = step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
+        batch = common.step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
         logged = _gslrm_step(acc, model, opt, sched, batch, config, perceptual, bg)
         state["step"] = step + 1
-        log_step(acc, out, history, {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(),
+        common.log_step(acc, out, history, {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(),
                                      "lr": sched.get_last_lr()[0]})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            saved.append(save_checkpoint(acc, model, ck, step + 1, config.keep_last, _read_back,
+            saved.append(common.save_checkpoint(acc, model, ck, step + 1, config.keep_last, _read_back,
                                          config=state["model_config"]))
     acc.wait_for_everyone()
     published = None

@@ -31,17 +31,7 @@ from facelift_nb.models.mvdiffusion import (
     save_prompt_embeds,
     stock_unet_config,
 )
-from facelift_nb.train.common import (
-    TrainResult,
-    YAMLConfig,
-    checkpoint_hooks,
-    list_sample_dirs,
-    log_step,
-    make_accelerator,
-    save_checkpoint,
-    step_batch,
-    usable_samples,
-)
+from . import common
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +46,7 @@ _CAM = re.compile(r"cam_(\d{3})\.png$")
 def mv_sample_dirs(source,  # a sample folder, a folder of sample folders, or a list file
                    ) -> list[Path]:
     "Sample folders of an MV training set (those holding `cam_000.png`; see `train.common.list_sample_dirs`)."
-    return list_sample_dirs(source, "cam_000.png", "MV training data", " (cam_000.png ...)")
+    return common.list_sample_dirs(source, "cam_000.png", "MV training data", " (cam_000.png ...)")
 
 def check_mv_sample(folder,  # an MV sample folder
                     num_views: int,  # the layout's number of slots
@@ -110,7 +100,7 @@ class MVDataset(torch.utils.data.Dataset):
         if bg not in ("white", "black"): raise ValueError(f'`bg` must be "white" or "black"; got {bg!r}.')
         input_view = _slot_index(self.layout, input_view)
         check = lambda d: check_mv_sample(d, len(self.layout))
-        self.dirs, self.report = usable_samples(mv_sample_dirs(source), check, source)
+        self.dirs, self.report = common.usable_samples(mv_sample_dirs(source), check, source)
         self.size, self.bg, self.input_view = image_size, 1.0 if bg == "white" else 0.0, input_view
         self.epoch = 0  # what `step_batch` sets; MV items do not depend on it
 
@@ -264,7 +254,7 @@ def _check_mv_config(c) -> None:
 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #dcc3d200
 @dataclass(frozen=True)
-class MVTrainConfig(YAMLConfig):
+class MVTrainConfig(common.YAMLConfig):
     "Options of an MVDiffusion fine-tuning run (YAML files map onto these fields: `from_yaml`)."
     data: str  # sample folder, folder of samples, or list file
     output_dir: str  # checkpoints/, pipeline/ and train_log.jsonl go here
@@ -304,7 +294,7 @@ class MVTrainConfig(YAMLConfig):
 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #a9a41978
 @dataclass
-class MVTrainResult(TrainResult):
+class MVTrainResult(common.TrainResult):
     "What `train_mvdiffusion` returns: `history` and `checkpoints` (`TrainResult`), the final pipeline, the UNet."
     pipeline: Path | None  # output_dir/pipeline (None when no step was run)
     unet: object  # the trained multi-view UNet (unwrapped from Accelerate)
@@ -351,7 +341,7 @@ def _mv_step(acc, pipe, unet, opt, sched, ema, ds: MVDataset, noise_scheduler, c
     "One optimizer step (and EMA update) on this process's objects of `step`; returns the local loss."
     first = (step * acc.num_processes + acc.process_index) * config.batch_size  # global index of our 1st sample
     gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + j) for j in range(first, first + config.batch_size)]
-    batch = step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
+    batch = common.step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
     drop = (config.drop_clip, config.drop_both, config.drop_latent)
     with acc.autocast():
         loss = mv_training_loss(pipe, unet, batch, pipe.prompt_embeds, noise_scheduler, gens, config.snr_gamma, drop)
@@ -377,7 +367,7 @@ def _write_final_pipeline(acc, pipe: MVDiffusionPipeline, unet, ema, out: Path) 
 # %% ../../nbs/08a_train.mvdiffusion.ipynb #10e9a978
 def train_mvdiffusion(config: MVTrainConfig) -> MVTrainResult:
     "Fine-tune the MV UNet as `config` says; returns the loss history, checkpoints, final pipeline folder and UNet."
-    acc = make_accelerator(config.mixed_precision)
+    acc = common.make_accelerator(config.mixed_precision)
     torch.manual_seed(config.seed)
     out, ckdir = Path(config.output_dir), Path(config.output_dir) / "checkpoints"
     if acc.is_main_process: ckdir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +378,7 @@ def train_mvdiffusion(config: MVTrainConfig) -> MVTrainResult:
     if acc.is_main_process:  # weights + AdamW moments (+ EMA) per checkpoint, all kept or trashed, + the final pipeline
         check_disk_space(out, nbytes * (3 + config.ema), config.max_steps, config.checkpoint_every, extra_bytes=nbytes)
     save_files, load_files = _run_files(ema, state)
-    save_hook, load_hook = checkpoint_hooks(acc, "unet", state, _write_unet, extra_save=save_files,
+    save_hook, load_hook = common.checkpoint_hooks(acc, "unet", state, _write_unet, extra_save=save_files,
                                             extra_load=load_files, extra_state={"layout": layout.to_dict()})
     acc.register_save_state_pre_hook(save_hook)
     acc.register_load_state_pre_hook(load_hook)
@@ -404,10 +394,10 @@ def train_mvdiffusion(config: MVTrainConfig) -> MVTrainResult:
     for step in range(start, config.max_steps):
         loss = _mv_step(acc, pipe, unet, opt, sched, ema, ds, noise_scheduler, config, step)
         state["step"] = step + 1
-        log_step(acc, out, history, {"step": step + 1, "loss": acc.reduce(loss.detach().float(), "mean").item(),
+        common.log_step(acc, out, history, {"step": step + 1, "loss": acc.reduce(loss.detach().float(), "mean").item(),
                                      "lr": sched.get_last_lr()[0]})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
-            saved.append(save_checkpoint(acc, unet, ckdir, step + 1, config.keep_last, _read_back_unet,
+            saved.append(common.save_checkpoint(acc, unet, ckdir, step + 1, config.keep_last, _read_back_unet,
                                          config=state["config"], layout=layout))
     acc.wait_for_everyone()
     final = None
