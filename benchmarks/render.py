@@ -17,7 +17,7 @@ import time
 import torch
 
 from facelift_nb.cameras import orbit
-from facelift_nb.render import TILE, _tile_lists, project, render
+from facelift_nb.render import TILE, project, render, tile_lists
 from facelift_nb.testing import shell_scene
 
 
@@ -26,7 +26,7 @@ def anchor_render(g, cam, bg=(1., 1., 1.), tile: int = TILE) -> torch.Tensor:  #
     H, W = cam.hw
     proj = project(g, cam.K[0], cam.w2c[0], cam.hw)
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
-    tid, gid, _ = _tile_lists(proj, cam.hw, tile)  # (tile, Gaussian) pairs, vectorised; sorted by tile then depth
+    tid, gid, _ = tile_lists(proj, cam.hw, tile)  # (tile, Gaussian) pairs, vectorised; sorted by tile then depth
     bounds = torch.searchsorted(tid, torch.arange(gx * gy + 1)).tolist()
     bgt = torch.tensor(bg)
     img = torch.empty(gy * tile, gx * tile, 3)
@@ -49,9 +49,9 @@ def anchor_render(g, cam, bg=(1., 1., 1.), tile: int = TILE) -> torch.Tensor:  #
 
 def fast_stages(g, cam):
     "The fast path's stage times (project / bin / sort+blend) from the same call render(..., backend='cpu') makes."
-    from facelift_nb.render import _render_fast
+    from facelift_nb.render import render_cpu_view
     t = {}
-    _render_fast(g, cam.K[0], cam.w2c[0], cam.hw, torch.ones(3), timings=t)
+    render_cpu_view(g, cam.K[0], cam.w2c[0], cam.hw, torch.ones(3), timings=t)
     return t["project"], t["bin"], t["blend"]
 
 

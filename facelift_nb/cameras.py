@@ -19,13 +19,25 @@ import numpy as np
 import torch
 
 import facelift_nb
-from .io import write_text_atomic
+from .colmap import ColmapCamera, ColmapImage, ColmapModel, read_colmap_model, write_colmap_model
+from .io import read_document, write_text_atomic
+from facelift_nb.transforms_json import (
+    CAMERA_KEYS,
+    DISTORTION_KEYS,
+    TransformsFile,
+    TransformsFrame,
+    frame_intrinsics,
+    read_transforms_json,
+    write_transforms_json,
+)
 
 # %% auto #0
-__all__ = ['PUBLISHED_CAMERA_FILES', 'intrinsics_from_fov', 'similarity_parts', 'Cameras', 'look_at', 'orbit_directions', 'orbit',
-           'RayBundle', 'ray_bundle', 'plucker_inputs', 'published_cameras_path', 'CameraReport',
-           'nearest_point_to_axes', 'nearest_point_to_rays', 'check_cameras', 'BlenderCamera', 'from_blender',
-           'to_blender', 'quat_to_rotation', 'to_colmap', 'from_colmap']
+__all__ = ['PUBLISHED_CAMERA_FILES', 'AXIS_CONVENTIONS', 'CAMERA_FORMATS', 'CAMERA_WRITE_FORMATS', 'intrinsics_from_fov',
+           'similarity_parts', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle', 'ray_bundle',
+           'plucker_inputs', 'published_cameras_path', 'CameraReport', 'nearest_point_to_axes', 'nearest_point_to_rays',
+           'reinterpret_axes', 'axis_convention', 'check_cameras', 'camera_file_format', 'read_cameras',
+           'write_cameras', 'BlenderCamera', 'from_blender', 'to_blender', 'quat_to_rotation', 'rotation_to_quat',
+           'from_colmap', 'colmap_points', 'to_colmap']
 
 # %% ../nbs/00_cameras.ipynb #283f0285
 def _shape(t) -> tuple: return tuple(t.shape)
@@ -227,48 +239,9 @@ def _poses_from_fov(fov_deg, hw, c2w, w2c, fov_axis: str) -> tuple[torch.Tensor,
     if w2c is None: return _poses_from_c2w(pose, K)
     return K.expand(*_shape(pose)[:-2], 3, 3).clone(), pose
 
-# %% ../nbs/00_cameras.ipynb #7c50d6a2
-@dataclass(frozen=True, eq=False)
-class Cameras:
-    "A batch of pinhole cameras in OpenCV convention, views last: `[..., V]`."
-    K: torch.Tensor  # [..., V, 3, 3] pixel intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
-    w2c: torch.Tensor  # [..., V, 4, 4] world-to-camera, OpenCV axes (x right, y down, z forward)
-    hw: tuple[int, int]  # image size (H, W) in pixels, shared by all views
-    names: tuple[str, ...] | None = None  # optional per-view labels (e.g. layout slot names), length V
-    meta: tuple[dict, ...] | None = None  # optional per-view extra file keys (e.g. `file_path`), length V
-    rig_id: str | None = None  # optional rig id (the `id` of an opencv_cameras.json)
-
-    def __post_init__(self):
-        for k, v in _validated(self.K, self.w2c, self.hw, self.names, self.meta).items(): object.__setattr__(self, k, v)
-
-    batch_shape = property(lambda self: _shape(self.w2c)[:-2], doc="(..., V)")
-    num_views = property(lambda self: _shape(self.w2c)[-3], doc="V")
-    device = property(lambda self: self.w2c.device)
-    dtype = property(lambda self: self.w2c.dtype)
-    c2w = property(lambda self: torch.linalg.inv(self.w2c), doc="[..., V, 4, 4] camera-to-world (OpenCV axes)")
-    centers = property(lambda self: self.c2w[..., :3, 3], doc="[..., V, 3] camera centres in world coordinates")
-    fov_deg = property(lambda self: _fov_deg(self.K, self.hw), doc="[..., V, 2] field of view (x, y) in degrees")
-    def __len__(self) -> int: return self.num_views
-    def __repr__(self):
-        names = f", names={list(self.names)}" if self.names else ""
-        return f"Cameras(batch_shape={self.batch_shape}, hw={self.hw}, dtype={self.dtype}, device={self.device}{names})"
-
-    @classmethod
-    def from_c2w(cls, c2w, K, hw, **kwargs) -> Cameras:
-        "Cameras from OpenCV camera-to-world `c2w [..., V, 4, 4]`; `K` broadcasts over the batch."
-        return cls(*_poses_from_c2w(c2w, K), hw, **kwargs)
-    @classmethod
-    def from_opengl(cls, c2w, K, hw, **kwargs) -> Cameras:
-        "Cameras from camera-to-world matrices in OpenGL/Blender camera axes (x right, y up, looking down -z)."
-        return cls.from_c2w(_c2w_from_opengl(c2w), K, hw, **kwargs)
-    def to_opengl(self) -> torch.Tensor:  # [..., V, 4, 4]
-        "Camera-to-world matrices in OpenGL/Blender camera axes (inverse of `from_opengl`)."
-        return self.c2w @ _opencv_from_opengl().to(self.w2c)
-    @classmethod
-    def from_fov(cls, fov_deg, hw, c2w=None, w2c=None, fov_axis: str = "x", **kwargs) -> Cameras:
-        "Square pixels, centred principal point; the pose is exactly one of `c2w`/`w2c` (OpenCV)."
-        return cls(*_poses_from_fov(fov_deg, hw, c2w, w2c, fov_axis), hw, **kwargs)
-
+# %% ../nbs/00_cameras.ipynb #20de52c7
+class _CameraViews:
+    "The view edits of `Cameras`: device and dtype, view selection, resizing, cropping, world transforms, stacking."
     def to(self, device=None, dtype=None) -> Cameras:
         "Move to `device` and/or cast to a floating `dtype`."
         if dtype is not None and not dtype.is_floating_point: raise TypeError(f"`dtype` must be floating; got {dtype}.")
@@ -294,6 +267,36 @@ class Cameras:
     def stack(cls, rigs: Sequence[Cameras]) -> Cameras:
         "Stack rigs of equal batch shape and `hw` on a new leading axis (e.g. `[V]` rigs into `[B, V]`)."
         return _stack_rigs(cls, rigs)
+
+# %% ../nbs/00_cameras.ipynb #7f7c86a4
+def _checked_rig_meta(rig_meta) -> dict | None:
+    "`rig_meta` as a dict of file-level keys, or None; `id` and `frames` belong to the file formats themselves."
+    if rig_meta is None: return None
+    if not isinstance(rig_meta, Mapping) or not all(isinstance(k, str) for k in rig_meta):
+        raise TypeError(f"`rig_meta` must be a dict with string keys (file-level keys); got {rig_meta!r:.80}.")
+    if {"id", "frames"} & set(rig_meta):
+        raise ValueError(f"`rig_meta` must not hold the keys 'id' or 'frames'; got {sorted(rig_meta)}. The file's id "
+                         "is `rig_id`; its frames are the cameras.")
+    return dict(rig_meta)
+
+# %% ../nbs/00_cameras.ipynb #69601826
+class _CameraConversions:
+    "Constructors of `Cameras` from other conventions, and the camera files it reads and writes."
+    @classmethod
+    def from_c2w(cls, c2w, K, hw, **kwargs) -> Cameras:
+        "Cameras from OpenCV camera-to-world `c2w [..., V, 4, 4]`; `K` broadcasts over the batch."
+        return cls(*_poses_from_c2w(c2w, K), hw, **kwargs)
+    @classmethod
+    def from_opengl(cls, c2w, K, hw, **kwargs) -> Cameras:
+        "Cameras from camera-to-world matrices in OpenGL/Blender camera axes (x right, y up, looking down -z)."
+        return cls.from_c2w(_c2w_from_opengl(c2w), K, hw, **kwargs)
+    def to_opengl(self) -> torch.Tensor:  # [..., V, 4, 4]
+        "Camera-to-world matrices in OpenGL/Blender camera axes (inverse of `from_opengl`)."
+        return self.c2w @ _opencv_from_opengl().to(self.w2c)
+    @classmethod
+    def from_fov(cls, fov_deg, hw, c2w=None, w2c=None, fov_axis: str = "x", **kwargs) -> Cameras:
+        "Square pixels, centred principal point; the pose is exactly one of `c2w`/`w2c` (OpenCV)."
+        return cls(*_poses_from_fov(fov_deg, hw, c2w, w2c, fov_axis), hw, **kwargs)
     @classmethod
     def from_facelift_json(cls, path, dtype=torch.float32) -> Cameras:
         "Read an `opencv_cameras.json` (FaceLift schema) into `[V]` cameras, frames in file order."
@@ -301,10 +304,45 @@ class Cameras:
     def to_facelift_json(self, path, rig_id: str | None = None) -> Path:
         "Write `[V]` cameras as an `opencv_cameras.json` file (atomically); returns the path."
         return _write_facelift_json(self, path, rig_id)
+    @classmethod
+    def from_transforms_json(cls, path, dtype=torch.float32) -> Cameras:
+        "Read a transforms.json (nerfstudio, instant-ngp; OpenGL c2w) into `[V]` cameras, frames in file order."
+        return cls(**_cameras_from_transforms(read_transforms_json(path), str(path), dtype))
+    def to_transforms_json(self, path) -> Path:
+        "Write `[V]` cameras as a transforms.json (OpenGL c2w, nerfstudio keys), atomically; returns the path."
+        return write_transforms_json(_transforms_of_cameras(self), path)
+
+# %% ../nbs/00_cameras.ipynb #7c50d6a2
+@dataclass(frozen=True, eq=False)
+class Cameras(_CameraViews, _CameraConversions):
+    "A batch of pinhole cameras in OpenCV convention, views last: `[..., V]`."
+    K: torch.Tensor  # [..., V, 3, 3] pixel intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
+    w2c: torch.Tensor  # [..., V, 4, 4] world-to-camera, OpenCV axes (x right, y down, z forward)
+    hw: tuple[int, int]  # image size (H, W) in pixels, shared by all views
+    names: tuple[str, ...] | None = None  # optional per-view labels (e.g. layout slot names), length V
+    meta: tuple[dict, ...] | None = None  # optional per-view extra file keys (e.g. `file_path`), length V
+    rig_id: str | None = None  # optional rig id (the `id` of an opencv_cameras.json)
+    rig_meta: dict | None = None  # optional file-level keys written back by the writers (e.g. `aabb_scale`)
+
+    def __post_init__(self):
+        for k, v in _validated(self.K, self.w2c, self.hw, self.names, self.meta).items(): object.__setattr__(self, k, v)
+        object.__setattr__(self, "rig_meta", _checked_rig_meta(self.rig_meta))
+
+    batch_shape = property(lambda self: _shape(self.w2c)[:-2], doc="(..., V)")
+    num_views = property(lambda self: _shape(self.w2c)[-3], doc="V")
+    device = property(lambda self: self.w2c.device)
+    dtype = property(lambda self: self.w2c.dtype)
+    c2w = property(lambda self: torch.linalg.inv(self.w2c), doc="[..., V, 4, 4] camera-to-world (OpenCV axes)")
+    centers = property(lambda self: self.c2w[..., :3, 3], doc="[..., V, 3] camera centres in world coordinates")
+    fov_deg = property(lambda self: _fov_deg(self.K, self.hw), doc="[..., V, 2] field of view (x, y) in degrees")
+    def __len__(self) -> int: return self.num_views
+    def __repr__(self):
+        names = f", names={list(self.names)}" if self.names else ""
+        return f"Cameras(batch_shape={self.batch_shape}, hw={self.hw}, dtype={self.dtype}, device={self.device}{names})"
 
 # %% ../nbs/00_cameras.ipynb #db4b6d76
 def _stack_rigs(cls, rigs) -> Cameras:
-    "Stack rigs; names/meta/rig_id are kept when all rigs agree."
+    "Stack rigs; names/meta/rig_id/rig_meta are kept when all rigs agree."
     rigs = list(rigs)
     if not rigs or not all(isinstance(r, Cameras) for r in rigs):
         raise TypeError("`rigs` must be a non-empty sequence of Cameras.")
@@ -312,7 +350,8 @@ def _stack_rigs(cls, rigs) -> Cameras:
         raise ValueError(f"rigs must share batch shape and hw to stack; got {[(r.batch_shape, r.hw) for r in rigs]}.")
     same = lambda f: getattr(rigs[0], f) if all(getattr(r, f) == getattr(rigs[0], f) for r in rigs) else None
     return cls(torch.stack([r.K for r in rigs]), torch.stack([r.w2c for r in rigs]), rigs[0].hw,
-               names=same("names"), meta=same("meta"), rig_id=same("rig_id"))
+               names=same("names"), meta=same("meta"), rig_id=same("rig_id"),
+               rig_meta=same("rig_meta"))
 
 # %% ../nbs/00_cameras.ipynb #9cc8c1a1
 def look_at(eye,  # [..., 3] camera centres
@@ -476,11 +515,7 @@ def _frame_value(frame: Mapping, i: int, key: str, where: str):
 def _read_facelift_json(path, dtype=torch.float32) -> dict:
     "The `Cameras` fields of an `opencv_cameras.json` file, frames in file order."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no camera file at {str(path)!r}.")
-    try: data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON (UTF-8 text expected; {e}).") from None
-    except RecursionError: raise ValueError(f"{path}: JSON nested too deeply to be a camera file.") from None
+    data = read_document(path, "json", "camera file")
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
         raise ValueError(f"{path}: expected an object with a non-empty 'frames' list (opencv_cameras.json schema).")
     Ks, w2cs, meta, hw = [], [], [], None
@@ -498,7 +533,8 @@ def _read_facelift_json(path, dtype=torch.float32) -> dict:
     K, w2c = torch.tensor(np.array(Ks), dtype=dtype), torch.tensor(np.array(w2cs), dtype=dtype)
     try: fields = _validated(K, w2c, hw, None, meta)
     except ValueError as e: raise ValueError(f"{path}: {e}") from None
-    return dict(fields, rig_id=None if rig_id is None else str(rig_id))
+    rig_meta = {k: v for k, v in data.items() if k not in ("id", "frames")}  # other file keys, kept
+    return dict(fields, rig_id=None if rig_id is None else str(rig_id), rig_meta=rig_meta or None)
 
 # %% ../nbs/00_cameras.ipynb #1cacd133
 def _write_facelift_json(self: Cameras, path, rig_id: str | None = None) -> Path:
@@ -515,8 +551,86 @@ def _write_facelift_json(self: Cameras, path, rig_id: str | None = None) -> Path
         fr.update(self.meta[i] if self.meta else {})
         frames.append(fr)
     rid = rig_id if rig_id is not None else self.rig_id
-    doc = {"id": rid if rid is not None else "facelift_nb", "frames": frames}
+    doc = {"id": rid if rid is not None else "facelift_nb", **(self.rig_meta or {}), "frames": frames}
     return write_text_atomic(path, json.dumps(doc, indent=1))
+
+# %% ../nbs/00_cameras.ipynb #d366a246
+_GL = np.diag([1., -1., -1., 1.])  # OpenGL <-> OpenCV camera axes (its own inverse)
+
+def _warn_lens(cams: list, where: str) -> None:
+    "Warn once when the frames' lenses have distortion or a fisheye model, which the rays ignore."
+    dist = next((c["distortion"] for c in cams if any(v != 0 for v in c["distortion"].values())), None)
+    fisheye = any(c["camera_model"] == "OPENCV_FISHEYE" for c in cams)
+    if dist or fisheye:
+        warnings.warn(f"{where}: lens distortion {dist or {}}{' (OPENCV_FISHEYE)' if fisheye else ''} is ignored for "
+                      "the rays (kept in meta and written back); undistort the images for exact rays.", stacklevel=4)
+
+def _cameras_from_transforms(tf: TransformsFile, where: str, dtype=torch.float32) -> dict:
+    "The `Cameras` fields of a transforms.json: OpenCV w2c, pixel K, names = file paths, every other key kept."
+    cams = [frame_intrinsics(tf, i) for i in range(len(tf.frames))]
+    sizes = [(c["h"], c["w"]) for c in cams]
+    bad = next((i for i, s in enumerate(sizes) if s != sizes[0]), None)
+    if bad is not None:
+        raise ValueError(f"{where}: frame {bad} ({tf.frames[bad].file_path!r}) has (h, w) = {sizes[bad]} but frame 0 "
+                         f"has {sizes[0]}; one Cameras holds one image size: split the file or resize the frames.")
+    _warn_lens(cams, where)
+    K = np.array([[[c["fx"], 0., c["cx"]], [0., c["fy"], c["cy"]], [0., 0., 1.]] for c in cams])
+    w2c = np.linalg.inv(np.stack([f.transform_matrix for f in tf.frames]) @ _GL)
+    meta = tuple({"file_path": f.file_path, **f.extras, **({"camera_overrides": dict(f.camera)} if f.camera else {})}
+                 for f in tf.frames)
+    rig = {**tf.camera, **tf.meta}
+    rig_id = rig.pop("id", None)
+    return dict(K=torch.tensor(K, dtype=dtype), w2c=torch.tensor(w2c, dtype=dtype), hw=sizes[0],
+                names=tuple(f.file_path for f in tf.frames), meta=meta, rig_id=None if rig_id is None else str(rig_id),
+                rig_meta=rig)
+
+# %% ../nbs/00_cameras.ipynb #32026af7
+_K_KEYS = (("fl_x", "fx", 0, 0), ("fl_y", "fy", 1, 1), ("cx", "cx", 0, 2), ("cy", "cy", 1, 2))  # file, resolved, K
+
+def _layout_describes(tf: TransformsFile, K: np.ndarray, hw: tuple[int, int], rtol: float) -> bool:
+    "Whether the camera keys of `tf` (file and frames) give exactly the intrinsics `K [V, 3, 3]` and size `hw`."
+    try: cams = [frame_intrinsics(tf, i) for i in range(len(tf.frames))]
+    except ValueError: return False
+    close = lambda a, b: abs(a - b) <= rtol * max(1., abs(b))
+    return all((c["h"], c["w"]) == hw and all(close(c[k], K[i, r, col]) for _, k, r, col in _K_KEYS)
+               for i, c in enumerate(cams))
+
+def _canonical_layout(tf: TransformsFile, K: np.ndarray, hw: tuple[int, int]) -> TransformsFile:
+    "`tf` with its intrinsics rewritten from `K`: shared values at the top, differing ones per frame; lens kept."
+    lens = ("camera_model", *DISTORTION_KEYS)
+    camera = {"w": hw[1], "h": hw[0], **{k: v for k, v in tf.camera.items() if k in lens}}
+    per_frame = [{k: v for k, v in f.camera.items() if k in lens} for f in tf.frames]
+    for key, _, r, c in _K_KEYS:
+        vals = [float(v) for v in K[:, r, c]]
+        if len(set(vals)) == 1: camera[key] = vals[0]
+        else:
+            for o, v in zip(per_frame, vals): o[key] = v
+    order = lambda d: dict(sorted(d.items(), key=lambda kv: CAMERA_KEYS.index(kv[0])))
+    frames = tuple(dataclasses.replace(f, camera=order(o)) for f, o in zip(tf.frames, per_frame))
+    return TransformsFile(order(camera), tf.meta, frames)
+
+# %% ../nbs/00_cameras.ipynb #d70424d4
+def _transforms_of_cameras(self: Cameras) -> TransformsFile:
+    "A `[V]` rig as a transforms.json: OpenGL c2w, its stored layout when it still holds, else a canonical one."
+    if len(self.batch_shape) != 1:
+        raise ValueError(f"to_transforms_json writes one rig [V]; got batch shape {self.batch_shape}. Index the batch "
+                         "first.")
+    K = self.K.detach().cpu().double().numpy()
+    c2w = np.linalg.inv(self.w2c.detach().cpu().double().numpy()) @ _GL
+    c2w[:, 3] = [0., 0., 0., 1.]
+    frames = []
+    for i, m in enumerate(self.meta or [{}] * self.num_views):
+        m = dict(m)
+        clash = sorted(set(m) & {*CAMERA_KEYS, "transform_matrix"})
+        if clash: raise ValueError(f"to_transforms_json: meta of view {i} holds the transforms.json keys {clash}; "
+                                   "put camera keys in meta['camera_overrides'] or rename them.")
+        path = m.pop("file_path", None) or (self.names[i] if self.names else f"view_{i:03d}.png")
+        frames.append(TransformsFrame(path, c2w[i], dict(m.pop("camera_overrides", {})), m))
+    rig = dict(self.rig_meta or {})
+    meta = {k: v for k, v in rig.items() if k not in CAMERA_KEYS}  # `rig_id` is not written: no such key
+    tf = TransformsFile({k: v for k, v in rig.items() if k in CAMERA_KEYS}, meta, tuple(frames))
+    rtol = 1e-12 if self.dtype == torch.float64 else 4 * torch.finfo(self.dtype).eps
+    return tf if _layout_describes(tf, K, self.hw, rtol) else _canonical_layout(tf, K, self.hw)
 
 # %% ../nbs/00_cameras.ipynb #5e1c0a01
 # the 6-camera inference rig, and the 32 cameras of a GS-LRM training sample
@@ -543,6 +657,8 @@ class CameraReport:
     distance: tuple[float, ...]  # distance from the camera centre to the subject
     subject_center: tuple[float, float, float] | None  # the subject centre used (given or estimated)
     problems: tuple[str, ...]  # human-readable findings
+    subject_estimated: bool = False  # True: the centre is the point nearest to all optical axes (none was given)
+    convention: str | None = None  # the AXIS_CONVENTIONS reading under which every camera faces the subject
 
     @property
     def ok(self) -> bool: return not self.problems
@@ -551,6 +667,14 @@ class CameraReport:
         rows = [f"{'camera':>14} {'det':>7} {'orth.err':>9} {'facing°':>8} {'dist':>7}"]
         for r in zip(self.labels, self.det, self.orthonormal_error, self.facing_angle_deg, self.distance):
             rows.append(f"{r[0]:>14} {r[1]:7.3f} {r[2]:9.2e} {r[3]:8.2f} {r[4]:7.3f}")
+        if self.subject_center is None: rows.append("subject: unknown (fewer than two non-parallel optical axes)")
+        else:
+            how = "estimated as the point nearest to all optical axes" if self.subject_estimated else "given"
+            rows.append(f"subject centre ({', '.join(f'{round(v, 3) + 0.:.3f}' for v in self.subject_center)}): {how}")
+        axes = {None: "no convention makes every camera face the subject",
+                "opencv": "right as read (OpenCV axes: every camera faces the subject)"}
+        rows.append("camera axes: " + axes.get(self.convention, f"every camera faces the subject read as "
+                                                                f"{self.convention!r}"))
         rows.append("OK" if self.ok else "PROBLEMS:\n  - " + "\n  - ".join(self.problems))
         return "\n".join(rows)
     def _repr_markdown_(self): return "```\n" + str(self) + "\n```"
@@ -622,6 +746,92 @@ def _subject_problems(labels, centers, fwd, center, radius, max_angle_deg, radiu
                             f"by more than {radius_rtol:.0%} (other units, or not normalised?).")
     return angle, dist, problems
 
+# %% ../nbs/00_cameras.ipynb #5426f59d
+# how a file's matrices may really have been meant: (signs of the camera's x, y, z axes, stored matrix is c2w)
+AXIS_CONVENTIONS = {
+    "opencv": ((1., 1., 1.), False),  # x right, y down, looking along +z: the stored w2c as it is
+    "opengl": ((1., -1., -1.), False),  # x right, y up, looking down -z (OpenGL, Blender, ARKit, nerfstudio)
+    "mirror-x": ((-1., 1., 1.), False),  # a mirrored camera: x points left
+    "mirror-y": ((1., -1., 1.), False),  # a mirrored camera: y up, looking along +z
+    "mirror-z": ((1., 1., -1.), False),  # a mirrored camera: y down, looking down -z
+    "c2w": ((1., 1., 1.), True),  # OpenCV camera-to-world matrices stored where a w2c belongs
+    "opengl-c2w": ((1., -1., -1.), True),  # OpenGL camera-to-world matrices stored where a w2c belongs
+}
+
+def _reinterpreted_w2c(w2c: torch.Tensor, convention: str) -> torch.Tensor:  # [..., 4, 4] float64
+    "OpenCV w2c of stored matrices `w2c [..., 4, 4]` that were really meant in `convention`."
+    if convention not in AXIS_CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {list(AXIS_CONVENTIONS)}; got {convention!r}.")
+    signs, is_c2w = AXIS_CONVENTIONS[convention]
+    w2c = w2c.double()
+    if is_c2w: w2c = torch.linalg.inv(w2c)
+    return torch.tensor([*signs, 1.], dtype=torch.float64, device=w2c.device)[:, None] * w2c
+
+def reinterpret_axes(cameras: Cameras,  # cameras read from a file whose poses were meant in another convention
+                     convention: str,  # one of AXIS_CONVENTIONS: what the file's matrices really were
+                     ) -> Cameras:
+    "The same cameras with their stored `w2c` re-read as matrices in `convention`, converted to OpenCV w2c."
+    if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
+    w2c = _reinterpreted_w2c(cameras.w2c, convention)
+    return dataclasses.replace(cameras, w2c=w2c.to(cameras.dtype))
+
+# %% ../nbs/00_cameras.ipynb #654258d4
+def _mean_facing_deg(w2c: torch.Tensor, center, max_angle_deg: float) -> float | None:
+    "Mean facing angle of proper cameras `w2c [n, 4, 4]` (float64) all within `max_angle_deg` of `center`, else None."
+    if (torch.linalg.det(w2c[:, :3, :3]) <= 0).any(): return None
+    c2w = torch.linalg.inv(w2c)
+    o, d = c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)
+    if center is None:  # the point nearest to the optical axes
+        try: center = nearest_point_to_rays(o, d)
+        except ValueError: return None
+    to_subj = center - o
+    if (to_subj.norm(dim=-1) < 1e-9).any(): return None
+    angle = torch.rad2deg(torch.acos((torch.nn.functional.normalize(to_subj, dim=-1) * d).sum(-1).clamp(-1, 1)))
+    return angle.mean().item() if (angle <= max_angle_deg).all() else None
+
+def _upright(w2c: torch.Tensor) -> bool:
+    "Whether the cameras' mean image-up direction points along + its largest world axis (+Y or +Z up worlds)."
+    up = -torch.linalg.inv(w2c)[:, :3, 1].mean(0)
+    return bool(up[up.abs().argmax()] > 0)
+
+def axis_convention(w2c,  # [..., 4, 4] the stored world-to-camera matrices of a rig
+                    subject_center=None,  # [3] the subject; None: the point nearest to the optical axes
+                    max_angle_deg: float = 30.,  # largest angle between an optical axis and the subject
+                    ) -> str | None:
+    "The AXIS_CONVENTIONS reading under which every camera is proper and faces the subject best, or None."
+    w2c = _as_float_tensor(w2c, "w2c").reshape(-1, 4, 4).double().cpu()
+    center = None if subject_center is None else _as_float_tensor(subject_center, "subject_center",
+                                                                  dtype=torch.float64).reshape(3)
+    fits = {}
+    for c in AXIS_CONVENTIONS:
+        m = _mean_facing_deg(_reinterpreted_w2c(w2c, c), center, max_angle_deg)
+        if m is not None: fits[c] = m
+    if not fits: return None
+    best = min(fits, key=lambda c: (round(fits[c], 3), c.startswith("mirror") and not _upright(
+        _reinterpreted_w2c(w2c, c))))
+    keep = "opencv" in fits and fits["opencv"] <= 2 * fits[best] + 1.  # as stored, unless another fits clearly better
+    return "opencv" if keep else best
+
+# %% ../nbs/00_cameras.ipynb #7c660267
+def _convert_hint(convention: str, python: str) -> str:
+    "How to convert: the Python call and the equivalent command line."
+    return f"convert with {python} or `facelift-nb convert-cameras IN -o OUT --from-convention {convention}`"
+
+def _convention_problem(convention: str | None) -> list[str]:
+    "The rig-wide finding when the stored poses only fit another convention (nothing for 'opencv' or None)."
+    if convention in (None, "opencv"): return []
+    if convention == "opengl":
+        return ["camera axes look OpenGL: " + _convert_hint("opengl", "Cameras.from_opengl(...)")
+                + " (every camera faces the subject once its y and z axes are flipped)."]
+    if convention.startswith("mirror"):
+        return [f"camera axes look mirrored (det -1 for every camera; they fit with the camera's {convention[-1]} axis "
+                f"flipped): " + _convert_hint(convention, f'reinterpret_axes(cameras, "{convention}")')
+                + ", or fix the conversion that flipped one axis."]
+    python = "Cameras.from_c2w(...)" if convention == "c2w" else "Cameras.from_opengl(...)"
+    kind = "OpenCV" if convention == "c2w" else "OpenGL"
+    return [f"the poses look like {kind} camera-to-world matrices stored as w2c: " + _convert_hint(convention, python)
+            + "."]
+
 # %% ../nbs/00_cameras.ipynb #9db81ccd
 def check_cameras(cameras: Cameras,
                   subject_center=None,  # [3] where the subject is; None: the point nearest all optical axes
@@ -630,7 +840,7 @@ def check_cameras(cameras: Cameras,
                   radius_rtol: float = 0.1,  # allowed relative deviation from `radius`
                   strict: bool = False,  # raise ValueError when any check fails
                  ) -> CameraReport:
-    "Check rotations, facing direction, distance and intrinsics of every camera; report (and optionally raise)."
+    "Check rotations, facing direction, distance, intrinsics and axis convention of every camera; report (or raise)."
     if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
     w2c, K = cameras.w2c.reshape(-1, 4, 4).double().cpu(), cameras.K.reshape(-1, 3, 3).double().cpu()
     n, V = len(w2c), cameras.num_views
@@ -643,17 +853,75 @@ def check_cameras(cameras: Cameras,
         try: center = nearest_point_to_axes(cameras.to(dtype=torch.float64).to("cpu"))
         except ValueError: center = None
     else: center = _as_float_tensor(subject_center, "subject_center", dtype=torch.float64).reshape(3)
+    convention = axis_convention(w2c, None if subject_center is None else center, max_angle_deg)
+    problems = _convention_problem(convention) + problems
     if center is None:
         angle = dist = torch.full((n,), float("nan"), dtype=torch.float64)
     else:
         angle, dist, found = _subject_problems(labels, centers, fwd, center, radius, max_angle_deg, radius_rtol)
         problems += found
     problems += _intrinsics_problems(labels, K, cameras.hw)
-    center = None if center is None else tuple(center.tolist())
     report = CameraReport(tuple(labels), tuple(det.tolist()), tuple(orth.tolist()), tuple(angle.tolist()),
-                          tuple(dist.tolist()), center, tuple(problems))
+                          tuple(dist.tolist()), None if center is None else tuple(center.tolist()), tuple(problems),
+                          subject_estimated=subject_center is None and center is not None, convention=convention)
     if strict and problems: raise ValueError("check_cameras found problems:\n  - " + "\n  - ".join(problems))
     return report
+
+# %% ../nbs/00_cameras.ipynb #96fb77d5
+CAMERA_FORMATS = ("opencv_json", "transforms", "colmap")  # what read_cameras reads
+CAMERA_WRITE_FORMATS = ("opencv_json", "transforms", "colmap", "colmap-bin")  # what write_cameras writes
+_ACCEPTED = ("an opencv_cameras.json (`frames` with `w2c`), a transforms.json (`frames` with `transform_matrix`) "
+             "or a COLMAP model folder (cameras.txt + images.txt, or cameras.bin + images.bin)")
+
+def camera_file_format(path) -> str:  # "opencv_json", "transforms" or "colmap"
+    "Which camera format `path` holds, by its content (a folder: a COLMAP model)."
+    path = Path(path)
+    if path.is_dir():
+        if any((path / f"cameras.{e}").is_file() for e in ("txt", "bin")): return "colmap"
+        hint = f" A COLMAP workspace? Pass its model folder, e.g. {path / 'sparse' / '0'}." if (
+            path / "sparse").is_dir() else ""
+        found = sorted(p.name for p in path.iterdir())[:8]
+        raise ValueError(f"{path} is a folder without a COLMAP model (found {found}); expected {_ACCEPTED}.{hint}")
+    if not path.is_file(): raise FileNotFoundError(f"no camera file or folder at {str(path)!r}.")
+    if path.suffix in (".txt", ".bin") and path.stem in ("cameras", "images", "points3D"):
+        raise ValueError(f"{path} is one file of a COLMAP model: pass its folder {path.parent}.")
+    try: data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON camera file ({e}); expected {_ACCEPTED}.") from None
+    frames = data.get("frames") if isinstance(data, dict) else None
+    if not isinstance(frames, list) or not frames or not isinstance(frames[0], dict):
+        what = f"the keys {sorted(data)[:8]}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise ValueError(f"{path}: found {what} but no non-empty `frames` list; expected {_ACCEPTED}.")
+    f0 = frames[0]
+    if "w2c" in f0 or ("transform_matrix" not in f0 and ("fx" in f0 or "fy" in f0)): return "opencv_json"
+    if "transform_matrix" in f0 or any(k in d for d in (data, f0) for k in ("fl_x", "camera_angle_x")):
+        return "transforms"  # (a file with the keys of one format but not all: its reader names what is missing)
+    raise ValueError(f"{path}: frame 0 has the keys {sorted(frames[0])[:10]}, neither `w2c` nor `transform_matrix`; "
+                     f"expected {_ACCEPTED}.")
+
+# %% ../nbs/00_cameras.ipynb #efb9ea69
+def read_cameras(path,  # an opencv_cameras.json, a transforms.json or a COLMAP model folder (text or binary)
+                 format: str = "auto",  # "auto" (by content, see camera_file_format) or one of CAMERA_FORMATS
+                 dtype=torch.float32) -> Cameras:
+    "`[V]` cameras from any camera file the library reads, frames in file order, file names kept."
+    if format not in ("auto", *CAMERA_FORMATS):
+        raise ValueError(f"`format` must be 'auto' or one of {list(CAMERA_FORMATS)}; got {format!r}.")
+    fmt = camera_file_format(path) if format == "auto" else format
+    if fmt == "opencv_json": return Cameras.from_facelift_json(path, dtype=dtype)
+    if fmt == "transforms": return Cameras.from_transforms_json(path, dtype=dtype)
+    return from_colmap(path, dtype=dtype)
+
+def write_cameras(cameras: Cameras,  # a `[V]` rig
+                  path,  # the file (opencv_json, transforms) or folder (colmap, colmap-bin) to write
+                  format: str,  # one of CAMERA_WRITE_FORMATS
+                  ) -> Path:
+    "Write `[V]` cameras in any format `read_cameras` reads (atomically); returns the path written."
+    if not isinstance(cameras, Cameras): raise TypeError(f"`cameras` must be Cameras; got {type(cameras).__name__}.")
+    if format not in CAMERA_WRITE_FORMATS:
+        raise ValueError(f"`format` must be one of {list(CAMERA_WRITE_FORMATS)}; got {format!r}.")
+    if format == "opencv_json": return cameras.to_facelift_json(path)
+    if format == "transforms": return cameras.to_transforms_json(path)
+    return to_colmap(cameras, path, format="bin" if format == "colmap-bin" else "txt")
 
 # %% ../nbs/00_cameras.ipynb #6bc3673b
 @dataclass(frozen=True, eq=False)
@@ -721,126 +989,130 @@ def quat_to_rotation(q: torch.Tensor,  # [..., 4] quaternions (w, x, y, z), norm
                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
     return R.reshape(*q.shape[:-1], 3, 3)
 
-# %% ../nbs/00_cameras.ipynb #e22cca5a
-_COLMAP_MODELS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8}  # parameter counts
-# trailing distortion terms
-_COLMAP_NDIST = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
-
-def _R_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
-    "The (w, x, y, z) unit quaternion of a rotation matrix, with w >= 0."
+# %% ../nbs/00_cameras.ipynb #5a5fd515
+def rotation_to_quat(R: torch.Tensor,  # [..., 3, 3] rotation matrices
+                    ) -> torch.Tensor:  # [..., 4] unit quaternions (w, x, y, z) with w >= 0
+    "Unit quaternions (w, x, y, z) of rotation matrices, w >= 0 (the inverse of `quat_to_rotation`)."
     m = R
-    t = np.trace(m)
-    if t > 0:
-        s = 2 * math.sqrt(t + 1)
-        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2 * math.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
-        q = [0.] * 4
-        q[0], q[1 + i] = (m[k, j] - m[j, k]) / s, s / 4
-        q[1 + j], q[1 + k] = (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
-    q = np.array(q)
-    return q if q[0] >= 0 else -q
+    t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    q = torch.stack([1 + t, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1).clamp_min(0).sqrt() / 2
+    wv = torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
+    sign = torch.cat([torch.ones_like(t)[..., None], torch.sign(wv)], -1)  # signs of w·x, w·y, w·z
+    # near a half turn w·x, w·y, w·z vanish: take the signs from x·y, x·z, y·z relative to the largest of x, y, z
+    xy, xz, yz = m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1]
+    one = torch.ones_like(t)
+    pair = torch.stack([torch.stack([one, xy, xz], -1), torch.stack([xy, one, yz], -1),
+                        torch.stack([xz, yz, one], -1)], -2).sign()  # [..., 3, 3] sign of q_i·q_j
+    i = q[..., 1:].argmax(-1, keepdim=True)  # the largest vector component
+    rel = pair.gather(-2, i[..., None].expand(*i.shape[:-1], 1, 3)).squeeze(-2)
+    rel = torch.where(rel == 0, torch.ones_like(rel), rel)
+    sw = torch.sign(wv.gather(-1, i))  # sign of w·q_i
+    half_turn = torch.cat([torch.ones_like(sw), rel * torch.where(sw == 0, torch.ones_like(sw), sw)], -1)
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    sign = torch.where(q[..., :1] < 0.25, half_turn, sign)
+    return torch.nn.functional.normalize(q * sign, dim=-1)
 
-def _colmap_lines(path: Path):
-    "The non-comment lines of a COLMAP text file (the empty POINTS2D lines of images.txt are kept)."
-    if not path.is_file(): raise FileNotFoundError(f"COLMAP text model file missing: {str(path)!r}.")
-    try: text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 COLMAP text file ({e}); binary models: colmap model_converter "
-                         "--output_type TXT.") from None
-    return [l.rstrip("\n") for l in text.splitlines() if not l.startswith("#")]
+# %% ../nbs/00_cameras.ipynb #1c33ccd1
+def _colmap_K(cam: ColmapCamera) -> list:
+    "The 3x3 pixel intrinsics of a COLMAP camera, its distortion aside."
+    fx, fy, cx, cy = cam.pinhole
+    return [[fx, 0., cx], [0., fy, cy], [0., 0., 1.]]
 
-# %% ../nbs/00_cameras.ipynb #1f5667b0
-def to_colmap(self: Cameras,  # a `[V]` rig
-              folder) -> Path:
-    "Write `[V]` cameras as a COLMAP text model (`cameras.txt`, `images.txt`, empty `points3D.txt`)."
-    if len(self.batch_shape) != 1:
-        raise ValueError(f"to_colmap writes one rig [V]; got batch shape {self.batch_shape}.")
+def _colmap_w2c(qvec, tvec, dtype) -> torch.Tensor:  # [4, 4]
+    "The w2c of a COLMAP pose (the quaternion normalised), computed in float64 and cast to `dtype`."
+    w2c = torch.eye(4, dtype=torch.float64)
+    w2c[:3, :3] = quat_to_rotation(torch.as_tensor(np.asarray(qvec, dtype=np.float64)))
+    w2c[:3, 3] = torch.as_tensor(np.asarray(tvec, dtype=np.float64))
+    return w2c.to(dtype)
+
+def _colmap_meta(im: ColmapImage, cam: ColmapCamera) -> dict:
+    "Per-view meta of a COLMAP image: its file name, and what writing it back unchanged needs."
+    return {"file_path": im.name, "colmap_image_id": im.id, "colmap_qvec": im.qvec.tolist(),
+            "colmap_tvec": im.tvec.tolist(), "colmap_camera_id": cam.id, "colmap_model": cam.model,
+            "colmap_params": cam.params.tolist()}
+
+def _warn_distortion(cams) -> None:
+    "Warn once per COLMAP camera whose distortion terms are not zero (`Cameras` are pinhole)."
+    for cam in {c.id: c for c in cams}.values():
+        if np.any(cam.distortion != 0):
+            warnings.warn(f"COLMAP camera {cam.id} ({cam.model}): lens distortion {cam.distortion.tolist()} is "
+                          "ignored; undistort the images (colmap image_undistorter) for exact rays.", stacklevel=3)
+
+# %% ../nbs/00_cameras.ipynb #21442591
+def from_colmap(folder,  # a COLMAP model folder (text or binary files), e.g. sparse/0
+                dtype=torch.float32,  # floating dtype of `K` and `w2c`
+                format: str = "auto",  # "txt", "bin", or "auto" (whichever the folder holds; both must agree)
+               ) -> Cameras:
+    "Cameras `[V]` from a COLMAP model, in image-id order; `names` are the image names."
     folder = Path(folder)
-    H, W = self.hw
-    K, w2c = self.K.detach().cpu().double().numpy(), self.w2c.detach().cpu().double().numpy()
-    names = [m.get("file_path") for m in self.meta] if self.meta else [None] * len(self)
-    names = [n or (self.names[i] if self.names else f"view_{i:03d}.png") for i, n in enumerate(names)]
-    cams = ["# Camera list: CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    imgs = ["# Image list: IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME; "
-            "then POINTS2D[] as (X, Y, POINT3D_ID)"]
-    for i in range(len(self)):
-        fx, fy, cx, cy = K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]
-        cams.append(f"{i + 1} PINHOLE {W} {H} " + " ".join(repr(float(v)) for v in (fx, fy, cx, cy)))
-        q, t = _R_to_quat_wxyz(w2c[i, :3, :3]), w2c[i, :3, 3]
-        imgs += [f"{i + 1} " + " ".join(repr(float(v)) for v in (*q, *t)) + f" {i + 1} {names[i]}", ""]
-    write_text_atomic(folder / "cameras.txt", "\n".join(cams) + "\n")
-    write_text_atomic(folder / "images.txt", "\n".join(imgs) + "\n")
-    write_text_atomic(folder / "points3D.txt", "# 3D point list: empty\n")
-    return folder
-
-# %% ../nbs/00_cameras.ipynb #1aa6119f
-def _colmap_intrinsics(folder: Path) -> dict:
-    "`{camera id: (H, W, K rows)}` from a COLMAP `cameras.txt`; distortion terms are dropped with a warning."
-    intr = {}
-    for ln, line in enumerate(_colmap_lines(folder / "cameras.txt")):
-        if not line.strip(): continue
-        parts = line.split()
-        try: cid, model, w, h, params = parts[0], parts[1], int(parts[2]), int(parts[3]), [float(p) for p in parts[4:]]
-        except (IndexError, ValueError):
-            raise ValueError(f"{folder / 'cameras.txt'}: malformed camera line {line!r}; "
-                             "expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...") from None
-        if model not in _COLMAP_MODELS:
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} uses the model {model!r}; supported: "
-                             f"{list(_COLMAP_MODELS)}. Undistort the images to PINHOLE first (colmap "
-                             "image_undistorter).")
-        if len(params) != _COLMAP_MODELS[model]:
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} ({model}) needs {_COLMAP_MODELS[model]} "
-                             f"parameters; got {len(params)}.")
-        if not (np.isfinite(params).all() and w > 0 and h > 0 and params[0] > 0):
-            raise ValueError(f"{folder / 'cameras.txt'}: camera {cid} needs a positive size and focal length, all "
-                             f"finite; got {line!r}.")
-        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
-            f, cx, cy = params[:3]
-            fx = fy = f
-        else: fx, fy, cx, cy = params[:4]
-        dist = params[len(params) - _COLMAP_NDIST[model]:]
-        if any(d != 0 for d in dist):
-            warnings.warn(f"COLMAP camera {cid} ({model}): lens distortion {dist} is ignored; "
-                          "undistort the images (colmap image_undistorter) for exact rays.", stacklevel=3)
-        intr[cid] = (h, w, [[fx, 0., cx], [0., fy, cy], [0., 0., 1.]])
-    return intr
-
-# %% ../nbs/00_cameras.ipynb #ffc27c50
-def _colmap_images(folder: Path, intr: dict) -> list:
-    "`(name, w2c [4, 4], intrinsics)` of every image in a COLMAP `images.txt`, in file order."
-    lines = _colmap_lines(folder / "images.txt")
-    recs = []
-    for k in range(0, len(lines), 2):  # each image: a pose line, then a (possibly empty) POINTS2D line
-        parts = lines[k].split()
-        if not parts: continue
-        if len(parts) < 10: raise ValueError(f"{folder / 'images.txt'}: malformed image line {lines[k]!r}.")
-        try: q, t, cid, name = np.array(parts[1:5], float), np.array(parts[5:8], float), parts[8], " ".join(parts[9:])
-        except ValueError: raise ValueError(f"{folder / 'images.txt'}: malformed image line {lines[k]!r}.") from None
-        if not (np.isfinite(q).all() and np.isfinite(t).all() and np.linalg.norm(q) > 0):
-            raise ValueError(f"{folder / 'images.txt'}: image {name!r} needs a non-zero quaternion and finite numbers; "
-                             f"got {lines[k]!r}.")
-        if cid not in intr:
-            raise ValueError(f"{folder / 'images.txt'}: image {name!r} refers to camera {cid}, "
-                             "absent from cameras.txt.")
-        w2c = np.eye(4)
-        w2c[:3, :3], w2c[:3, 3] = quat_to_rotation(torch.from_numpy(q)).numpy(), t
-        recs.append((name, w2c, intr[cid]))
-    return recs
-
-def from_colmap(folder,  # a COLMAP text model folder (cameras.txt, images.txt), e.g. sparse/0
-                dtype=torch.float32) -> Cameras:
-    "Cameras `[V]` from a COLMAP text model, sorted by image name."
-    folder = Path(folder)
-    recs = _colmap_images(folder, _colmap_intrinsics(folder))
-    if not recs: raise ValueError(f"{folder / 'images.txt'}: no images.")
-    recs.sort(key=lambda r: r[0])
-    sizes = {r[2][:2] for r in recs}
+    model = read_colmap_model(folder, format)
+    if not model.images: raise ValueError(f"{folder}: the COLMAP model has no images (images.txt/.bin is empty).")
+    images = [model.images[k] for k in sorted(model.images)]
+    cams = [model.cameras[im.camera_id] for im in images]
+    sizes = sorted({(c.height, c.width) for c in cams})
     if len(sizes) > 1:
-        raise ValueError(f"{folder}: images have several sizes {sorted(sizes)}; one Cameras holds one size.")
-    K = torch.tensor(np.array([r[2][2] for r in recs]), dtype=dtype)
-    w2c = torch.tensor(np.array([r[1] for r in recs]), dtype=dtype)
-    names = tuple(r[0] for r in recs)
-    return Cameras(K, w2c, recs[0][2][:2], names=names, meta=tuple({"file_path": n} for n in names))
+        raise ValueError(f"{folder}: images have several sizes {sizes} (H, W); one Cameras holds one size: keep the "
+                         "images of one camera size, or resize them to one size first.")
+    _warn_distortion(cams)
+    K = torch.tensor([_colmap_K(c) for c in cams], dtype=dtype)
+    w2c = torch.stack([_colmap_w2c(im.qvec, im.tvec, dtype) for im in images])
+    names, meta = tuple(im.name for im in images), tuple(_colmap_meta(im, c) for im, c in zip(images, cams))
+    try: return Cameras(K, w2c, sizes[0], names=names, meta=meta)
+    except ValueError as e: raise ValueError(f"{folder}: {e}") from None
+
+def colmap_points(folder,  # a COLMAP model folder (text or binary files)
+                  format: str = "auto",  # "txt", "bin" or "auto", as for `from_colmap`
+                 ) -> torch.Tensor:  # [N, 3] float64
+    "The 3D points of a COLMAP model in world coordinates (`[0, 3]` when it has none)."
+    xyz = [p.xyz for p in read_colmap_model(folder, format).points3D.values()]
+    return torch.tensor(np.array(xyz, dtype=np.float64).reshape(-1, 3))
+
+# %% ../nbs/00_cameras.ipynb #04073476
+def _colmap_view(meta: Mapping, K: torch.Tensor, w2c: torch.Tensor, hw) -> tuple:
+    "(ColmapCamera or None, (qvec, tvec) or None): what of a view's COLMAP meta still matches its `K` and `w2c`."
+    cam = pose = None
+    if {"colmap_camera_id", "colmap_model", "colmap_params"} <= set(meta):
+        c = ColmapCamera(meta["colmap_camera_id"], meta["colmap_model"], hw[1], hw[0], meta["colmap_params"])
+        if torch.equal(torch.tensor(_colmap_K(c), dtype=K.dtype), K): cam = c
+    if {"colmap_qvec", "colmap_tvec"} <= set(meta):
+        q, t = np.asarray(meta["colmap_qvec"], dtype=np.float64), np.asarray(meta["colmap_tvec"], dtype=np.float64)
+        if q.shape == (4,) and t.shape == (3,) and np.any(q) and torch.equal(_colmap_w2c(q, t, w2c.dtype), w2c):
+            pose = (q, t)
+    return cam, pose
+
+def _fresh_ids(claimed):
+    "An iterator over the ids above every claimed one."
+    return iter(range(max(claimed, default=0) + 1, 2**31))
+
+# %% ../nbs/00_cameras.ipynb #1e938892
+def to_colmap(self: Cameras,  # a `[V]` rig
+              folder,  # the model folder to write, e.g. sparse/0
+              format: str = "txt",  # "txt" or "bin"
+             ) -> Path:
+    "Write `[V]` cameras as a COLMAP model (`cameras`, `images`, empty `points3D`); returns the folder."
+    if len(self.batch_shape) != 1:
+        raise ValueError(f"to_colmap writes one rig [V]; got batch shape {self.batch_shape}. Index the batch first.")
+    if format not in ("txt", "bin"): raise ValueError(f"`format` must be 'txt' or 'bin'; got {format!r}.")
+    H, W = self.hw
+    K, w2c, metas = self.K.detach().cpu(), self.w2c.detach().cpu(), self.meta or ({},) * len(self)
+    K64, w2c64 = K.double(), w2c.double()
+    names = [m.get("file_path") or (self.names[i] if self.names else f"view_{i:03d}.png") for i, m in enumerate(metas)]
+    views = [_colmap_view(m, K[i], w2c[i], self.hw) for i, m in enumerate(metas)]
+    claimed = {}
+    for cam, _ in views:
+        if cam is not None: claimed.setdefault(cam.id, cam)
+    image_ids = [m.get("colmap_image_id") for m in metas]
+    unique_ids = {i for i in image_ids if isinstance(i, int) and image_ids.count(i) == 1}
+    new_cam, new_image, cameras, images = _fresh_ids(claimed), _fresh_ids(unique_ids), {}, {}
+    for i, (cam, pose) in enumerate(views):
+        c = claimed[cam.id] if cam is not None else None
+        if c is None or c.model != cam.model or not np.array_equal(c.params, cam.params):
+            fx, fy, cx, cy = (K64[i, 0, 0], K64[i, 1, 1], K64[i, 0, 2], K64[i, 1, 2])
+            cam = ColmapCamera(next(new_cam), "PINHOLE", W, H, [float(v) for v in (fx, fy, cx, cy)])
+        q, t = pose if pose is not None else (rotation_to_quat(w2c64[i, :3, :3]).numpy(), w2c64[i, :3, 3].numpy())
+        iid = image_ids[i] if image_ids[i] in unique_ids else next(new_image)
+        cameras[cam.id] = cam
+        images[iid] = ColmapImage(iid, q, t, cam.id, names[i])
+    return write_colmap_model(ColmapModel(cameras, images), folder, format)

@@ -15,12 +15,21 @@ from typing import Sequence
 import numpy as np
 
 import facelift_nb
-from .cameras import Cameras, check_cameras, from_colmap
+from facelift_nb.cameras import (
+    AXIS_CONVENTIONS,
+    CAMERA_WRITE_FORMATS,
+    Cameras,
+    camera_file_format,
+    check_cameras,
+    read_cameras,
+    reinterpret_axes,
+    write_cameras,
+)
 from .io import atomic_folder, load_image
-from .layouts import layout_stats, list_layouts
+from .layouts import get_layout, layout_stats, list_layouts, match_layout
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
+__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'FORMAT_NAMES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
 
 # %% ../nbs/12_cli.ipynb #53fa0d09
 EXAMPLES = {"head": "example_head.png", "mouse": "example_mouse.png"}
@@ -162,9 +171,17 @@ def _fill_arg(v: str):
     return f
 
 # %% ../nbs/12_cli.ipynb #85aa7f3c
+def _view_path(views_dir: Path, file_path: str) -> Path:
+    "A frame's image, `file_path` relative to the views folder; a name without suffix (instant-ngp) finds its image."
+    p = views_dir / file_path
+    if p.suffix or p.is_file(): return p
+    found = [p.with_name(p.name + s) for s in IMAGE_SUFFIXES if p.with_name(p.name + s).is_file()]
+    return found[0] if found else p
+
 def _read_views(views_dir: Path, cams: Cameras, cameras_path) -> list:
     "The posed views named by the cameras (or the folder's images, sorted), each RGB [3, H, W] over white."
-    paths = [views_dir / m["file_path"] if m.get("file_path") else None for m in (cams.meta or [{}] * len(cams))]
+    paths = [_view_path(views_dir, m["file_path"]) if m.get("file_path") else None
+             for m in (cams.meta or [{}] * len(cams))]
     if any(p is None for p in paths):
         paths = sorted(p for p in views_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(paths) != len(cams):
@@ -193,26 +210,73 @@ def _reconstruct_gslrm(args):
     raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
 
 # %% ../nbs/12_cli.ipynb #6a3cb7cc
+def _posed_rig(cams: Cameras, ims: list, args) -> tuple[Cameras, list]:
+    "The rig for GS-LRM: normalised into the FaceLift world (--normalize), reduced to a layout's slots (--layout)."
+    from facelift_nb.data import normalize_rig
+    if args.normalize: cams = normalize_rig(cams, front_camera=args.front_camera).cameras
+    if args.layout:
+        layout = get_layout(args.layout)
+        try: m = match_layout(cams, layout)
+        except ValueError as e:
+            hint = "" if args.normalize else " (a rig outside the FaceLift world? add --normalize)"
+            raise CLIError(f"the cameras do not fit layout {args.layout}{hint}: {str(e).splitlines()[0]}") from None
+        idx = list(m.indices)
+        cams, ims = cams[idx], [ims[i] for i in idx]
+    return cams, ims
+
 def _cmd_reconstruct(args) -> int:
     import torch
 
     from facelift_nb.pipeline import FaceLiftOutput, reconstruct_views
     from facelift_nb.render import render, render_turntable
     out = _free_output(args.output, args.overwrite)
-    cams = Cameras.from_facelift_json(args.cameras)
+    cams, fmt = _read_cameras(args.cameras)
     views_dir = Path(args.views)
-    ims = _read_views(views_dir, cams, args.cameras)
+    cams, ims = _posed_rig(cams, _read_views(views_dir, cams, args.cameras), args)
     model, wman = _reconstruct_gslrm(args)
     S = model.config.image_size
     R = args.render_size or max(S, 256)
     gauss = reconstruct_views(model, torch.stack(ims), cams, filters=_filters(args))
     cs = cams.resize((S, S))
+    settings = dict(views=str(views_dir), cameras=str(args.cameras), cameras_format=fmt, filters=args.filters,
+                    normalize=args.normalize, layout=args.layout)
     res = FaceLiftOutput(None, None, cs, gauss, render(gauss, cs.resize((R, R))),
                          render_turntable(gauss, n_frames=args.turntable, hw=(R, R)) if args.turntable else None,
-                         dict(weights={"gslrm": wman},
-                              settings=dict(views=str(views_dir), cameras=str(args.cameras), filters=args.filters)))
+                         dict(weights={"gslrm": wman}, settings=settings))
     res.save(out, overwrite=args.overwrite)
-    print(f"{len(gauss):,} Gaussians from {len(cams)} views -> {out}")
+    print(f"{len(gauss):,} Gaussians from {len(cams)} views ({FORMAT_NAMES[fmt]}) -> {out}")
+    return 0
+
+# %% ../nbs/12_cli.ipynb #1acfbf6e
+FORMAT_NAMES = {"opencv_json": "opencv_cameras.json", "transforms": "transforms.json (OpenGL c2w, converted)",
+                "colmap": "COLMAP model"}
+
+def _read_cameras(path, convention: str | None = None) -> tuple[Cameras, str]:
+    "The cameras of any file `read_cameras` reads (re-read in `convention` when given) and the format found."
+    if not Path(path).exists(): raise CLIError(f"no camera file or folder {str(path)!r}")
+    fmt = camera_file_format(path)
+    cams = read_cameras(path, fmt)
+    return (reinterpret_axes(cams, convention) if convention else cams), fmt
+
+def _read_note(path, cams: Cameras, fmt: str, convention: str | None) -> str:
+    "One line saying what was read."
+    how = f", poses re-read as {convention!r}" if convention else ""
+    return f"read {len(cams)} cameras from {path} ({FORMAT_NAMES[fmt]}{how})"
+
+def _cmd_convert(args) -> int:
+    "`convert-cameras`: read any camera format, check, write another; a rig failing the checks needs --force."
+    out = Path(args.output)
+    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite to replace it)")
+    cams, fmt = _read_cameras(args.input, args.from_convention)
+    report = check_cameras(cams)
+    if not report.ok and not args.force:
+        print(f"facelift-nb: error: not written: the cameras fail the checks ({len(report.problems)} problems, the "
+              f"first: {report.problems[0]}) See `facelift-nb check-cameras {args.input}`; --force writes them "
+              "anyway.", file=sys.stderr)
+        return 1
+    path = write_cameras(cams, out, args.to)
+    forced = " (written with --force: the checks found problems)" if not report.ok else ""
+    print(f"{_read_note(args.input, cams, fmt, args.from_convention)}; wrote {args.to}: {path}{forced}")
     return 0
 
 # %% ../nbs/12_cli.ipynb #193a949b
@@ -241,21 +305,27 @@ def _cmd_checkpoints(args) -> int:
     print(format_checkpoint_table(infos))
     return 0 if all(i.ok for i in infos) else 1
 
+# %% ../nbs/12_cli.ipynb #8972d742
+def _add_output(p, default: str | None = None) -> None:
+    "The `-o/--output` and `--overwrite` options of a command that writes."
+    if default is None: p.add_argument("-o", "--output", required=True)
+    else: p.add_argument("-o", "--output", default=default, help=f"output folder (default: {default})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
 # %% ../nbs/12_cli.ipynb #2d691974
 def _add_run_parsers(sub) -> None:
     "The `demo` and `run` subcommands and their options."
     d = sub.add_parser("demo", help="the built-in model on a shipped example image: views, Gaussians, renders, "
                                     "turntable, overview.png")
-    d.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
+    _add_output(d, default="demo_out")
     d.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
     d.add_argument("--image", default="head", help="head, mouse (shipped examples) or a path to an RGBA image")
     d.add_argument("--steps", type=int, default=50)
     d.add_argument("--turntable", type=int, default=150)
     d.add_argument("--seed", type=int, default=4)
-    d.add_argument("--overwrite", action="store_true")
     r = sub.add_parser("run", help="one image (or a folder of images) -> views, Gaussians, renders, turntable")
     r.add_argument("input")
-    r.add_argument("-o", "--output", required=True)
+    _add_output(r)
     r.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), help="pipeline folder and GS-LRM checkpoint "
                                                                                 "(paths or HF ids)")
     r.add_argument("--prompt-embeds", default=None, help="per-view prompt embeddings (published: clr_embeds.pt)")
@@ -279,31 +349,32 @@ def _add_run_parsers(sub) -> None:
                         "'keep' for --default)")
     r.add_argument("--device", default=None)
     r.add_argument("--dtype", default="float32")
-    r.add_argument("--overwrite", action="store_true")
 
 # %% ../nbs/12_cli.ipynb #74365f2e
 def _add_tool_parsers(sub) -> None:
-    "`reconstruct`, `render`, `checkpoints`, the checks, `layouts` and the two training commands."
+    "`reconstruct`, `render`, `checkpoints`, `check-data`, `layouts` and the two training commands."
     rc = sub.add_parser("reconstruct", help="GS-LRM on your own posed views")
     rc.add_argument("views")
-    rc.add_argument("--cameras", required=True)
-    rc.add_argument("-o", "--output", required=True)
+    rc.add_argument("--cameras", required=True, help="opencv_cameras.json, transforms.json or a COLMAP model folder")
+    _add_output(rc)
     rc.add_argument("--gslrm", default=None)
     rc.add_argument("--default", action="store_true", help="the built-in GS-LRM (32²)")
+    rc.add_argument("--normalize", action="store_true", help="move the rig into the FaceLift world first (any units "
+                                                             "and up axis; normalize_rig)")
+    rc.add_argument("--front-camera", type=int, default=0, help="with --normalize: the view showing the face")
+    rc.add_argument("--layout", default=None, help="keep the views that fill this layout's slots (match_layout)")
     rc.add_argument("--render-size", type=int, default=None, help="renders and turntable size (default: the GS-LRM "
                                                                   "size, at least 256)")
     rc.add_argument("--turntable", type=int, default=150)
     rc.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
-    rc.add_argument("--overwrite", action="store_true")
     rd = sub.add_parser("render", help="turntable video of a 3DGS PLY")
     rd.add_argument("ply")
-    rd.add_argument("-o", "--output", required=True)
+    _add_output(rd)
     rd.add_argument("--turntable", type=int, default=150)
     rd.add_argument("--size", type=int, default=512)
     rd.add_argument("--radius", type=float, default=2.7)
     rd.add_argument("--elevation", type=float, default=0.)
     rd.add_argument("--fps", type=int, default=30)
-    rd.add_argument("--overwrite", action="store_true")
     ck = sub.add_parser("checkpoints", help="inspection table of a checkpoint folder")
     ck.add_argument("folder")
     ck.add_argument("--verify", action="store_true", help="check manifest sha256 hashes")
@@ -312,15 +383,27 @@ def _add_tool_parsers(sub) -> None:
     cd.add_argument("root")
     cd.add_argument("--layout", default=None, help="the MV layout, when the dataset has no dataset.json")
     cd.add_argument("--radius", type=float, default=2.7)
-    c = sub.add_parser("check-cameras", help="check an opencv_cameras.json file or a COLMAP text model folder")
-    c.add_argument("path")
-    c.add_argument("--radius", type=float, default=None, help="expected camera distance to the subject")
     sub.add_parser("layouts", help="coverage metrics of the registered layouts")
     t = sub.add_parser("train-gslrm", help="fine-tune GS-LRM from a YAML config (fields of GSLRMTrainConfig)")
     t.add_argument("config")
     m = sub.add_parser("train-mvdiffusion", help="fine-tune the multi-view UNet from a YAML config (fields of "
                                                  "MVTrainConfig)")
     m.add_argument("config")
+
+# %% ../nbs/12_cli.ipynb #3565bfcf
+def _add_camera_parsers(sub) -> None:
+    "`check-cameras` and `convert-cameras`."
+    c = sub.add_parser("check-cameras", help="check an opencv_cameras.json, a transforms.json or a COLMAP model folder")
+    c.add_argument("path")
+    c.add_argument("--radius", type=float, default=None, help="expected camera distance to the subject")
+    c.add_argument("--from-convention", default=None, choices=list(AXIS_CONVENTIONS), help="re-read the poses first")
+    v = sub.add_parser("convert-cameras", help="convert between opencv_cameras.json, transforms.json and COLMAP")
+    v.add_argument("input")
+    _add_output(v)
+    v.add_argument("--to", required=True, choices=list(CAMERA_WRITE_FORMATS))
+    v.add_argument("--from-convention", default=None, choices=list(AXIS_CONVENTIONS),
+                   help="re-read the input's poses in this convention first (e.g. opengl)")
+    v.add_argument("--force", action="store_true", help="write even when the cameras fail the checks")
 
 # %% ../nbs/12_cli.ipynb #d538bac5
 def _cmd_train(args) -> int:
@@ -348,8 +431,8 @@ def _cmd_check(args) -> int:
         print(report)
         return 0 if report.ok else 1
     if args.command == "check-cameras":
-        path = Path(args.path)
-        cams = from_colmap(path) if path.is_dir() else Cameras.from_facelift_json(path)
+        cams, fmt = _read_cameras(args.path, args.from_convention)
+        print(_read_note(args.path, cams, fmt, args.from_convention))
         report = check_cameras(cams, radius=args.radius)
         print(report)
         return 0 if report.ok else 1
@@ -368,6 +451,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_run_parsers(sub)
     _add_tool_parsers(sub)
+    _add_camera_parsers(sub)
     return p
 
 def _is_main_process() -> bool:
@@ -394,4 +478,5 @@ def _dispatch(args) -> int:
         demo(args.output, args.image, args.steps, args.turntable, args.seed, args.overwrite)
         return 0
     if args.command in ("check-data", "check-cameras"): return _cmd_check(args)
+    if args.command == "convert-cameras": return _cmd_convert(args)
     return _cmd_layouts()

@@ -131,11 +131,21 @@ def _subject_fit(cameras: Cameras,  # [V] the rig in its original world
     return rep, max(half_w, half_h), fits
 
 # %% ../nbs/10_data.ipynb #7384c429
+def _points_center(points) -> torch.Tensor:  # [3] float64
+    "The coordinate-wise median of sparse points `[N, 3]`: a subject centre robust to stray points."
+    p = torch.as_tensor(points, dtype=torch.float64)
+    if p.ndim != 2 or p.shape[1] != 3 or len(p) == 0:
+        raise ValueError(f"`points` must be [N, 3] world points with N >= 1 (e.g. colmap_points(folder)); got "
+                         f"{tuple(p.shape)}. No points: pass points=None (the optical axes fix the centre).")
+    if not torch.isfinite(p).all(): raise ValueError("`points` must be finite; drop the NaN/inf rows first.")
+    return p.median(dim=0).values
+
 def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, placement)
                   masks=None,  # optional [V, H, W] subject masks (alpha) for the centre and the subject size
                   radius: float = 2.7,  # target mean camera distance (the FaceLift rig: 2.7)
                   up=None,  # the rig's up direction [3] in its world; None: the mean of the cameras' up vectors
                   front_camera: int = 0,  # index of the camera that looks at the subject's face
+                  points=None,  # optional [N, 3] sparse subject points (rig's world): their median is the centre
                   ) -> RigNormalization:
     "One similarity taking a real rig into the FaceLift world: subject at the origin, +Z up, facing -Y, at `radius`."
     if not isinstance(cameras, Cameras) or len(cameras.batch_shape) != 1:
@@ -143,11 +153,10 @@ def normalize_rig(cameras: Cameras,  # a rig [V] in any world (units, up axis, p
     V = len(cameras)
     if not 0 <= front_camera < V: raise ValueError(f"`front_camera` must be in [0, {V}); got {front_camera}.")
     c2w = cameras.c2w.double()
-    if masks is not None:
-        uv, o, d = _mask_rays(cameras, masks)
-        center = _nearest_point(o, d)
-    else:
-        center = _nearest_point(c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1))
+    if masks is not None: uv, o, d = _mask_rays(cameras, masks)
+    if points is not None: center = _points_center(points)
+    elif masks is not None: center = _nearest_point(o, d)
+    else: center = _nearest_point(c2w[:, :3, 3], torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1))
     T, s, dist = _facelift_similarity(c2w, center, radius, up, front_camera)
     out = cameras.transform(T.to(cameras.dtype))
     rep, rad, fits = None, None, None
@@ -299,12 +308,9 @@ def _write_samples(tmp: Path, samples: list, names: list[str], size: int, kind: 
             raise ValueError(f"sample {s.name}: {len(s.cameras)} views but layout {layout.label} has {len(layout)} "
                              "slots.")
         rgba, cams = _resized(s, size)
-        if kind == "mvdiffusion":
-            files = [f"cam_{j:03d}.png" for j in range(len(cams))]
-            cams = Cameras(cams.K, cams.w2c, cams.hw, names=layout.names, meta=tuple({"file_path": f} for f in files))
-        else:
-            files = [f"images/cam_{j:03d}.png" for j in range(len(cams))]
-            cams = Cameras(cams.K, cams.w2c, cams.hw, names=cams.names, meta=tuple({"file_path": f} for f in files))
+        folder, slot_names = ("", layout.names) if kind == "mvdiffusion" else ("images/", cams.names)
+        files = [f"{folder}cam_{j:03d}.png" for j in range(len(cams))]
+        cams = Cameras(cams.K, cams.w2c, cams.hw, names=slot_names, meta=tuple({"file_path": f} for f in files))
         for f, im in zip(files, rgba): save_rgba(im, tmp / s.name / f)
         cams.to_facelift_json(tmp / s.name / "opencv_cameras.json", rig_id=s.name)
         steps = list(s.transforms) + [dict(op="resize", size=size)]

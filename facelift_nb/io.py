@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path',
-           'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_yaml_config', 'load_tensors',
-           'open_image', 'load_image', 'resolve_weights', 'state_dict_problems', 'load_state_dict_strict']
+           'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_document', 'read_yaml_config',
+           'load_tensors', 'open_image', 'load_image', 'resolve_weights', 'state_dict_problems',
+           'load_state_dict_strict']
 
 # %% ../nbs/00a_io.ipynb #b7e1a002
 def current_umask() -> int:
@@ -141,17 +142,35 @@ def _type_ok(v, hint) -> bool:
     if base is tuple: return isinstance(v, (list, tuple))
     return isinstance(v, base) if isinstance(base, type) else True
 
+# %% ../nbs/00a_io.ipynb #a0f38109
+def read_document(path,  # the file to read
+                  kind: str,  # "json" or "yaml"
+                  what: str = "file",  # what the file is, for the messages (e.g. "camera file")
+                 ):
+    "The parsed content of a JSON or YAML file; a missing, non-UTF-8 or unparsable file raises a one-line error."
+    import json
+
+    import yaml
+    path = Path(path)
+    if kind not in ("json", "yaml"): raise ValueError(f'`kind` must be "json" or "yaml"; got {kind!r}.')
+    if not path.is_file(): raise FileNotFoundError(f"no {what} at {str(path)!r}.")
+    try: text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e}); a {what} is {kind.upper()} text.") from None
+    try: return json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())[:200]}).") from None
+    except RecursionError: raise ValueError(f"{path}: {kind.upper()} nested too deeply to be a {what}.") from None
+
 # %% ../nbs/00a_io.ipynb #9ff1f198
 def read_yaml_config(cls,  # a dataclass whose fields are the config keys
                      path,  # the YAML file
                     ):
     "An instance of `cls` from a YAML mapping of its fields; bad files raise one-line errors naming file and key."
-    import yaml
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no config file at {str(path)!r}.")
-    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())[:200]}).") from None
+    d = read_document(path, "yaml", "config file")
     names = [f.name for f in dataclasses.fields(cls)]
     if d is None: d = {}
     if not isinstance(d, dict):

@@ -17,12 +17,12 @@ import torch
 
 from .cameras import Cameras, orbit, quat_to_rotation
 from .io import atomic_path
+from .render_kernels import ALPHA_MAX, ALPHA_MIN, DILATION, FRUSTUM_CLAMP, NEAR, T_MIN, TILE, rasterize
 from .splats import SH_C0, Gaussians
 
 # %% auto #0
-__all__ = ['TILE', 'NEAR', 'DILATION', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'FRUSTUM_CLAMP', 'BACKENDS', 'RenderOutput',
-           'sh_to_rgb', 'Projected', 'project', 'tile_rects', 'render', 'turntable_cameras', 'render_turntable',
-           'to_uint8', 'image_grid', 'save_image', 'save_video']
+__all__ = ['BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected', 'project', 'tile_rects', 'tile_lists', 'render_cpu_view',
+           'render', 'turntable_cameras', 'render_turntable', 'to_uint8', 'image_grid', 'save_image', 'save_video']
 
 # %% ../nbs/03_render.ipynb #686596bc
 @dataclass(frozen=True, eq=False)
@@ -31,14 +31,6 @@ class RenderOutput:
     rgb: torch.Tensor  # [..., V, H, W, 3]
     alpha: torch.Tensor  # [..., V, H, W] accumulated opacity 1 - T
     depth: torch.Tensor  # [..., V, H, W] expected view depth of the composited Gaussians (0 where alpha = 0)
-
-TILE = 16  # tile size in pixels (the reference rasteriser's block size)
-NEAR = 0.2  # Gaussians at view depth z <= NEAR are culled
-DILATION = 0.3  # px² added to the diagonal of every screen-space covariance
-ALPHA_MIN = 1 / 255  # a Gaussian is skipped at a pixel where its alpha is below this
-ALPHA_MAX = 0.99  # alpha is capped here
-T_MIN = 1e-4  # a pixel stops before the Gaussian that would take its transmittance below this
-FRUSTUM_CLAMP = 1.3  # view-space x/z and y/z are clamped to this multiple of the half field of view
 
 # %% ../nbs/03_render.ipynb #aec0d8e6
 _SH_C1 = 0.4886025119029199
@@ -138,7 +130,7 @@ def tile_rects(means2d: torch.Tensor,  # [N, 2] pixel coordinates
     empty = (radii <= 0)[:, None]
     return torch.where(empty, torch.zeros_like(rect), rect)
 
-def _tile_lists(proj: Projected, hw, tile: int = TILE) -> tuple[torch.Tensor, torch.Tensor, int]:
+def tile_lists(proj: Projected, hw, tile: int = TILE) -> tuple[torch.Tensor, torch.Tensor, int]:
     "(tile id, Gaussian index) pairs sorted by tile, then depth, then index; and the tile-grid width."
     H, W = hw
     gx = (W + tile - 1) // tile
@@ -177,7 +169,7 @@ def _render_torch(proj: Projected, hw, bg: torch.Tensor, tile: int = TILE) -> to
     "Tile-by-tile differentiable rasterisation of one camera."
     H, W = hw
     gx, gy = (W + tile - 1) // tile, (H + tile - 1) // tile
-    tid, gid, _ = _tile_lists(proj, hw, tile)
+    tid, gid, _ = tile_lists(proj, hw, tile)
     dev, dt = proj.means2d.device, proj.means2d.dtype
     ar = torch.arange(tile, device=dev, dtype=dt)
     local = torch.stack(torch.meshgrid(ar, ar, indexing="ij")[::-1], -1).reshape(-1, 2) + 0.5  # (x, y) pixel centres
@@ -196,19 +188,14 @@ def _render_torch(proj: Projected, hw, bg: torch.Tensor, tile: int = TILE) -> to
     return img[:H, :W]
 
 # %% ../nbs/03_render.ipynb #a42770b4
-def _numba():
-    "Import numba at call time (a clear error names the package if it is missing)."
-    try:
-        import numba
-    except ImportError as e:
-        raise ImportError("the fast CPU renderer needs numba: pip install numba (a facelift_nb dependency).") from e
-    return numba
-
-def _render_fast(g: Gaussians, K: torch.Tensor, w2c: torch.Tensor, hw, bg: torch.Tensor, tile: int = TILE,
-                 timings: dict | None = None) -> torch.Tensor:
-    "Rasterise one camera with the compiled kernels: `[H, W, 5]` (rgb, alpha, depth); `timings` gets stage seconds."
-    _numba()
-    from facelift_nb.render_kernels import rasterize  # its own module, so numba can cache the kernels on disk
+def render_cpu_view(g: Gaussians,  # [N] Gaussians (unbatched)
+                    K: torch.Tensor,  # [3, 3] intrinsics of one camera
+                    w2c: torch.Tensor,  # [4, 4] its OpenCV world-to-camera
+                    hw, bg: torch.Tensor,  # image size (H, W) and background colour [3]
+                    tile: int = TILE,
+                    timings: dict | None = None,  # filled with stage seconds: project, bin, blend
+                   ) -> torch.Tensor:
+    "One camera through the compiled kernels (what `render(..., backend='cpu')` runs): `[H, W, 5]` rgb, alpha, depth."
     H, W = hw
     if g.sh_degree == 0: colors = g.colors
     else: colors = sh_to_rgb(g.sh, torch.nn.functional.normalize(g.means - (-(w2c[:3, :3].T @ w2c[:3, 3])), dim=-1))
@@ -285,7 +272,7 @@ def render(gaussians: Gaussians,  # [..., N] (batch shape B... matching the came
             continue
         views = []
         for v in range(K.shape[1]):
-            if be == "cpu": views.append(_render_fast(g, K[b, v], w2c[b, v], cams.hw, bgt))
+            if be == "cpu": views.append(render_cpu_view(g, K[b, v], w2c[b, v], cams.hw, bgt))
             else: views.append(_render_torch(project(g, K[b, v], w2c[b, v], cams.hw), cams.hw, bgt))
         outs.append(torch.stack(views))
     out = torch.stack(outs).reshape(*cameras.batch_shape, *cams.hw, 5)

@@ -25,12 +25,21 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 import facelift_nb
-from .render import ALPHA_MAX, ALPHA_MIN, DILATION, FRUSTUM_CLAMP, NEAR, T_MIN, TILE
 
 # %% auto #0
-__all__ = ['ROW', 'C_SOURCE_PATH', 'quat_rotation_nb', 'screen_cov_nb', 'tile_rect_nb', 'project_nb', 'bin_nb', 'radix_sort_nb',
+__all__ = ['TILE', 'NEAR', 'DILATION', 'ALPHA_MIN', 'ALPHA_MAX', 'T_MIN', 'FRUSTUM_CLAMP', 'ROW', 'C_SOURCE_PATH',
+           'quat_rotation_nb', 'screen_cov_nb', 'tile_rect_nb', 'project_nb', 'bin_nb', 'radix_sort_nb',
            'composite_tile_nb', 'blend_nb', 'c_source', 'c_defines', 'cache_dir', 'c_kernel', 'blend_impl',
            'kernel_info', 'release_workspace', 'rasterize']
+
+# %% ../nbs/03a_render_kernels.ipynb #0f0701e5
+TILE = 16  # tile size in pixels (the reference rasteriser's block size)
+NEAR = 0.2  # Gaussians at view depth z <= NEAR are culled
+DILATION = 0.3  # px² added to the diagonal of every screen-space covariance
+ALPHA_MIN = 1 / 255  # a Gaussian is skipped at a pixel where its alpha is below this
+ALPHA_MAX = 0.99  # alpha is capped here
+T_MIN = 1e-4  # a pixel stops before the Gaussian that would take its transmittance below this
+FRUSTUM_CLAMP = 1.3  # view-space x/z and y/z are clamped to this multiple of the half field of view
 
 # %% ../nbs/03a_render_kernels.ipynb #04be9faf
 ROW = 16  # floats per packed Gaussian row

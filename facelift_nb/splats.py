@@ -16,12 +16,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cameras import similarity_parts
+from .cameras import rotation_to_quat, similarity_parts
 from .io import atomic_path
 
 # %% auto #0
-__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'rotation_to_quat', 'quat_multiply', 'save_ply', 'load_ply',
-           'filter_opacity', 'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
+__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'quat_multiply', 'save_ply', 'load_ply', 'filter_opacity',
+           'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
 
 # %% ../nbs/02_splats.ipynb #802d2e76
 SH_C0 = 0.28209479177387814  # the degree-0 spherical-harmonic constant, 1 / (2·sqrt(pi))
@@ -92,9 +92,31 @@ def _cat_fields(fields: list[dict]) -> dict:
     dim = len(kinds[0][0])
     return {k: torch.cat([f[k] for f in fields], dim=dim) for k in fields[0]}
 
+# %% ../nbs/02_splats.ipynb #1776f5e5
+class _GaussianSetOps:
+    "The operations of `Gaussians` on whole sets: device and dtype, selection, bounds, concatenation, transforms."
+    def _fields(self): return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def to(self, device=None, dtype=None) -> Gaussians:
+        "Move to `device` and/or cast to a floating `dtype`."
+        return Gaussians(**{k: v.to(device=device, dtype=dtype) for k, v in self._fields().items()})
+    def detach(self) -> Gaussians: return Gaussians(**{k: v.detach() for k, v in self._fields().items()})
+    def __getitem__(self, idx) -> Gaussians:
+        "Select Gaussians on the N axis by boolean mask, index tensor or slice (unbatched sets only)."
+        return Gaussians(**_index_fields(self._fields(), idx, self.num))
+    def bbox(self) -> tuple[torch.Tensor, torch.Tensor]:
+        "Axis-aligned bounds of the centres: (min [..., 3], max [..., 3])."
+        return self.means.amin(-2), self.means.amax(-2)
+    @classmethod
+    def cat(cls, sets: Sequence[Gaussians]) -> Gaussians:
+        "Concatenate sets along N (equal batch shape and SH degree)."
+        return cls(**_cat_fields([s._fields() for s in sets]))
+    def transform(self, world_T) -> Gaussians:
+        "Apply a similarity transform (4x4, x' = s·R·x + t) to centres, orientations and scales (SH degree ≤ 1)."
+        return _transform_gaussians(self, world_T)
+
 # %% ../nbs/02_splats.ipynb #c39a5898
 @dataclass(frozen=True, eq=False)
-class Gaussians:
+class Gaussians(_GaussianSetOps):
     "A set of 3D Gaussians (optionally batched: `[..., N]`)."
     means: torch.Tensor  # [..., N, 3] centres (world)
     quats: torch.Tensor  # [..., N, 4] unit quaternions, w x y z
@@ -121,38 +143,8 @@ class Gaussians:
         "Gaussians from pre-activation values: unnormalised quaternions, log scales, opacity logits."
         quats, scales = torch.nn.functional.normalize(quats, dim=-1), torch.exp(log_scales)
         return cls(means, quats, scales, torch.sigmoid(opacity_logits), sh)
-    def _fields(self): return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    def to(self, device=None, dtype=None) -> Gaussians:
-        "Move to `device` and/or cast to a floating `dtype`."
-        return Gaussians(**{k: v.to(device=device, dtype=dtype) for k, v in self._fields().items()})
-    def detach(self) -> Gaussians: return Gaussians(**{k: v.detach() for k, v in self._fields().items()})
-    def __getitem__(self, idx) -> Gaussians:
-        "Select Gaussians on the N axis by boolean mask, index tensor or slice (unbatched sets only)."
-        return Gaussians(**_index_fields(self._fields(), idx, self.num))
-    def bbox(self) -> tuple[torch.Tensor, torch.Tensor]:
-        "Axis-aligned bounds of the centres: (min [..., 3], max [..., 3])."
-        return self.means.amin(-2), self.means.amax(-2)
-    @classmethod
-    def cat(cls, sets: Sequence[Gaussians]) -> Gaussians:
-        "Concatenate sets along N (equal batch shape and SH degree)."
-        return cls(**_cat_fields([s._fields() for s in sets]))
-    def transform(self, world_T) -> Gaussians:
-        "Apply a similarity transform (4x4, x' = s·R·x + t) to centres, orientations and scales (SH degree ≤ 1)."
-        return _transform_gaussians(self, world_T)
 
 # %% ../nbs/02_splats.ipynb #1ff6fdfb
-def rotation_to_quat(R: torch.Tensor) -> torch.Tensor:  # [..., 4] wxyz, w >= 0
-    "Unit quaternions (w, x, y, z) of rotation matrices `[..., 3, 3]`."
-    m = R
-    t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    q = torch.stack([1 + t, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
-                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1).clamp_min(0).sqrt() / 2
-    sign = torch.stack([torch.ones_like(t), torch.sign(m[..., 2, 1] - m[..., 1, 2]),
-                        torch.sign(m[..., 0, 2] - m[..., 2, 0]), torch.sign(m[..., 1, 0] - m[..., 0, 1])], -1)
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return torch.nn.functional.normalize(q * sign, dim=-1)
-
 def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [..., 4]
     "Hamilton product a ⊗ b of (w, x, y, z) quaternions (rotation b first, then a)."
     aw, ax, ay, az = a.unbind(-1)

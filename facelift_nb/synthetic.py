@@ -7,6 +7,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/synthetic.html.md"""
 # %% ../nbs/13_synthetic.ipynb #07fbf9c5
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 import facelift_nb
-from .cameras import Cameras, orbit
+from .cameras import Cameras, intrinsics_from_fov, look_at, orbit, orbit_directions
 from .io import atomic_folder, write_text_atomic
 from .layouts import get_layout
 from .render import render
@@ -24,7 +25,7 @@ from .splats import Gaussians
 
 # %% auto #0
 __all__ = ['SUBJECT_KINDS', 'make_subject', 'render_views', 'gslrm_rig', 'save_rgba', 'SyntheticSpec', 'subject_seed',
-           'load_spec', 'make_dataset']
+           'load_spec', 'make_dataset', 'phone_orbit', 'phone_world', 'PhoneCapture', 'make_phone_capture']
 
 # %% ../nbs/13_synthetic.ipynb #11abbeca
 SUBJECT_KINDS = ("head", "mouse")
@@ -293,3 +294,85 @@ def make_dataset(root,  # new folder (refused if it exists)
                     facelift_nb=facelift_nb.__version__, train=train, val=val)
         write_text_atomic(tmp / "dataset.json", json.dumps(info, indent=1))
     return root
+
+# %% ../nbs/13_synthetic.ipynb #57dd34ec
+def _roll(deg: torch.Tensor) -> torch.Tensor:  # [V] degrees -> [V, 4, 4]
+    "Rotations of camera axes about the optical axis (OpenCV z), applied on the right of a c2w."
+    r = torch.deg2rad(deg.double())
+    R = torch.eye(4, dtype=torch.float64).repeat(len(r), 1, 1)
+    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1] = r.cos(), -r.sin(), r.sin(), r.cos()
+    return R
+
+def phone_orbit(n_frames: int = 30,  # frames along the orbit (at least 8)
+                size: int = 64,  # the images are size² pixels
+                seed: int = 0,  # the wobble of the hand follows from it
+                dtype=torch.float32) -> Cameras:
+    "A handheld orbit once around the FaceLift world's subject, from the front; frames named `frame_00000`, ..."
+    if n_frames < 8: raise ValueError(f"`n_frames` must be at least 8 (an orbit all around); got {n_frames}.")
+    g = torch.Generator().manual_seed(int(seed))
+    u = lambda *shape: 2 * torch.rand(*shape, generator=g, dtype=torch.float64) - 1  # uniform in [-1, 1)
+    k = torch.arange(n_frames, dtype=torch.float64)
+    step = 360. / n_frames
+    az = k * step + 0.3 * step * u(n_frames)  # uneven steps toward the subject's right, once around
+    az[0] = 3 * u(())  # the first frame: about in front of the face
+    phase = math.pi * u(2)
+    el = 1 + 3 * torch.sin(2 * math.pi * k / n_frames + phase[0]) + 1.5 * u(n_frames)  # degrees, about level
+    radius = 2.7 * (1 + 0.05 * torch.sin(4 * math.pi * k / n_frames + phase[1]) + 0.02 * u(n_frames))
+    aim = 0.04 * u(n_frames, 3)  # where each frame points: near the subject's centre, not on it
+    c2w = look_at(orbit_directions(az, el) * radius[:, None], aim, dtype=torch.float64) @ _roll(4 * u(n_frames))
+    K = intrinsics_from_fov(torch.tensor([50 + u(()).item()], dtype=torch.float64), (size, size),
+                            dtype=torch.float64)[0]
+    K[0, 2], K[1, 2] = K[0, 2] + 0.4, K[1, 2] - 0.3  # a principal point a little off the centre
+    names = tuple(f"frame_{i:05d}" for i in range(n_frames))
+    return Cameras.from_c2w(c2w, K.expand(n_frames, 3, 3), (size, size), names=names).to(dtype=dtype)
+
+# %% ../nbs/13_synthetic.ipynb #bd4f5d22
+def phone_world(center=(0.31, -0.12, -0.74),  # the subject's centre in the phone's world (metres)
+                yaw_deg: float = 20.,  # the subject's turn about the vertical
+                metres_per_unit: float = 0.25,  # metres per FaceLift unit (a head, ~0.8 units wide: ~0.2 m)
+                ) -> torch.Tensor:  # [4, 4] float64
+    "The similarity from the FaceLift world (Z up, facing −Y) into a phone's world (Y up, metres, subject off-origin)."
+    if metres_per_unit <= 0: raise ValueError(f"`metres_per_unit` must be > 0; got {metres_per_unit}.")
+    c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    up_y = torch.tensor([[1., 0, 0], [0, 0, 1], [0, -1, 0]], dtype=torch.float64)  # Z up -> Y up, facing +Z
+    yaw = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = metres_per_unit * yaw @ up_y
+    T[:3, 3] = torch.as_tensor(center, dtype=torch.float64).reshape(3)
+    return T
+
+# %% ../nbs/13_synthetic.ipynb #cc09e856
+@dataclass(frozen=True, eq=False)
+class PhoneCapture:
+    "What `make_phone_capture` wrote, and the truth behind it."
+    folder: Path  # images/frame_NNNNN.png (RGBA) + transforms.json
+    cameras: Cameras  # [N] the frames in the phone's world (OpenCV axes, as every Cameras); meta holds file_path
+    subject: Gaussians  # the subject, in the FaceLift world
+    world_T: torch.Tensor  # [4, 4] float64, FaceLift world -> phone world (x' = s·R·x + t)
+    subject_center: tuple[float, float, float]  # the subject's centre in the phone's world (metres)
+    metres_per_unit: float  # the phone world's metres per FaceLift unit
+
+def make_phone_capture(folder,  # new folder (refused if it exists, unless `overwrite`)
+                       n_frames: int = 30,  # frames along the orbit
+                       size: int = 64,  # the images are size² pixels
+                       seed: int = 0,  # the orbit's wobble and the default head follow from it
+                       subject: Gaussians | None = None,  # FaceLift-world subject; None: a head (below)
+                       center=(0.31, -0.12, -0.74),  # the subject's centre in the phone's world (metres)
+                       yaw_deg: float = 20.,  # the subject's turn about the vertical
+                       metres_per_unit: float = 0.25,  # metres per FaceLift unit (a head: ~0.2 m wide)
+                       overwrite: bool = False,  # replace an existing `folder`
+                       ) -> PhoneCapture:
+    "Write a synthetic handheld phone orbit around a procedural head: RGBA images and a nerfstudio transforms.json."
+    if subject is None: subject = make_subject(1000 + int(seed), "head", density=0.5)
+    if not isinstance(subject, Gaussians):
+        raise TypeError(f"`subject` must be Gaussians (e.g. make_subject(...)) or None; got {type(subject).__name__}.")
+    truth = phone_orbit(n_frames, size, seed, dtype=torch.float64)
+    T = phone_world(center, yaw_deg, metres_per_unit)
+    meta = tuple({"file_path": f"images/{n}.png"} for n in truth.names)
+    cams = dataclasses.replace(truth.transform(T), meta=meta)
+    rgba = render_views(subject, truth.to(dtype=subject.means.dtype))
+    folder = Path(folder)
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        for m, im in zip(meta, rgba): save_rgba(im, tmp / m["file_path"])
+        cams.to_transforms_json(tmp / "transforms.json")  # shared intrinsics, OpenGL c2w per frame
+    return PhoneCapture(folder, cams.to(dtype=torch.float32), subject, T, tuple(T[:3, 3].tolist()), metres_per_unit)

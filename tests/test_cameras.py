@@ -194,12 +194,14 @@ def _write_colmap(folder, cameras_lines, images_lines):
     return folder
 
 
-def test_colmap_models_sorting_and_distortion(tmp_path):
-    imgs = ["2 1 0 0 0 0 0 2.7 2 b.png", "", "1 1 0 0 0 0 0 2.7 1 a.png", "1.0 2.0 -1"]
+def test_colmap_models_image_id_order_and_distortion(tmp_path):
+    # views come in image-id order (3, then 5), not in name order and not in file order
+    imgs = ["5 1 0 0 0 0 0 2.7 2 a.png", "", "3 1 0 0 0 0 0 2.7 1 b.png", "1.0 2.0 -1"]
     f = _write_colmap(tmp_path / "m", ["1 SIMPLE_PINHOLE 64 48 50 32 24", "2 OPENCV 64 48 50 51 32 24 0.1 0 0 0"], imgs)
     with pytest.warns(UserWarning, match="distortion"):
         cams = from_colmap(f)
-    assert cams.names == ("a.png", "b.png")
+    assert cams.names == ("b.png", "a.png")
+    assert [m["colmap_image_id"] for m in cams.meta] == [3, 5]
     torch.testing.assert_close(cams.K[:, 0, 0], torch.tensor([50., 50.]))
     torch.testing.assert_close(cams.K[:, 1, 1], torch.tensor([50., 51.]))
     torch.testing.assert_close(cams.centers, torch.tensor([[0., 0, -2.7]] * 2))

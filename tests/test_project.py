@@ -169,6 +169,50 @@ def test_no_private_names_imported_across_library_modules():
     assert not problems, "a helper another module needs is public and documented:\n" + "\n".join(problems)
 
 
+# The house order: a module imports only modules of a lower rank (to its left), at module level or lazily alike.
+HOUSE_ORDER = [["io"], ["colmap", "transforms_json"], ["cameras"], ["layouts"], ["splats"], ["render_kernels"],
+               ["render"], ["synthetic", "models.gslrm", "models.mvdiffusion"], ["testing", "checkpoints"],
+               ["framing", "metrics", "builtin"], ["train.common"], ["train.gslrm", "train.mvdiffusion"], ["pipeline"],
+               ["data"], ["default_model", "viz"], ["widgets"], ["cli"], ["__main__"]]
+RANK = {m: r for r, group in enumerate(HOUSE_ORDER) for m in group}
+
+
+def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
+    "`(line, module)` for every facelift_nb module `module` imports (relative imports resolved; `from . import x`)."
+    pkg, out = module.split("."), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = pkg[:len(pkg) - node.level] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target.split(".")[0] != "facelift_nb": continue
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}".removeprefix("facelift_nb.")
+                    in RANK]
+            out += [(node.lineno, t) for t in (subs or [target])]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "facelift_nb"]
+    return [(ln, t.removeprefix("facelift_nb").lstrip(".")) for ln, t in out if t != "facelift_nb"]
+
+
+def test_house_order_checker_finds_planted_faults():
+    src = "from .render import render\nfrom . import cameras\ndef f():\n    from facelift_nb.data import x\n"
+    assert imported_modules(src, "facelift_nb.splats") == [(1, "render"), (2, "cameras"), (4, "data")]
+    assert imported_modules("from . import common\nimport facelift_nb\n", "facelift_nb.train.gslrm") == [
+        (1, "train.common")]
+
+
+def test_every_module_imports_only_to_its_left():
+    problems, unranked = [], []
+    for p in _library_files():
+        mod = _module_name(p).removeprefix("facelift_nb").lstrip(".")
+        if mod in ("", "models", "train"): continue
+        if mod not in RANK: unranked.append(mod)
+        for ln, target in imported_modules(p.read_text(encoding="utf-8"), _module_name(p)):
+            if target not in RANK: unranked.append(target)
+            elif mod in RANK and RANK[target] >= RANK[mod]: problems.append(f"{p.relative_to(ROOT)}:{ln}: {target}")
+    assert not unranked, f"give these modules a place in HOUSE_ORDER (and README's order): {sorted(set(unranked))}"
+    assert not problems, "imports against the house order (or a cycle):\n" + "\n".join(problems)
+
+
 def patched_classes(source: str) -> list[str]:
     "`line: what` for every `@patch`-style decorator and every class attribute assigned from outside the class."
     out = []
