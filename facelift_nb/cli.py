@@ -222,6 +222,11 @@ def _posed_rig(cams: Cameras, ims: list, args) -> tuple[Cameras, list]:
             raise CLIError(f"the cameras do not fit layout {args.layout}{hint}: {str(e).splitlines()[0]}") from None
         idx = list(m.indices)
         cams, ims = cams[idx], [ims[i] for i in idx]
+    report = check_cameras(cams, subject_center=(0., 0., 0.), radius=2.7, radius_rtol=0.35)
+    if not report.ok:
+        hint = "" if args.normalize else "; add --normalize to bring the rig there"
+        raise CLIError(f"the cameras are not in GS-LRM's world (subject at the origin, cameras about 2.7 away, "
+                       f"facing it){hint}: {report.problems[0]}")
     return cams, ims
 
 def _cmd_reconstruct(args) -> int:
