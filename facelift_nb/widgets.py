@@ -157,6 +157,15 @@ def scene_traces(subject_center=(0., 0., 0.),  # a black cross here (None: none)
                         line=dict(color=col, width=6), name=f"world {lab}", showlegend=False))
     return out
 
+# %% ../nbs/09_widgets.ipynb #9f2c55f9
+def _as_points(points) -> np.ndarray:  # [N, 3] float64
+    "Sparse points as a finite `[N, 3]` array, or a clear error."
+    p = np.asarray(points.detach().cpu() if hasattr(points, "detach") else points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3 or not np.isfinite(p).all():
+        raise ValueError(f"`points` must be finite [N, 3] world points (e.g. colmap_points(folder)); got shape "
+                         f"{tuple(p.shape)}.")
+    return p
+
 # %% ../nbs/09_widgets.ipynb #f530d326
 def plot_cameras(cameras: Cameras,  # a rig `[V]`
                  gaussians: Gaussians | None = None,  # splats to draw with the rig (None: none)
@@ -167,22 +176,27 @@ def plot_cameras(cameras: Cameras,  # a rig `[V]`
                  axes: bool = True,  # draw the world axes
                  title: str | None = None,  # the figure's title (default: the number of cameras)
                  backend: str = "plotly",  # "plotly" (interactive) or "matplotlib" (static docs)
-                 min_opacity: float = 0.0):  # draw only splats at least this opaque
+                 min_opacity: float = 0.0,  # draw only splats at least this opaque
+                 points=None):  # optional sparse points [N, 3] (e.g. `colmap_points`), drawn as grey dots
     "A 3D figure of camera frusta and splat centres: plotly (interactive) or matplotlib (static docs)."
     if backend not in ("plotly", "matplotlib"):
         raise ValueError(f'`backend` must be "plotly" or "matplotlib"; got {backend!r}.')
     smp = splat_sample(gaussians, max_points, min_opacity=min_opacity) if gaussians is not None else None
     head = title or f"{len(cameras)} cameras"
     if smp is not None: head += f" · splats: showing {smp['shown']:,} of {smp['total']:,}"
+    pts = None if points is None else _as_points(points)
     if backend == "matplotlib":
         from facelift_nb.viz import plot_rig
         ax = plot_rig(cameras, depth=depth, subject_radius=None, points=None, title=head)
         if smp is not None: ax.scatter(*smp["xyz"].T, s=1, c=smp["rgb"])
+        if pts is not None: ax.scatter(*pts.T, s=1, c="0.45")
         if volume is not None: ax.plot(*_box_lines(volume).T, color="0.6", lw=0.6)
         return ax.figure
     import plotly.graph_objects as go
     traces = frustum_traces(cameras, depth, labels=True, hoverinfo="name")
     if smp is not None and smp["shown"]: traces.append(splat_trace(smp))
+    if pts is not None: traces.append(dict(type="scatter3d", x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
+                                           marker=dict(size=1.5, color="#777"), name=f"points ({len(pts):,})"))
     fig = go.Figure(traces + scene_traces(subject_center, volume, axes))
     scene = dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z",
                  camera=dict(eye=dict(x=1.2, y=-1.6, z=0.9)))
