@@ -8,6 +8,7 @@ Docs: https://facelift-nb.github.io/facelift_nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,8 @@ from .io import atomic_folder, load_image
 from .layouts import get_layout, layout_stats, list_layouts, match_layout
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'FORMAT_NAMES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
+__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'FORMAT_NAMES', 'EXPORT_SUFFIXES', 'example_image', 'overview_figure', 'demo',
+           'CLIError', 'main']
 
 # %% ../nbs/12_cli.ipynb #53fa0d09
 EXAMPLES = {"head": "example_head.png", "mouse": "example_mouse.png"}
@@ -229,6 +231,7 @@ def _posed_rig(cams: Cameras, ims: list, args) -> tuple[Cameras, list]:
                        f"facing it){hint}: {report.problems[0]}")
     return cams, ims
 
+# %% ../nbs/12_cli.ipynb #c8611c25
 def _cmd_reconstruct(args) -> int:
     import torch
 
@@ -450,6 +453,137 @@ def _cmd_layouts() -> int:
               f"{s.min_pairwise_angle_deg:.0f}°, mean coverage {s.mean_coverage_deg:.1f}°")
     return 0
 
+# %% ../nbs/12_cli.ipynb #f0study2
+def _study_layout(spec: str):
+    "A `--layouts` entry: a registered name, or a JSON file as `ViewLayout.to_dict` writes it (with a label)."
+    from facelift_nb.layouts import ViewLayout
+    if not spec.endswith(".json"): return get_layout(spec)
+    p = Path(spec)
+    if not p.is_file(): raise CLIError(f"no layout file {spec!r}")
+    try: d = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise CLIError(f"layout file {spec} is not JSON ({e})") from None
+    lay = ViewLayout.from_dict(d, what=f"layout file {spec}")
+    if not lay.label: raise CLIError(f"layout file {spec} needs a \"label\" (it names the results)")
+    return lay
+
+def _study_mv(items, lays, device: str):
+    "`--mv LAYOUT=DIR ...` as a dict label -> MVDiffusionPipeline (`default`: the built-in one); None without it."
+    if not items: return None
+    from facelift_nb.models.mvdiffusion import MVDiffusionPipeline
+    from facelift_nb.pipeline import FaceLiftPipeline
+    pairs = dict(i.split("=", 1) for i in items if "=" in i)
+    if len(pairs) != len(items) or set(pairs) != {l.label for l in lays}:
+        raise CLIError(f"--mv needs LAYOUT=DIR for each of {[l.label for l in lays]}; got {items}")
+    return {k: (FaceLiftPipeline.default().mvdiffusion if v == "default" else MVDiffusionPipeline.from_pretrained(v))
+            .to(device) for k, v in pairs.items()}
+
+def _study_output(out) -> Path:
+    "The output folder: new, empty, or one a layout study wrote (then it resumes)."
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file())):
+        raise CLIError(f"output exists and is not a layout-study folder: {out} (choose a new folder; rerunning into "
+                       "a layout-study folder resumes it)")
+    return out
+
+# %% ../nbs/12_cli.ipynb #f0study4
+def _study_inputs(args) -> tuple:
+    "GS-LRM, samples, layouts, MV pipelines and LPIPS model of `layout-study`, all checked before anything runs."
+    from facelift_nb.builtin import WEIGHTS_DIR
+    from facelift_nb.evaluate import builtin_held_out_samples, study_samples
+    from facelift_nb.metrics import LPIPS
+    from facelift_nb.pipeline import load_gslrm
+    if args.default == bool(args.gslrm):
+        raise CLIError("say which GS-LRM: --gslrm CKPT (a local path or a Hugging Face id), or --default")
+    if args.samples is None and not args.default:
+        raise CLIError("give SAMPLES_DIR (a folder of GS-LRM samples or a list file), or --default for synthetic "
+                       "subjects")
+    if args.samples is not None and not Path(args.samples).exists():
+        raise CLIError(f"no samples folder {args.samples!r}")
+    if args.subjects is not None and args.samples is not None:
+        raise CLIError("--subjects counts the synthetic subjects of --default; it does not apply to SAMPLES_DIR")
+    lays = [_study_layout(s) for s in args.layouts]
+    lp = LPIPS("vgg") if args.lpips else False  # its backbone weights missing: say so now
+    gslrm = load_gslrm(WEIGHTS_DIR / "gslrm" if args.default else args.gslrm)[0].to(args.device)
+    S = gslrm.config.image_size
+    n = 8 if args.subjects is None else args.subjects
+    samples = builtin_held_out_samples(n) if args.samples is None else study_samples(args.samples, S)
+    return gslrm, samples, lays, _study_mv(args.mv, lays, args.device), lp
+
+def _cmd_layout_study(args) -> int:
+    "`layout-study`: run (or resume) the study, save tables, JSON and figures, print the summary."
+    from facelift_nb.evaluate import layout_study, save_study_figures, study_table
+    out = _study_output(args.output)
+    gslrm, samples, lays, mv, lp = _study_inputs(args)
+    res = layout_study(gslrm, samples, lays, out=out, mv=mv, lpips_model=lp, num_inference_steps=args.steps,
+                       seed=args.seed, filters=_filters(args), progress=True)
+    figs = [p.name for m in ("psnr", "ssim") for p in save_study_figures(res, out, m).values()]
+    print(study_table(res))
+    print(f"wrote {out}: rows.csv, summary.csv, by_view.csv, costs.csv, study.json, {', '.join(figs)}")
+    return 0
+
+# %% ../nbs/12_cli.ipynb #f0study6
+def _add_study_parser(sub) -> None:
+    "The `layout-study` subcommand."
+    s = sub.add_parser("layout-study", help="which view layout reconstructs best: every layout scored on the same "
+                                            "held-out views (resumable)")
+    s.add_argument("samples", nargs="?", help="a folder of GS-LRM samples or a list file (omit with --default: "
+                                              "the built-in model's held-out synthetic subjects)")
+    s.add_argument("--gslrm", help="GS-LRM weights: a local file or folder, or a Hugging Face id")
+    s.add_argument("--default", action="store_true", help="the built-in model")
+    s.add_argument("--subjects", type=int, help="synthetic subjects with --default and no SAMPLES_DIR (default 8)")
+    s.add_argument("--layouts", nargs="+", default=["uniform4", "facelift6", "uniform8"],
+                   help="registered layout names or layout JSON files (ViewLayout.to_dict, with a label)")
+    s.add_argument("--mv", nargs="+", metavar="LAYOUT=DIR", help="score the whole pipeline: an MVDiffusion "
+                                                                 "pipeline folder per layout ('default': built-in)")
+    s.add_argument("--steps", type=int, default=20, help="denoising steps with --mv")
+    s.add_argument("--seed", type=int, default=0, help="generation seed with --mv")
+    s.add_argument("--lpips", action="store_true", help="also LPIPS (VGG; needs torchvision's ImageNet weights)")
+    s.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"],
+                   help="clean-up of the Gaussians before rendering (as `run`); none: the raw GS-LRM output")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("-o", "--output", required=True, help="output folder; run again into it to resume")
+
+# %% ../nbs/12_cli.ipynb #g0export2
+EXPORT_SUFFIXES = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed-ply": ".ply", "glb": ".glb",
+                   "obj": ".obj", "mesh-ply": ".ply"}
+
+def _export_mesh(g, out: Path, args) -> str:
+    from facelift_nb.mesh import save_mesh, to_mesh
+    mesh = to_mesh(g, resolution=args.resolution, views=args.views, image_size=args.image_size)
+    save_mesh(mesh, out)
+    return f"a mesh of {len(mesh.vertices):,} vertices and {len(mesh.faces):,} faces"
+
+def _cmd_export(args) -> int:
+    "`export`: splats as .splat, .spz, compressed PLY or PLY, or as a mesh (GLB, OBJ, PLY mesh)."
+    import warnings
+
+    from facelift_nb.exports import load_splats, save_splats
+    out, want = Path(args.output), EXPORT_SUFFIXES[args.format]
+    if out.suffix.lower() != want: raise CLIError(f"-o must end in {want} for --format {args.format}; got {out.name!r}")
+    if out.exists() and not args.overwrite: raise CLIError(f"output exists: {out} (pass --overwrite to replace it)")
+    if not Path(args.splats).is_file(): raise CLIError(f"no splat file {args.splats!r}")
+    g = load_splats(args.splats)
+    if args.format in ("glb", "obj", "mesh-ply"): what = _export_mesh(g, out, args)
+    else:
+        with warnings.catch_warnings(record=True) as caught:  # values clipped to a format's range: one line each
+            warnings.simplefilter("always")
+            save_splats(out, g, args.format, drop_sh=args.drop_sh)
+        for w in caught: print(f"facelift-nb: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+        what = f"{len(g):,} Gaussians"
+    print(f"{args.splats}: {what} -> {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+def _add_export_parser(sub) -> None:
+    "The `export` subcommand."
+    e = sub.add_parser("export", help="splats as .splat, .spz, compressed PLY or PLY, or as a mesh (GLB, OBJ, PLY)")
+    e.add_argument("splats", help="the input: a 3DGS PLY, a compressed PLY, a .splat or a .spz file")
+    _add_output(e)
+    e.add_argument("--format", required=True, choices=list(EXPORT_SUFFIXES))
+    e.add_argument("--drop-sh", action="store_true", help=".splat: write only the DC colour of SH degree > 0 splats")
+    e.add_argument("--resolution", type=int, default=128, help="mesh: voxels along the longest side (default 128)")
+    e.add_argument("--views", type=int, default=32, help="mesh: depth renders around the subject (default 32)")
+    e.add_argument("--image-size", type=int, default=256, help="mesh: size of those renders (default 256)")
+
 # %% ../nbs/12_cli.ipynb #f40ad9be
 def _parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
@@ -457,6 +591,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_parsers(sub)
     _add_tool_parsers(sub)
     _add_camera_parsers(sub)
+    _add_study_parser(sub)
+    _add_export_parser(sub)
     return p
 
 def _is_main_process() -> bool:
@@ -484,4 +620,6 @@ def _dispatch(args) -> int:
         return 0
     if args.command in ("check-data", "check-cameras"): return _cmd_check(args)
     if args.command == "convert-cameras": return _cmd_convert(args)
+    if args.command == "layout-study": return _cmd_layout_study(args)
+    if args.command == "export": return _cmd_export(args)
     return _cmd_layouts()

@@ -22,11 +22,13 @@ from .splats import Gaussians
 from .viz import AZIMUTH_CLOCKWISE, AZIMUTH_ZERO_DEG, frustum_lines, page_angle_deg
 
 # %% auto #0
-__all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'camera_segments', 'splat_sample', 'layout_table', 'frustum_traces', 'above_axis',
-           'axis_page_angle_deg', 'above_traces', 'splat_trace', 'scene_traces', 'plot_cameras', 'BaseWidget',
-           'refresh_figure', 'rigs_figure', 'above_figure', 'layout_renders', 'layout_generations', 'LayoutComparer',
-           'splat_figure', 'replace_splats', 'SplatViewer', 'rig_match', 'rig_figure', 'RigInspector',
-           'TurntablePlayer']
+__all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'camera_segments', 'splat_sample',
+           'layout_table', 'frustum_traces', 'above_axis', 'axis_page_angle_deg', 'above_traces', 'splat_trace',
+           'scene_traces', 'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure',
+           'layout_renders', 'layout_generations', 'study_rows', 'study_bar_figure', 'study_polar_figure',
+           'LayoutComparer', 'view_camera', 'view_basis', 'splat_subset', 'overlay_segments', 'project_segments',
+           'viewer_frame', 'encode_frame', 'splat_canvas_class', 'SplatViewer', 'rig_match', 'rig_figure',
+           'RigInspector', 'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -357,22 +359,97 @@ def _comparer_controls(layouts: Sequence, button: str | None) -> SimpleNamespace
                            above=go.FigureWidget(above_figure(layouts)), status=W.HTML(),
                            table=W.HTML(_table_html(layout_table(layouts))))
 
-def _comparer_layout(c: SimpleNamespace, log) -> object:
-    "The comparer's top widget: title, picker, table, the two plots, the button row, the renders, then `log`."
+def _comparer_layout(c: SimpleNamespace, log, study_box=None) -> object:
+    "The comparer's top widget: title, picker, table, the two plots, the study (if any), buttons, renders, `log`."
     W = _widgets()
-    return W.VBox([W.HTML("<b>Layout comparer</b>"), c.select, c.table, W.HBox([c.rigs, c.above]),
+    study = [study_box] if study_box is not None else []
+    return W.VBox([W.HTML("<b>Layout comparer</b>"), c.select, c.table, W.HBox([c.rigs, c.above]), *study,
                    W.HBox([c.button, c.status]), c.renders, log])
 
+# %% ../nbs/09_widgets.ipynb #f0wstudy2
+def study_rows(results, metric: str = "psnr") -> list[dict]:
+    "The measured table: per layout, its views, the model's mean [95% CI] of `metric`, the nearest-view baseline, cost."
+    summ = {(r["layout"], r["method"], r["metric"]): r for r in results.summary()}
+    costs = {c["layout"]: c for c in results.costs()}
+    def ci(l, what):
+        r = summ.get((l, what, metric))
+        return "-" if r is None else f"{r['mean']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
+    return [{"layout": l.label, "views": len(l), f"{metric} [95% CI]": ci(l.label, "model"),
+             f"nearest view {metric}": ci(l.label, "nearest"), "s / reconstruction": f"{costs[l.label]['seconds']:.2f}",
+             "Gaussians": f"{costs[l.label]['num_gaussians']:.0f}"} for l in results.layouts]
+
+def study_bar_figure(results, metric: str = "psnr") -> dict:
+    "Each layout's mean `metric` with its 95% interval as error bars, and the nearest-view baseline."
+    summ, traces = results.summary(), []
+    for what, name, symbol in (("model", "GS-LRM", "circle"), ("nearest", "nearest input view", "square-open")):
+        rows = [r for r in summ if r["method"] == what and r["metric"] == metric]
+        traces.append(dict(type="scatter", mode="markers", name=name, x=[r["layout"] for r in rows],
+                           y=[r["mean"] for r in rows], marker=dict(symbol=symbol, size=10),
+                           error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["mean"] for r in rows],
+                                        arrayminus=[r["mean"] - r["ci_low"] for r in rows])))
+    return dict(data=traces, layout=dict(title=f"measured {metric}, held-out views (95% CI)", height=360, width=420,
+                                         yaxis=dict(title=metric), margin=dict(l=50, r=20, t=40, b=40)))
+
+def study_polar_figure(results, metric: str = "psnr") -> dict:
+    "The model's mean `metric` against held-out azimuth (eye level when measured there), one curve per layout."
+    from facelift_nb.evaluate import azimuth_profile, eye_level
+    el = eye_level(results)
+    prof = azimuth_profile(results, metric, el)
+    traces = [dict(type="scatterpolar", mode="lines+markers", name=k, theta=az + az[:1], r=v + v[:1])
+              for k, (az, v) in prof.items()]
+    v = [x for _, vs in prof.values() for x in vs]
+    pad = 0.05 * (max(v) - min(v) + 1e-9)
+    where = "all elevations" if el is None else f"elevation {el:g}°"
+    return dict(data=traces, layout=dict(title=f"{metric} by held-out azimuth ({where})", height=360, width=420,
+                                         margin=dict(l=30, r=30, t=40, b=20),
+                                         polar=dict(radialaxis=dict(range=[min(v) - pad, max(v) + pad]),
+                                                    angularaxis=above_axis())))
+
+# %% ../nbs/09_widgets.ipynb #f0wstudy4
+class _StudyView:
+    "The comparer's measured part: a table and two FigureWidgets of a study, and the \"run study\" button."
+    def _init_study(self, study, gslrm, samples) -> object:  # the study box, hidden until there is a study
+        import plotly.graph_objects as go
+        W = _widgets()
+        if (gslrm is None) != (samples is None):
+            raise ValueError("pass both `gslrm` and `samples` to run a study from the comparer (or neither).")
+        self.gslrm, self.samples, self.study = gslrm, samples, None
+        self.study_table = W.HTML()
+        self.study_bar, self.study_polar = go.FigureWidget(dict(data=[])), go.FigureWidget(dict(data=[]))
+        self.study_button = W.Button(description="run study", icon="play",
+                                     layout=W.Layout(display=None if gslrm is not None else "none"))
+        self.study_button.on_click(self._safe(lambda b: self.run_study()))
+        box = W.VBox([self.study_button, self.study_table, W.HBox([self.study_bar, self.study_polar])],
+                     layout=W.Layout(display=None if (study or gslrm) is not None else "none"))
+        self.study_box = box
+        if study is not None: self.show_study(study)
+        return box
+
+    def show_study(self, results) -> None:
+        "Show a `StudyResults`: the measured table, the metric per layout, the metric against held-out azimuth."
+        self.study = results
+        self.study_table.value = "<b>measured</b>" + _table_html(study_rows(results))
+        refresh_figure(self.study_bar, **study_bar_figure(results))
+        refresh_figure(self.study_polar, **study_polar_figure(results))
+        self.study_box.layout.display = None
+
+    def run_study(self) -> None:
+        "Run `layout_study` of the selected layouts on the comparer's GS-LRM and samples, then show it."
+        from facelift_nb.evaluate import layout_study
+        if self.gslrm is None: raise ValueError("this comparer has no `gslrm` and `samples` to run a study with.")
+        self.show_study(layout_study(self.gslrm, self.samples, [get_layout(n) for n in self.select.value]))
+
 # %% ../nbs/09_widgets.ipynb #5a4e6957
-class LayoutComparer(BaseWidget):
-    "Compare view layouts side by side: rigs, azimuths from above, coverage; renders or generated views on a button."
+class LayoutComparer(_StudyView, BaseWidget):
+    "Compare view layouts: rigs, azimuths from above, coverage; renders or generated views; a measured study."
     def __init__(self, layouts: Sequence = ("uniform4", "facelift6", "uniform8"),  # layouts selected at first
                  gaussians: Gaussians | None = None,  # render this subject from each layout (None: no renders)
                  held_out_deg: Sequence[float] = (22.5, 135., 225.),  # also render from these azimuths
                  render_hw=(96, 96),  # render size
                  pipeline=None,  # a FaceLiftPipeline or MVDiffusionPipeline: generate each layout's views of `image`
                  image=None,  # the input image of `pipeline`
-                 num_inference_steps: int = 20, seed: int = 4):  # of the generation
+                 num_inference_steps: int = 20, seed: int = 4,  # of the generation
+                 study=None, gslrm=None, samples=None):  # a StudyResults to show; or both: a "run study" button
         self._init_log()
         self.gaussians, self.held_out, self.hw = gaussians, tuple(held_out_deg), tuple(render_hw)
         self.mv, self.image, self.steps, self.seed = _diffusion_of(pipeline, image), image, num_inference_steps, seed
@@ -382,7 +459,7 @@ class LayoutComparer(BaseWidget):
         self.button, self.status, self.renders = c.button, c.status, c.renders
         self.select.observe(self._safe(lambda change: self.update()), names="value")
         self.button.on_click(self._safe(lambda b: self.run()))
-        self.widget = _comparer_layout(c, self.log)
+        self.widget = _comparer_layout(c, self.log, self._init_study(study, gslrm, samples))
         self.run()
 
     def update(self) -> None:
@@ -403,92 +480,184 @@ class LayoutComparer(BaseWidget):
         self.renders.children = _image_rows(rows)
         self._shown, self.status.value = tuple(self.select.value), ""
 
-# %% ../nbs/09_widgets.ipynb #c723fc5b
-def _splat_backend(backend: str) -> str:
-    "The splat viewer's backend: `backend`, or for `auto` ipyvolume when it is installed and plotly otherwise."
-    if backend not in ("auto", "ipyvolume", "plotly"):
-        raise ValueError(f'`backend` must be "auto", "ipyvolume" or "plotly"; got {backend!r}.')
-    if backend != "auto": return backend
-    import importlib.util
-    return "ipyvolume" if importlib.util.find_spec("ipyvolume") else "plotly"
+# %% ../nbs/09_widgets.ipynb #sv0exp
+DEFAULT_VIEW = dict(azimuth_deg=30., elevation_deg=15., radius=2.7, fov_deg=50., target=[0., 0., 0.])
 
-def _ipv_points(smp: dict) -> dict:
-    "ipyvolume scatter properties of splat centres from `splat_sample`: positions, colours, sizes (by scale)."
-    med = float(np.median(smp["scales"])) if len(smp["scales"]) else 1.
-    size = np.clip(smp["scales"] / max(med, 1e-6), 0.3, 4.0)
-    x, y, z = smp["xyz"].T.astype(np.float32)
-    return dict(x=x, y=y, z=z, color=smp["rgb"].astype(np.float32), size=size.astype(np.float32))
+def view_camera(view: dict,  # an orbit view, with the keys of DEFAULT_VIEW
+                hw=(512, 512),  # the image size (height, width)
+                ) -> Cameras:
+    "The one camera `[1]` of a viewer's orbit view."
+    from facelift_nb.cameras import orbit
+    if not isinstance(view, dict) or set(DEFAULT_VIEW) - set(view):
+        got = sorted(view) if isinstance(view, dict) else type(view).__name__
+        raise ValueError(f"`view` must be a dict with keys {sorted(DEFAULT_VIEW)}; got {got}. Start from DEFAULT_VIEW.")
+    if not float(view["radius"]) > 0: raise ValueError(f"`view['radius']` must be > 0; got {view['radius']}.")
+    return orbit([float(view["azimuth_deg"])], float(view["elevation_deg"]), radius=float(view["radius"]),
+                 fov_deg=float(view["fov_deg"]), hw=tuple(hw), target=tuple(float(t) for t in view["target"]))
 
-def _ipv_view(smp: dict, cameras: Cameras | None) -> tuple:
-    "`(figure, scatter)`: ipyvolume's splat centres and frusta, and its scatter (updated in place)."
-    import ipyvolume as ipv
-    f = ipv.figure(width=520, height=480)
-    scatter = ipv.scatter(**_ipv_points(smp), marker="sphere")
-    for s in camera_segments(cameras, depth=0.5) if cameras is not None else []:
-        xyz = s["xyz"][~np.isnan(s["xyz"]).any(1)]
-        ipv.plot(*xyz.T.astype(np.float32), color=s["color"])
-    ipv.xyzlim(-3, 3)
-    return f, scatter
+def view_basis(camera: Cameras) -> dict:
+    "The world directions of the image's right and down (x, y of an OpenCV camera): what a pan moves along."
+    R = camera.w2c[0, :3, :3].double()
+    return dict(right=R[0].tolist(), down=R[1].tolist())
 
-# %% ../nbs/09_widgets.ipynb #1e93d710
-def splat_figure(gaussians: Gaussians,  # the splats
-                 cameras: Cameras | None,  # a rig to overlay (None: the splat centres alone)
-                 max_points: int, min_opacity: float) -> dict:  # as in `splat_sample`
-    "The splat viewer's plotly figure: `plot_cameras` with a rig, the splat centres alone without; one splat trace."
-    smp = splat_sample(gaussians, max_points, min_opacity=min_opacity)
-    if cameras is None:
-        return dict(data=[splat_trace(smp)], layout=dict(scene=dict(aspectmode="data"), height=480,
-                                                          margin=dict(l=0, r=0, t=10, b=0)))
-    f = plot_cameras(cameras, gaussians, max_points=max_points, min_opacity=min_opacity).to_dict()
-    if not smp["shown"]: f["data"].append(splat_trace(smp))  # an empty one, to be filled when the threshold drops
-    return f
+# %% ../nbs/09_widgets.ipynb #sv1exp
+def splat_subset(gaussians: Gaussians,  # one set of splats (no batch dimension)
+                 min_opacity: float = 0.0,  # keep only splats at least this opaque
+                 max_splats: int = 200_000,  # keep at most this many (a seeded subsample)
+                 seed: int = 0,  # seed of the subsample
+                 ) -> tuple[Gaussians, int]:
+    "`(splats to draw, how many passed the threshold)`: the opaque enough ones, at most `max_splats` of them."
+    if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
+        raise TypeError(f"`gaussians` must be one Gaussians set (no batch dimension); got {type(gaussians).__name__}"
+                        f"{' ' + str(tuple(gaussians.means.shape)) if isinstance(gaussians, Gaussians) else ''}.")
+    if int(max_splats) < 1: raise ValueError(f"`max_splats` must be >= 1; got {max_splats}.")
+    keep = torch.nonzero(gaussians.opacities.detach().cpu() >= min_opacity).flatten()
+    n = len(keep)
+    if n > max_splats:
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:int(max_splats)]
+        keep = keep[pick].sort().values
+    return gaussians[keep.to(gaussians.means.device)], n
 
-def replace_splats(fig,  # a FigureWidget made from `splat_figure`, changed in place
-                   figure: dict):  # a newer `splat_figure`
-    "Rewrite the splat trace and the title of `fig` from `figure`, in one `batch_update` (the frusta stay)."
-    new = next(d for d in figure["data"] if str(d.get("name", "")).startswith("splats"))
-    k = next(k for k, d in enumerate(fig.data) if str(d.name or "").startswith("splats"))
-    with fig.batch_update():
-        fig.data[k].update({p: v for p, v in new.items() if p != "type"})
-        if "title" in figure["layout"]: fig.layout.title = figure["layout"]["title"]
+# %% ../nbs/09_widgets.ipynb #sv2exp
+OVERLAY_COLORS = dict(volume=(150, 150, 150))  # frusta take their slot's colour from PALETTE
 
-# %% ../nbs/09_widgets.ipynb #109a59e1
+def _segment_pairs(xyz: np.ndarray) -> np.ndarray:  # [M, 2, 3]
+    "The segments of a NaN-separated polyline `[P, 3]`."
+    pairs = np.stack([xyz[:-1], xyz[1:]], axis=1)
+    return pairs[np.isfinite(pairs).all(axis=(1, 2))]
+
+def overlay_segments(cameras: Cameras | None = None,  # frusta to draw (None: none)
+                     volume=WORKING_VOLUME,  # a box `((x0, x1), (y0, y1), (z0, z1))` to draw (None: none)
+                     depth: float = 0.5,  # drawn frustum depth (world units)
+                     ) -> list[tuple]:
+    "`(RGB colour, world segments [M, 2, 3])` per thing to draw over a frame: each camera's frustum, the box."
+    out = []
+    for s in camera_segments(cameras, depth) if cameras is not None else []:
+        hexa = s["color"].lstrip("#")
+        out.append((tuple(int(hexa[i:i + 2], 16) for i in (0, 2, 4)), _segment_pairs(s["xyz"])))
+    if volume is not None: out.append((OVERLAY_COLORS["volume"], _segment_pairs(_box_lines(volume))))
+    return out
+
+def project_segments(segments: np.ndarray,  # [M, 2, 3] world segments
+                     camera: Cameras,  # one camera `[1]`
+                     near: float = 1e-3,  # clip the segments to depth >= near
+                     ) -> np.ndarray:  # [M', 2, 2] pixel coordinates (x right, y down)
+    "World segments as image segments seen by `camera`, clipped to the part in front of it."
+    w2c, K = camera.w2c[0].double().numpy(), camera.K[0].double().numpy()
+    p = np.asarray(segments, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+    p = p[(p[..., 2] >= near).any(axis=1)]
+    a, b = p[:, 0], p[:, 1]
+    za, zb = a[:, 2:], b[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = a + np.clip((near - za) / (zb - za), 0, 1) * (b - a)  # where a segment crosses the near plane
+    uv = np.stack([np.where(za < near, hit, a), np.where(zb < near, hit, b)], axis=1) @ K.T
+    return uv[..., :2] / np.maximum(uv[..., 2:], near)
+
+# %% ../nbs/09_widgets.ipynb #sv3exp
+def viewer_frame(gaussians: Gaussians,  # one set of splats
+                 view: dict = DEFAULT_VIEW,  # the orbit view (see DEFAULT_VIEW)
+                 hw=(512, 512),  # the frame size (height, width)
+                 min_opacity: float = 0.0,  # draw only splats at least this opaque
+                 max_splats: int = 200_000,  # draw a seeded subsample of at most this many
+                 overlays: Sequence = (),  # `(RGB, segments [M, 2, 3])` from `overlay_segments`, drawn as lines
+                 bg=(1., 1., 1.),  # background colour
+                 ) -> tuple[np.ndarray, dict]:
+    "`(frame [H, W, 3] uint8, what it shows)`: the CPU render at the view's camera, with overlay lines drawn on it."
+    from PIL import Image, ImageDraw
+
+    from facelift_nb.render import render, to_uint8
+    cam = view_camera(view, hw)
+    sub, eligible = splat_subset(gaussians, min_opacity, max_splats)
+    img = Image.fromarray(to_uint8(render(sub.to(device="cpu"), cam.to(device="cpu"), bg=bg, backend="cpu").rgb[0]))
+    draw = ImageDraw.Draw(img)
+    for color, segments in overlays:
+        for (x0, y0), (x1, y1) in project_segments(segments, cam):
+            draw.line([(x0, y0), (x1, y1)], fill=tuple(color), width=1)
+    return np.array(img), dict(shown=len(sub), eligible=eligible, total=len(gaussians), basis=view_basis(cam))
+
+def encode_frame(frame: np.ndarray,  # [H, W, 3] uint8
+                 fmt: str = "png",  # "png" (exact) or "jpeg" (smaller)
+                 quality: int = 90,  # JPEG quality
+                 ) -> bytes:
+    "The frame as PNG or JPEG bytes."
+    from PIL import Image
+    if fmt not in ("png", "jpeg"): raise ValueError(f'`fmt` must be "png" or "jpeg"; got {fmt!r}.')
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format=fmt.upper(), **({"quality": quality} if fmt == "jpeg" else {}))
+    return buf.getvalue()
+
+# %% ../nbs/09_widgets.ipynb #sv4exp
+_CANVAS_CLASS = []  # the anywidget class, built on first use
+
+def splat_canvas_class() -> type:
+    "The viewer's browser canvas (an anywidget): shows `frame`, writes `camera` as you drag, shift-drag or scroll."
+    if _CANVAS_CLASS: return _CANVAS_CLASS[0]
+    from importlib.resources import files
+
+    import anywidget
+    import traitlets as tr
+
+    class SplatCanvas(anywidget.AnyWidget):
+        "Shows `frame` (PNG or JPEG bytes of `fmt`, `width` x `height`); the browser writes `camera` (a view dict)."
+        _esm = files("facelift_nb").joinpath("static", "splat_viewer.js").read_text()
+        frame = tr.Bytes(b"").tag(sync=True)
+        fmt = tr.Unicode("png").tag(sync=True)
+        camera = tr.Dict(dict(DEFAULT_VIEW)).tag(sync=True)
+        basis = tr.Dict(dict(right=[1., 0., 0.], down=[0., 0., -1.])).tag(sync=True)
+        width = tr.Int(512).tag(sync=True)
+        height = tr.Int(512).tag(sync=True)
+        info = tr.Unicode("").tag(sync=True)
+        rendered = tr.Int(0).tag(sync=True)  # frames sent: the browser sends its next camera when this changes
+    _CANVAS_CLASS.append(SplatCanvas)
+    return SplatCanvas
+
+def _viewer_controls(cameras: Cameras | None, volume: bool) -> tuple:
+    "The viewer's opacity slider (reports on release) and its two overlay checkboxes."
+    W = _widgets()
+    threshold = W.FloatSlider(value=0., min=0., max=0.99, step=0.01, description="opacity ≥", continuous_update=False)
+    frusta = W.Checkbox(value=cameras is not None, description="camera frusta", disabled=cameras is None)
+    return threshold, frusta, W.Checkbox(value=volume, description="GS-LRM working volume")
+
+# %% ../nbs/09_widgets.ipynb #sv5exp
 class SplatViewer(BaseWidget):
-    "Splat centres with an opacity threshold slider and the camera frusta overlaid (ipyvolume, or plotly without it)."
+    "The splats as `render` draws them: orbit, zoom and pan in the browser, an opacity threshold, frusta and volume."
     def __init__(self, gaussians: Gaussians,  # the splats
-                 cameras: Cameras | None = None,  # a rig to overlay (None: none)
-                 max_points: int = 30_000,  # draw at most this many centres
-                 backend: str = "auto"):  # "ipyvolume", "plotly", or "auto" (ipyvolume when installed)
+                 cameras: Cameras | None = None,  # a rig whose frusta can be drawn (None: none)
+                 hw=(512, 512),  # the frame size (height, width)
+                 max_splats: int = 200_000,  # draw a seeded subsample of at most this many
+                 view: dict | None = None,  # the first view (None: DEFAULT_VIEW)
+                 volume: bool = True,  # draw GS-LRM's working volume at first
+                 fmt: str = "png",  # frames as "png" (exact) or "jpeg" (smaller)
+                 depth: float = 0.5):  # drawn frustum depth
         W = _widgets()
         self._init_log()
-        self.gaussians, self.cameras, self.max_points = gaussians, cameras, max_points
-        self.backend = backend = _splat_backend(backend)
-        self.threshold = W.FloatSlider(value=0.05, min=0., max=0.99, step=0.01, description="opacity ≥",
-                                       continuous_update=False)
-        self.info, self.view = W.HTML(), W.Box()
-        if backend == "plotly":
-            import plotly.graph_objects as go
-            self.fig = go.FigureWidget(splat_figure(gaussians, cameras, max_points, self.threshold.value))
-        else:
-            smp = splat_sample(gaussians, max_points, min_opacity=self.threshold.value)
-            self.fig, self.scatter = _ipv_view(smp, cameras)
-        self.view.children = [self.fig]
-        self.threshold.observe(self._safe(lambda change: self.update()), names="value")
-        self.widget = W.VBox([W.HTML("<b>Splat viewer</b>"), self.threshold, self.info, self.view, self.log])
-        self.update(redraw=False)  # the figure already shows this threshold
+        view = dict(view or DEFAULT_VIEW)
+        view_camera(view, hw)  # a bad view or size fails here, not in the browser
+        encode_frame(np.zeros((1, 1, 3), np.uint8), fmt)
+        self.gaussians, self.cameras, self.hw, self.max_splats, self.fmt, self.depth = (
+            gaussians, cameras, tuple(hw), max_splats, fmt, depth)
+        self.canvas = splat_canvas_class()(camera=view, width=int(hw[1]), height=int(hw[0]), fmt=fmt)
+        self.threshold, self.frusta, self.volume = _viewer_controls(cameras, volume)
+        for w in (self.threshold, self.frusta, self.volume):
+            w.observe(self._safe(lambda change: self.draw()), names="value")
+        self.canvas.observe(self._safe(lambda change: self.draw()), names="camera")
+        self.info = W.HTML()
+        self.widget = W.VBox([W.HTML("<b>Splat viewer</b>"), W.HBox([self.threshold, self.frusta, self.volume]),
+                              self.canvas, self.info, self.log])
+        self.draw()
 
-    def update(self, redraw: bool = True) -> None:
-        "Show the current threshold: the count, and the splats rewritten in place (plotly trace or ipyvolume scatter)."
-        t = self.threshold.value
-        smp = splat_sample(self.gaussians, self.max_points, min_opacity=t)
-        self.info.value = (f"showing {smp['shown']:,} of {smp['eligible']:,} splats with opacity ≥ {t:.2f} "
-                           f"({smp['total']:,} in all)")
-        if not redraw: return
-        if self.backend == "ipyvolume":
-            with self.scatter.hold_sync():
-                for k, v in _ipv_points(smp).items(): setattr(self.scatter, k, v)
-            return
-        replace_splats(self.fig, splat_figure(self.gaussians, self.cameras, self.max_points, t))
+    def draw(self) -> None:
+        "Render the canvas's view at the frame size and send the frame, and what it shows, to the browser."
+        overlays = overlay_segments(self.cameras if self.frusta.value else None,
+                                    WORKING_VOLUME if self.volume.value else None, self.depth)
+        self.frame, self.shown = viewer_frame(self.gaussians, self.canvas.camera, self.hw, self.threshold.value,
+                                              self.max_splats, overlays)
+        s = self.shown
+        self.info.value = (f"showing {s['shown']:,} of {s['eligible']:,} splats with opacity ≥ "
+                           f"{self.threshold.value:.2f} ({s['total']:,} in all)")
+        with self.canvas.hold_sync():
+            self.canvas.frame, self.canvas.basis = encode_frame(self.frame, self.fmt), s["basis"]
+            self.canvas.info, self.canvas.rendered = f"{s['shown']:,} splats", self.canvas.rendered + 1
 
 # %% ../nbs/09_widgets.ipynb #2db7859d
 def rig_match(cameras: Cameras, layout) -> tuple:

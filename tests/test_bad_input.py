@@ -517,6 +517,15 @@ def cli_cases(b, good, out):
         ["train-mvdiffusion", str(b / "list.yaml")],
         ["train-mvdiffusion", str(b / "wrong.yaml")],
         ["render", "--size", "big", str(b / "trunc.ply"), "-o", str(out / "r")],
+        ["export", str(b / "trunc.ply"), "-o", str(out / "g.spz"), "--format", "spz"],
+        ["export", str(b / "missing.ply"), "-o", str(out / "g.splat"), "--format", "splat"],
+        ["export", str(b / "trunc.ply"), "-o", str(out / "g.obj"), "--format", "glb"],
+        ["export", str(b / "trunc.ply"), "-o", str(out / "g.fbx"), "--format", "fbx"],
+        ["layout-study", str(b / "missing"), "--default", "-o", str(out / "ls")],
+        ["layout-study", "--default", "--layouts", "uniform4", str(b / "cams.json"), "-o", str(out / "ls")],
+        ["layout-study", "--default", "-o", str(out / "existing")],
+        ["layout-study", str(b / "views"), "--gslrm", str(b / "ck.pt"), "-o", str(out / "ls")],
+        ["layout-study", "--default", "--subjects", "0", "-o", str(out / "ls")],
     ]
 
 

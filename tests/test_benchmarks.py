@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cameras as bench_cameras  # noqa: E402
 import gpu_check as bench_gpu  # noqa: E402
 import gslrm as bench_gslrm  # noqa: E402
+import mesh as bench_mesh  # noqa: E402
+import metrics as bench_metrics  # noqa: E402
 import mvdiffusion as bench_mvdiffusion  # noqa: E402
 import render as bench_render  # noqa: E402
 
@@ -103,3 +106,35 @@ def test_gpu_check_builds_the_published_sizes():
     assert p.resolution == 512 and p.unet.config.in_channels == 8 and p.prompt_embeds.shape == (6, 77, 1024)
     from facelift_nb.models.gslrm import GSLRM
     with torch.device("meta"): assert count(GSLRM()) == 303_565_824
+
+
+def test_metrics_benchmark_references_agree(capsys):
+    "SSIM equals scikit-image's; LPIPS equals the lpips package's where its wheel is present (same random backbone)."
+    pytest.importorskip("skimage", reason="scikit-image is in the `dev` extra")
+    diffs = bench_metrics.check(size=32, batch=2)
+    assert diffs["ssim"] < 1e-5
+    assert all(v < 1e-6 for k, v in diffs.items() if k.startswith("lpips"))
+    bench_metrics.main(repeats=1, size=32, batch=2)
+    out = capsys.readouterr().out
+    assert "ratio skimage/facelift_nb" in out and "LPIPS-vgg" in out
+
+
+
+def test_mesh_reference_fusion_agrees_with_library():
+    "The per-view NumPy loop and the vectorised fusion give the same TSDF (float32 against float64 rounding)."
+    pytest.importorskip("skimage")
+    from facelift_nb.mesh import fuse_tsdf, mesh_box, sphere_views
+    from facelift_nb.render import render
+    g = bench_mesh.gslrm_sized_subject(3000, scale=0.03)
+    assert len(g) == 3000 and abs(float(g.scales.max()) - 0.03) < 1e-7
+    lo, hi = mesh_box(g)
+    cams = sphere_views(6, lo, hi, (32, 32))
+    out = render(g, cams, bg=(0., 0., 0.), backend="cpu")
+    fast, size = fuse_tsdf(out.depth, out.alpha, cams, lo, hi, 24)
+    ref, ref_size = bench_mesh.reference_fuse(out.depth, out.alpha, cams, lo, hi, 24)
+    assert fast.shape == ref.shape and abs(size - ref_size) < 1e-12
+    # the library computes only the band near the surface (elsewhere ±1): same signs everywhere, same values in the band
+    # (a voxel on a pixel border may round into the neighbouring pixel in float32)
+    band = np.abs(fast) < 1
+    assert 0.05 < band.mean() < 0.9 and (np.sign(fast) == np.sign(ref)).mean() > 0.999
+    assert (np.abs(fast - ref)[band] < 1e-4).mean() > 0.999

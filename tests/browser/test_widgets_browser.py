@@ -1,7 +1,8 @@
 """The widgets in a real browser: JupyterLab (headless, 127.0.0.1) driven by Debian's chromium through playwright.
 
 A notebook using every widget is opened and run; the page must show no widget/JS errors; switching the
-LayoutComparer from facelift6 to uniform8 must change the plot; screenshots are saved as test artifacts in
+LayoutComparer from facelift6 to uniform8 must change the plot; a comparer given a layout study must show its
+measured table and plots; screenshots are saved as test artifacts in
 `test-artifacts/browser/` (or `$FACELIFT_NB_ARTIFACTS`)."""
 import os
 import secrets
@@ -30,6 +31,12 @@ CELLS = [
     "SplatViewer(head, get_layout('facelift6').cameras())",
     "RigInspector(get_layout('facelift6').cameras(), target='facelift6')",
     "TurntablePlayer(render_turntable(head, n_frames=12, hw=(96, 96), progress=False))",
+    "import torch\nfrom facelift_nb.cameras import orbit\n"
+    "from facelift_nb.evaluate import SyntheticSample, layout_study\nfrom facelift_nb.models.gslrm import GSLRM\n"
+    "torch.manual_seed(0)\ngs = GSLRM(**GSLRM.tiny_config()).eval()\n"
+    "study = layout_study(gs, [SyntheticSample(3, density=0.2)], ['uniform4', 'facelift6'],\n"
+    "                     held_out=orbit([22.5, 135., 250.]))\n"
+    "LayoutComparer(['uniform4', 'facelift6'], study=study)",
 ]
 ERRORS = ("Error displaying widget", "Model not found", "Failed to load model class",
           "Traceback (most recent call last)")
@@ -126,5 +133,12 @@ def test_widgets_render_and_respond(lab):
         time.sleep(2)
         cells.nth(2).screenshot(path=str(art / "2_layout_comparer_uniform8.png"))
         assert page.locator("text=rigs: facelift6").count() == 0
+        # the comparer given a study: the measured table and its two plots
+        for name in ("measured psnr, held-out views (95% CI)", "psnr by held-out azimuth (elevation 0°)"):
+            page.wait_for_selector(f"text={name}", state="attached", timeout=120_000)
+        assert "measured" in cells.nth(6).inner_text() and "uniform4" in cells.nth(6).inner_text()
+        cells.nth(6).scroll_into_view_if_needed()
+        time.sleep(2)
+        cells.nth(6).screenshot(path=str(art / "6_layout_comparer_study.png"))
         browser.close()
     assert not console_errors, console_errors[:5]
