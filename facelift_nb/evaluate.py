@@ -39,7 +39,7 @@ __all__ = ['HIGHER_IS_BETTER', 'BG', 'AUTO_HELD_OUT', 'rows_to_csv', 'ViewScores
            'evaluate_reconstruction', 'held_out_views', 'bootstrap_ci', 'study_summary', 'study_by_view', 'study_costs',
            'paired_differences', 'StudyResults', 'save_study', 'load_study', 'model_fingerprint',
            'builtin_held_out_samples', 'study_samples', 'layout_study', 'plot_layout_metric', 'eye_level',
-           'azimuth_profile', 'plot_azimuth_error', 'save_study_figures', 'study_table']
+           'azimuth_profile', 'plot_azimuth_error', 'save_study_figures', 'study_rows', 'study_table']
 
 # %% ../nbs/16_evaluate.ipynb #f7bff92a
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "psnr_fg": True, "ssim_fg": True, "mask_iou": True, "lpips": False}
@@ -637,19 +637,35 @@ def save_study_figures(results: StudyResults, folder, metric: str = "psnr") -> d
     return out
 
 # %% ../nbs/16_evaluate.ipynb #b086e1ca
-def study_table(results: StudyResults, n_boot: int = 1000, seed: int = 0) -> str:
-    "A text table of the study: per layout, mean [95% CI] of PSNR and SSIM, the nearest-view PSNR, time, Gaussians."
+def _ci_text(r: dict | None, f: str) -> str:
+    return "-" if r is None else f"{r['mean']:{f}} [{r['ci_low']:{f}}, {r['ci_high']:{f}}]"
+
+def study_rows(results: StudyResults,
+               metrics: Sequence[str] = ("psnr", "ssim"),  # the model's metrics, as columns
+               nearest: Sequence[str] = ("psnr",),  # the nearest-view baseline's metrics, as columns
+               n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    "One dict per layout: views, mean [95% CI] of each metric (model, then nearest view), time, Gaussians, residual."
     summ = {(r["layout"], r["method"], r["metric"]): r for r in results.summary(n_boot, seed)}
     costs = {c["layout"]: c for c in results.costs()}
-    def ci(l, what, m, f):
-        r = summ.get((l, what, m))
-        return "-" if r is None else f"{r['mean']:{f}} [{r['ci_low']:{f}}, {r['ci_high']:{f}}]"
-    head = f"{'layout':>12} {'views':>5} {'PSNR dB [95% CI]':>22} {'SSIM [95% CI]':>24} {'nearest PSNR':>22} " \
-           f"{'s/recon':>7} {'Gaussians':>9} {'residual°':>9}"
-    lines = [head]
+    f = lambda m: ".2f" if m.startswith("psnr") else ".3f"
+    rows = []
     for lay in results.layouts:
         l, c = lay.label, costs[lay.label]
-        lines.append(f"{l:>12} {len(lay):>5} {ci(l, 'model', 'psnr', '.2f'):>22} {ci(l, 'model', 'ssim', '.4f'):>24} "
-                     f"{ci(l, 'nearest', 'psnr', '.2f'):>22} {c['seconds']:7.3f} {c['num_gaussians']:9.0f} "
-                     f"{c['max_residual_deg']:9.2f}")
-    return "\n".join(lines)
+        row = {"layout": l, "views": len(lay)}
+        row |= {f"{m} [95% CI]": _ci_text(summ.get((l, "model", m)), f(m)) for m in metrics}
+        row |= {f"nearest view {m}": _ci_text(summ.get((l, "nearest", m)), f(m)) for m in nearest}
+        rows.append(row | {"s / reconstruction": f"{c['seconds']:.2f}", "Gaussians": f"{c['num_gaussians']:.0f}",
+                           "residual°": f"{c['max_residual_deg']:.1f}"})
+    return rows
+
+def study_table(results: StudyResults, n_boot: int = 1000, seed: int = 0,
+                markdown: bool = False,  # a markdown table instead of aligned text
+                **columns) -> str:  # `metrics=`, `nearest=` of `study_rows`
+    "The study as a table, one line per layout (the text the command line prints, or markdown)."
+    rows = study_rows(results, n_boot=n_boot, seed=seed, **columns)
+    keys = list(rows[0]) if rows else ["layout"]
+    if markdown:
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        return "\n".join(lines + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
+    w = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    return "\n".join(" ".join(f"{str(r[k]):>{w[k]}}" for k in keys) for r in [dict(zip(keys, keys))] + rows)

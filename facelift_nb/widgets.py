@@ -25,10 +25,10 @@ from .viz import AZIMUTH_CLOCKWISE, AZIMUTH_ZERO_DEG, frustum_lines, page_angle_
 __all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'camera_segments', 'splat_sample',
            'layout_table', 'frustum_traces', 'above_axis', 'axis_page_angle_deg', 'above_traces', 'splat_trace',
            'scene_traces', 'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure',
-           'layout_renders', 'layout_generations', 'study_rows', 'study_bar_figure', 'study_polar_figure',
-           'LayoutComparer', 'view_camera', 'view_basis', 'splat_subset', 'overlay_segments', 'project_segments',
-           'viewer_frame', 'encode_frame', 'splat_canvas_class', 'SplatViewer', 'rig_match', 'rig_figure',
-           'RigInspector', 'TurntablePlayer']
+           'layout_renders', 'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer',
+           'view_camera', 'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'viewer_frame',
+           'encode_frame', 'splat_canvas_class', 'SplatViewer', 'rig_match', 'rig_figure', 'RigInspector',
+           'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -367,17 +367,6 @@ def _comparer_layout(c: SimpleNamespace, log, study_box=None) -> object:
                    W.HBox([c.button, c.status]), c.renders, log])
 
 # %% ../nbs/09_widgets.ipynb #f0wstudy2
-def study_rows(results, metric: str = "psnr") -> list[dict]:
-    "The measured table: per layout, its views, the model's mean [95% CI] of `metric`, the nearest-view baseline, cost."
-    summ = {(r["layout"], r["method"], r["metric"]): r for r in results.summary()}
-    costs = {c["layout"]: c for c in results.costs()}
-    def ci(l, what):
-        r = summ.get((l, what, metric))
-        return "-" if r is None else f"{r['mean']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
-    return [{"layout": l.label, "views": len(l), f"{metric} [95% CI]": ci(l.label, "model"),
-             f"nearest view {metric}": ci(l.label, "nearest"), "s / reconstruction": f"{costs[l.label]['seconds']:.2f}",
-             "Gaussians": f"{costs[l.label]['num_gaussians']:.0f}"} for l in results.layouts]
-
 def study_bar_figure(results, metric: str = "psnr") -> dict:
     "Each layout's mean `metric` with its 95% interval as error bars, and the nearest-view baseline."
     summ, traces = results.summary(), []
@@ -427,6 +416,7 @@ class _StudyView:
 
     def show_study(self, results) -> None:
         "Show a `StudyResults`: the measured table, the metric per layout, the metric against held-out azimuth."
+        from facelift_nb.evaluate import study_rows
         self.study = results
         self.study_table.value = "<b>measured</b>" + _table_html(study_rows(results))
         refresh_figure(self.study_bar, **study_bar_figure(results))

@@ -19,28 +19,11 @@ from pathlib import Path
 import torch
 
 from facelift_nb.cli import main
-from facelift_nb.evaluate import load_study
+from facelift_nb.evaluate import load_study, study_table
 from facelift_nb.layouts import ViewLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 NONUNIFORM = ViewLayout.from_azimuths([0., 30., 90., 180., 270., 330.], [0., 0., 0., 20., 0., 0.], label="nonuniform6")
-
-
-def markdown_table(res) -> str:
-    "The study's summary as a markdown table (mean [95% CI] over subjects; time and Gaussians per reconstruction)."
-    summ = {(r["layout"], r["method"], r["metric"]): r for r in res.summary()}
-    costs = {c["layout"]: c for c in res.costs()}
-    def ci(l, what, m, f):
-        r = summ[(l, what, m)]
-        return f"{r['mean']:{f}} [{r['ci_low']:{f}}, {r['ci_high']:{f}}]"
-    rows = ["| layout | views | PSNR dB | SSIM | PSNR fg dB | mask IoU | nearest view PSNR | s / reconstruction "
-            "| Gaussians |", "|---|---|---|---|---|---|---|---|---|"]
-    for lay in res.layouts:
-        l, c = lay.label, costs[lay.label]
-        rows.append(f"| {l} | {len(lay)} | {ci(l, 'model', 'psnr', '.2f')} | {ci(l, 'model', 'ssim', '.3f')} | "
-                    f"{ci(l, 'model', 'psnr_fg', '.2f')} | {ci(l, 'model', 'mask_iou', '.3f')} | "
-                    f"{ci(l, 'nearest', 'psnr', '.2f')} | {c['seconds']:.2f} | {c['num_gaussians']:.0f} |")
-    return "\n".join(rows)
 
 
 if __name__ == "__main__":
@@ -65,4 +48,4 @@ if __name__ == "__main__":
           f"{len({r['sample'] for r in res.rows})} subjects, {len({r['view'] for r in res.rows})} held-out views each")
     for filters in ("facelift", "none"):
         print(f"\nfilters: {filters}")
-        print(markdown_table(load_study(out / filters)))
+        print(study_table(load_study(out / filters), markdown=True, metrics=("psnr", "ssim", "psnr_fg", "mask_iou")))
