@@ -27,8 +27,8 @@ __all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'ca
            'scene_traces', 'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure',
            'layout_renders', 'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer',
            'view_camera', 'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'viewer_frame',
-           'encode_frame', 'splat_canvas_class', 'SplatViewer', 'rig_match', 'rig_figure', 'RigInspector',
-           'TurntablePlayer']
+           'encode_frame', 'splat_canvas_class', 'first_view', 'SplatViewer', 'show_as_viewer', 'rig_match',
+           'rig_figure', 'RigInspector', 'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -608,6 +608,12 @@ def _viewer_controls(cameras: Cameras | None, volume: bool) -> tuple:
     frusta = W.Checkbox(value=cameras is not None, description="camera frusta", disabled=cameras is None)
     return threshold, frusta, W.Checkbox(value=volume, description="GS-LRM working volume")
 
+def first_view(cameras: Cameras | None = None) -> dict:
+    "The viewer's first view: DEFAULT_VIEW, moved back to 1.6 x the rig's radius (when there is one) to see its frusta."
+    if cameras is None: return dict(DEFAULT_VIEW)
+    radius = float(cameras.centers.detach().norm(dim=-1).max())
+    return dict(DEFAULT_VIEW, radius=max(DEFAULT_VIEW["radius"], 1.6 * radius))
+
 # %% ../nbs/09_widgets.ipynb #sv5exp
 class SplatViewer(BaseWidget):
     "The splats as `render` draws them: orbit, zoom and pan in the browser, an opacity threshold, frusta and volume."
@@ -615,13 +621,13 @@ class SplatViewer(BaseWidget):
                  cameras: Cameras | None = None,  # a rig whose frusta can be drawn (None: none)
                  hw=(512, 512),  # the frame size (height, width)
                  max_splats: int = 200_000,  # draw a seeded subsample of at most this many
-                 view: dict | None = None,  # the first view (None: DEFAULT_VIEW)
+                 view: dict | None = None,  # the first view (None: `first_view(cameras)`)
                  volume: bool = True,  # draw GS-LRM's working volume at first
                  fmt: str = "png",  # frames as "png" (exact) or "jpeg" (smaller)
                  depth: float = 0.5):  # drawn frustum depth
         W = _widgets()
         self._init_log()
-        view = dict(view or DEFAULT_VIEW)
+        view = dict(view or first_view(cameras))
         view_camera(view, hw)  # a bad view or size fails here, not in the browser
         encode_frame(np.zeros((1, 1, 3), np.uint8), fmt)
         self.gaussians, self.cameras, self.hw, self.max_splats, self.fmt, self.depth = (
@@ -648,6 +654,29 @@ class SplatViewer(BaseWidget):
         with self.canvas.hold_sync():
             self.canvas.frame, self.canvas.basis = encode_frame(self.frame, self.fmt), s["basis"]
             self.canvas.info, self.canvas.rendered = f"{s['shown']:,} splats", self.canvas.rendered + 1
+
+# %% ../nbs/09_widgets.ipynb #sv6exp
+def _viewer_bundle(obj, hw=(384, 384)) -> dict | None:
+    "The viewer's mimebundle for a Gaussians set or a FaceLiftOutput, with the object's repr as text (None: not one)."
+    g, cams = (obj.gaussians, obj.cameras) if hasattr(obj, "gaussians") else (obj, None)
+    if not isinstance(g, Gaussians) or g.means.ndim != 2: return None
+    if cams is not None and cams.w2c.ndim != 3: cams = None
+    bundle = SplatViewer(g, cams, hw=hw).widget._repr_mimebundle_()
+    return dict(bundle, **{"text/plain": repr(obj)})
+
+def show_as_viewer(enable: bool = True,  # offer the viewer (False: only the usual text repr)
+                   ) -> bool:
+    "Display `Gaussians` and `FaceLiftOutput` as a `SplatViewer` in this IPython session; whether it is on."
+    from IPython import get_ipython
+
+    from facelift_nb.pipeline import FaceLiftOutput
+    ip = get_ipython()
+    if ip is None: raise RuntimeError("show_as_viewer() works in IPython or Jupyter (no IPython session is running).")
+    fmt = ip.display_formatter.mimebundle_formatter
+    for cls in (Gaussians, FaceLiftOutput):
+        if enable: fmt.for_type(cls, _viewer_bundle)
+        else: fmt.type_printers.pop(cls, None)
+    return enable
 
 # %% ../nbs/09_widgets.ipynb #2db7859d
 def rig_match(cameras: Cameras, layout) -> tuple:

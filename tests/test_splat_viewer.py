@@ -32,7 +32,7 @@ def head():
 
 def _decoded(viewer) -> torch.Tensor:  # [H, W, 3] in [0, 1]
     "The frame the widget sends to the browser, decoded as the browser does."
-    return torch.as_tensor(np.asarray(Image.open(io.BytesIO(viewer.canvas.frame)).convert("RGB"))) / 255.
+    return torch.as_tensor(np.array(Image.open(io.BytesIO(viewer.canvas.frame)).convert("RGB"))) / 255.
 
 
 @pytest.mark.parametrize("fmt,min_db", [("png", 40.), ("jpeg", 30.)])
@@ -94,6 +94,17 @@ def test_bad_views_and_formats(head):
         encode_frame(np.zeros((2, 2, 3), np.uint8), "webp")
     with pytest.raises(TypeError, match="one Gaussians set"):
         viewer_frame(torch.zeros(3, 3))
+
+
+def test_results_display_as_the_viewer_with_their_text(head):
+    from types import SimpleNamespace
+
+    from facelift_nb.widgets import _viewer_bundle
+    out = SimpleNamespace(gaussians=head, cameras=get_layout("facelift6").cameras())  # as a FaceLiftOutput
+    bundle = _viewer_bundle(out, hw=(32, 32))
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/plain"] == repr(out)
+    assert _viewer_bundle(head_scene(200).to(dtype=torch.float32), hw=(16, 16))["text/plain"].startswith("Gaussians")
+    assert _viewer_bundle("not splats") is None
 
 
 def test_front_end_ships_with_the_package():

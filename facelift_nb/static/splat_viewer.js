@@ -11,7 +11,7 @@ function render({ model, el }) {
   img.style.cssText = "display:block";
   const info = document.createElement("div");
   info.className = "facelift-splat-info";
-  info.style.cssText = "position:absolute;left:4px;bottom:4px;font:11px sans-serif;background:rgba(255,255,255,.7);padding:1px 4px";
+  info.style.cssText = "font:11px sans-serif;color:#555;padding:1px 4px";  // below the frame, never over it
   box.append(img, info);
   el.append(box);
   let url = null, inflight = false, pending = null, timer = null, drag = null, frames = 0;
@@ -84,6 +84,7 @@ function render({ model, el }) {
   show();
   showInfo();
   box.dataset.camera = JSON.stringify(model.get("camera"));
+  box.dataset.rendered = String(model.get("rendered"));
   return () => { if (url) URL.revokeObjectURL(url); clearTimeout(timer); };
 }
 

@@ -5,16 +5,13 @@ LayoutComparer from facelift6 to uniform8 must change the plot; a comparer given
 measured table and plots; screenshots are saved as test artifacts in
 `test-artifacts/browser/` (or `$FACELIFT_NB_ARTIFACTS`)."""
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+
+from .lab import start_lab
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -42,46 +39,9 @@ ERRORS = ("Error displaying widget", "Model not found", "Failed to load model cl
           "Traceback (most recent call last)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "widgets.ipynb")
-    port, token = _free_port(), secrets.token_hex(16)
-    settings = root / "settings"  # render every cell (no windowing, so all widgets are in the page) and no news pop-up
-    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
-    lab_settings = settings / "@jupyterlab"
-    (lab_settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-    (lab_settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        '{"fetchNews": "false", "checkForUpdates": false}')
-    log = open(root / "lab.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-                             "--ServerApp.open_browser=False",
-                             "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True", "--allow-root",
-                             f"--LabApp.user_settings_dir={settings}",
-                             f"--LabApp.workspaces_dir={root / 'workspaces'}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1): break
-        except OSError: time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
-    yield f"http://127.0.0.1:{port}", token
-    proc.terminate()
-    try: proc.wait(15)
-    except subprocess.TimeoutExpired: proc.kill()
+    yield from start_lab(tmp_path_factory.mktemp("lab"), CELLS, "widgets.ipynb")
 
 
 def test_widgets_render_and_respond(lab):
