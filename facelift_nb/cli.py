@@ -488,7 +488,7 @@ def _study_output(out) -> Path:
 # %% ../nbs/12_cli.ipynb #f0study4
 def _study_inputs(args) -> tuple:
     "GS-LRM, samples, layouts, MV pipelines and LPIPS model of `layout-study`, all checked before anything runs."
-    from facelift_nb.builtin import WEIGHTS_DIR
+    from facelift_nb.builtin import WEIGHTS_DIR, default_card
     from facelift_nb.evaluate import builtin_held_out_samples, study_samples
     from facelift_nb.metrics import LPIPS
     from facelift_nb.pipeline import load_gslrm
@@ -501,6 +501,10 @@ def _study_inputs(args) -> tuple:
         raise CLIError(f"no samples folder {args.samples!r}")
     if args.subjects is not None and args.samples is not None:
         raise CLIError("--subjects counts the synthetic subjects of --default; it does not apply to SAMPLES_DIR")
+    n_val = default_card()["data"]["n_val"]
+    if args.subjects is not None and not 0 < args.subjects <= n_val:
+        raise CLIError(f"--subjects must be in 1..{n_val} (the built-in model's held-out subjects); "
+                       f"got {args.subjects}")
     lays = [_study_layout(s) for s in args.layouts]
     lp = LPIPS("vgg") if args.lpips else False  # its backbone weights missing: say so now
     gslrm = load_gslrm(WEIGHTS_DIR / "gslrm" if args.default else args.gslrm)[0].to(args.device)
