@@ -32,12 +32,12 @@ from facelift_nb.transforms_json import (
 )
 
 # %% auto #0
-__all__ = ['PUBLISHED_CAMERA_FILES', 'AXIS_CONVENTIONS', 'CAMERA_FORMATS', 'CAMERA_WRITE_FORMATS',
-           'intrinsics_from_fov', 'similarity_parts', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle',
-           'ray_bundle', 'plucker_inputs', 'published_cameras_path', 'CameraReport', 'nearest_point_to_axes',
-           'nearest_point_to_rays', 'reinterpret_axes', 'axis_convention', 'check_cameras', 'camera_file_format',
-           'read_cameras', 'write_cameras', 'BlenderCamera', 'from_blender', 'to_blender', 'quat_to_rotation',
-           'rotation_to_quat', 'from_colmap', 'colmap_points', 'to_colmap']
+__all__ = ['PUBLISHED_CAMERA_FILES', 'AXIS_CONVENTIONS', 'CAMERA_FORMATS', 'CAMERA_WRITE_FORMATS', 'intrinsics_from_fov',
+           'similarity_parts', 'Cameras', 'look_at', 'orbit_directions', 'orbit', 'RayBundle', 'ray_bundle',
+           'plucker_inputs', 'published_cameras_path', 'CameraReport', 'nearest_point_to_axes', 'nearest_point_to_rays',
+           'reinterpret_axes', 'axis_convention', 'check_cameras', 'camera_file_format', 'read_cameras',
+           'write_cameras', 'BlenderCamera', 'from_blender', 'to_blender', 'quat_to_rotation', 'rotation_to_quat',
+           'from_colmap', 'colmap_points', 'to_colmap']
 
 # %% ../nbs/00_cameras.ipynb #283f0285
 def _shape(t) -> tuple: return tuple(t.shape)

@@ -24,8 +24,8 @@ from .io import write_text_atomic
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems',
-           'sha256_file', 'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
+__all__ = ['logger', 'WEIGHT_SUFFIXES', 'PIN_FILE', 'STATE_FILE', 'CheckpointInfo', 'safetensors_problems', 'sha256_file',
+           'manifest_path', 'write_manifest', 'verify_manifest', 'move_to_trash', 'restore_checkpoint',
            'trash_temp_leftovers', 'pin_checkpoint', 'unpin_checkpoint', 'is_pinned', 'inspect_checkpoint',
            'checkpoint_paths', 'rotate_checkpoints', 'list_checkpoints', 'latest_valid_checkpoint', 'resume_problems',
            'latest_resumable', 'format_checkpoint_table', 'forecast_disk_usage', 'check_disk_space', 'model_save_hooks']

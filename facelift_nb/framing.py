@@ -24,8 +24,8 @@ from .cameras import Cameras
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'FACE_SIZE', 'FACE_CENTER', 'FACE_CANVAS', 'HAAR_CALIBRATION', 'HAAR_CASCADE', 'Box', 'resample',
-           'PixelMap', 'ImageTransform', 'BoxCalibration', 'FacePlacement', 'place_face', 'haar_face_boxes', 'FaceBox',
+__all__ = ['logger', 'FACE_SIZE', 'FACE_CENTER', 'FACE_CANVAS', 'HAAR_CALIBRATION', 'HAAR_CASCADE', 'Box', 'resample', 'PixelMap',
+           'ImageTransform', 'BoxCalibration', 'FacePlacement', 'place_face', 'haar_face_boxes', 'FaceBox',
            'detect_face', 'cut_out', 'FaceFraming', 'frame_face']
 
 # %% ../nbs/06b_framing.ipynb #0ae07ccc

@@ -21,9 +21,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir',
-           'atomic_path', 'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_document',
-           'read_yaml_config', 'load_tensors', 'open_image', 'load_image', 'resolve_weights', 'state_dict_problems',
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path',
+           'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_document', 'read_yaml_config',
+           'load_tensors', 'open_image', 'load_image', 'resolve_weights', 'state_dict_problems',
            'load_state_dict_strict']
 
 # %% ../nbs/00a_io.ipynb #b7e1a002

@@ -18,9 +18,9 @@ from scipy.optimize import linear_sum_assignment
 from .cameras import Cameras, orbit, orbit_directions
 
 # %% auto #0
-__all__ = ['FACELIFT6_JSON_FRAMES', 'LAYOUT_KEYS', 'FACELIFT6', 'FACELIFT_PROMPT_TEMPLATE', 'azimuth_name',
-           'ViewLayout', 'uniform_layout', 'register_layout', 'list_layouts', 'get_layout', 'LayoutStats',
-           'fibonacci_sphere', 'layout_stats', 'LayoutMatch', 'match_layout', 'view_prompts']
+__all__ = ['FACELIFT6_JSON_FRAMES', 'LAYOUT_KEYS', 'FACELIFT6', 'FACELIFT_PROMPT_TEMPLATE', 'azimuth_name', 'ViewLayout',
+           'uniform_layout', 'register_layout', 'list_layouts', 'get_layout', 'LayoutStats', 'fibonacci_sphere',
+           'layout_stats', 'LayoutMatch', 'match_layout', 'view_prompts']
 
 # %% ../nbs/01_layouts.ipynb #2072f0e1
 FACELIFT6_JSON_FRAMES = (2, 1, 0, 5, 4, 3)  # slot i of facelift6 = frame FACELIFT6_JSON_FRAMES[i] of the published file

@@ -21,9 +21,9 @@ from .render import RenderOutput, render
 from .splats import Gaussians
 
 # %% auto #0
-__all__ = ['MESH_FORMATS', 'Mesh', 'is_watertight', 'vertex_normals', 'mesh_box', 'sphere_views', 'depth_facing',
-           'fuse_tsdf', 'largest_component', 'vertex_colors', 'to_mesh', 'sample_surface', 'chamfer_distance',
-           'render_mesh', 'save_mesh', 'load_mesh']
+__all__ = ['MESH_FORMATS', 'Mesh', 'is_watertight', 'vertex_normals', 'mesh_box', 'sphere_views', 'depth_facing', 'fuse_tsdf',
+           'largest_component', 'vertex_colors', 'to_mesh', 'sample_surface', 'chamfer_distance', 'render_mesh',
+           'save_mesh', 'load_mesh']
 
 # %% ../nbs/03b_mesh.ipynb #b4054eb0
 def _checked_mesh_arrays(vertices, faces, colors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

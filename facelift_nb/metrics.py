@@ -20,9 +20,9 @@ import facelift_nb
 from .cameras import Cameras
 
 # %% auto #0
-__all__ = ['LPIPS_BACKBONES', 'psnr', 'gaussian_window', 'ssim_map_torch', 'ssim_map_cpu', 'ssim_map', 'ssim',
-           'lpips_backbone', 'find_backbone_weights', 'load_backbone_weights', 'lpips_heads', 'LPIPS', 'lpips',
-           'mask_iou', 'background_baseline', 'nearest_views', 'nearest_view_baseline']
+__all__ = ['LPIPS_BACKBONES', 'psnr', 'gaussian_window', 'ssim_map_torch', 'ssim_map_cpu', 'ssim_map', 'ssim', 'lpips_backbone',
+           'find_backbone_weights', 'load_backbone_weights', 'lpips_heads', 'LPIPS', 'lpips', 'mask_iou',
+           'background_baseline', 'nearest_views', 'nearest_view_baseline']
 
 # %% ../nbs/06c_metrics.ipynb #75e70cf0
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:

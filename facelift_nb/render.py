@@ -21,9 +21,8 @@ from .render_kernels import ALPHA_MAX, ALPHA_MIN, DILATION, FRUSTUM_CLAMP, NEAR,
 from .splats import SH_C0, Gaussians
 
 # %% auto #0
-__all__ = ['BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected', 'project', 'tile_rects', 'tile_lists',
-           'render_cpu_view', 'render', 'turntable_cameras', 'render_turntable', 'to_uint8', 'image_grid', 'save_image',
-           'save_video']
+__all__ = ['BACKENDS', 'RenderOutput', 'sh_to_rgb', 'Projected', 'project', 'tile_rects', 'tile_lists', 'render_cpu_view',
+           'render', 'turntable_cameras', 'render_turntable', 'to_uint8', 'image_grid', 'save_image', 'save_video']
 
 # %% ../nbs/03_render.ipynb #686596bc
 @dataclass(frozen=True, eq=False)

@@ -20,8 +20,8 @@ from .cameras import rotation_to_quat, similarity_parts
 from .io import atomic_path
 
 # %% auto #0
-__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'quat_multiply', 'save_ply', 'load_ply',
-           'filter_opacity', 'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
+__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'quat_multiply', 'save_ply', 'load_ply', 'filter_opacity',
+           'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
 
 # %% ../nbs/02_splats.ipynb #802d2e76
 SH_C0 = 0.28209479177387814  # the degree-0 spherical-harmonic constant, 1 / (2·sqrt(pi))

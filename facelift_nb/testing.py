@@ -19,8 +19,8 @@ from .splats import SH_C0, Gaussians
 from .synthetic import make_subject, render_views, save_rgba
 
 # %% auto #0
-__all__ = ['REFERENCE_ENV', 'has_reference', 'reference_path', 'write_mv_sample', 'write_gslrm_sample',
-           'random_prompt_embeds', 'shell_scene', 'head_scene']
+__all__ = ['REFERENCE_ENV', 'has_reference', 'reference_path', 'write_mv_sample', 'write_gslrm_sample', 'random_prompt_embeds',
+           'shell_scene', 'head_scene']
 
 # %% ../nbs/14_testing.ipynb #bddc4ba2
 REFERENCE_ENV = "FACELIFT_NB_REFERENCE"  # when set, the only place the reference data is looked for

@@ -22,13 +22,13 @@ from .splats import Gaussians
 from .viz import AZIMUTH_CLOCKWISE, AZIMUTH_ZERO_DEG, frustum_lines, page_angle_deg
 
 # %% auto #0
-__all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'camera_segments', 'splat_sample',
-           'layout_table', 'frustum_traces', 'above_axis', 'axis_page_angle_deg', 'above_traces', 'splat_trace',
-           'scene_traces', 'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure',
-           'layout_renders', 'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer',
-           'view_camera', 'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'viewer_frame',
-           'encode_frame', 'splat_canvas_class', 'first_view', 'SplatViewer', 'show_as_viewer', 'rig_match',
-           'rig_figure', 'RigInspector', 'TurntablePlayer']
+__all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'camera_segments', 'splat_sample', 'layout_table',
+           'frustum_traces', 'above_axis', 'axis_page_angle_deg', 'above_traces', 'splat_trace', 'scene_traces',
+           'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure', 'layout_renders',
+           'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer', 'view_camera',
+           'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'viewer_frame', 'encode_frame',
+           'splat_canvas_class', 'first_view', 'SplatViewer', 'show_as_viewer', 'rig_match', 'rig_figure',
+           'RigInspector', 'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from textwrap import TextWrapper
 
 import numpy as np
 from PIL import Image
@@ -360,26 +359,14 @@ def test_ruff_check_passes_on_the_whole_repo():
     assert r.returncode == 0 and not found, f"{len(found)} ruff findings:\n" + "\n".join(found[:200])
 
 
-def test_wrap_all_rewraps_nbdev_all_lists_to_120():
-    sys.path.insert(0, str(ROOT / "tools"))
-    from wrap_all import rewrap
-    names = [f"exported_name_{i:02d}" for i in range(40)]
-    tw = TextWrapper(width=120, initial_indent="", subsequent_indent=" " * 11, break_long_words=False)  # as nbdev
-    nbdev_style = "x = 1\n__all__ = " + "\n".join(tw.wrap(str(names))) + "\n\ny = 2\n"
-    assert max(len(line) for line in nbdev_style.splitlines()) > 120
-    out = rewrap(nbdev_style)
-    assert max(len(line) for line in out.splitlines()) <= 120 and rewrap(out) == out
-    assert out.startswith("x = 1\n__all__ = ['exported_name_00'") and out.endswith("\n\ny = 2\n")
-    assert ast.literal_eval(out.split("= ", 2)[2].split("\n\n")[0]) == names
-
-
 def test_library_lines_at_most_120_and_one_statement_per_line():
-    """The exported modules themselves (not only the notebooks they come from): no line over 120 characters (the
-    `__all__` lists included: tools/wrap_all.py rewraps nbdev's), and ruff's E702 (no `;`-joined statements)."""
+    """The exported modules themselves (not only the notebooks they come from): no line over 120 characters but the
+    first line of the `__all__` nbdev-export writes (it wraps the list at 120, then prepends `__all__ = `), and
+    ruff's E702 (no `;`-joined statements)."""
     long = [f"{p.relative_to(ROOT)}:{i}: {line[:60]}" for p in sorted((ROOT / "facelift_nb").rglob("*.py"))
             if p.name != "_modidx.py"
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-            if len(line) > 120]
+            if len(line) > 120 and not (line.startswith("__all__ = [") and len(line) <= 130)]
     assert not long, f"{len(long)} lines over 120 characters:\n" + "\n".join(long[:200])
     r = _ruff("--select", "E702", "facelift_nb")
     assert r.returncode in (0, 1), r.stderr

@@ -25,8 +25,7 @@ from ..splats import Gaussians, facelift_filters
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'Patchify', 'Attention', 'MLP', 'Block', 'GaussianUpsampler', 'GSLRMOutput', 'GSLRM',
-           'read_state_dict']
+__all__ = ['logger', 'Patchify', 'Attention', 'MLP', 'Block', 'GaussianUpsampler', 'GSLRMOutput', 'GSLRM', 'read_state_dict']
 
 # %% ../../nbs/05_models.gslrm.ipynb #de0f3674
 class Patchify(nn.Module):
