@@ -26,12 +26,11 @@ from facelift_nb.cameras import (
     reinterpret_axes,
     write_cameras,
 )
-from .io import atomic_folder, load_image
+from .io import IMAGE_SUFFIXES, atomic_folder, load_image
 from .layouts import get_layout, layout_stats, list_layouts, match_layout
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'IMAGE_SUFFIXES', 'FORMAT_NAMES', 'EXPORT_SUFFIXES', 'example_image', 'overview_figure', 'demo',
-           'CLIError', 'main']
+__all__ = ['EXAMPLES', 'FORMAT_NAMES', 'EXPORT_SUFFIXES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
 
 # %% ../nbs/12_cli.ipynb #53fa0d09
 EXAMPLES = {"head": "example_head.png", "mouse": "example_mouse.png"}
@@ -104,8 +103,6 @@ def demo(out: str | Path = "demo_out",  # output folder (refused if it exists, u
     return files
 
 # %% ../nbs/12_cli.ipynb #e6a7a164
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
 class CLIError(Exception):
     "An input problem reported as one line, exit status 2."
 

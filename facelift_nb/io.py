@@ -21,10 +21,10 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode', 'make_temp_dir', 'atomic_path',
-           'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder', 'read_document', 'read_yaml_config',
-           'load_tensors', 'open_image', 'load_image', 'resolve_weights', 'state_dict_problems',
-           'load_state_dict_strict']
+__all__ = ['logger', 'MIN_INPUT_SIZE', 'IMAGE_SUFFIXES', 'IMAGE_MODES', 'current_umask', 'file_mode', 'folder_mode',
+           'make_temp_dir', 'atomic_path', 'write_text_atomic', 'fsync_tree', 'move_aside', 'atomic_folder',
+           'read_document', 'read_yaml_config', 'load_tensors', 'open_image', 'load_image', 'resolve_weights',
+           'state_dict_problems', 'load_state_dict_strict']
 
 # %% ../nbs/00a_io.ipynb #b7e1a002
 def current_umask() -> int:
@@ -218,6 +218,7 @@ def load_tensors(path,  # a .safetensors file or a torch.save file (state dict, 
 
 # %% ../nbs/00a_io.ipynb #83a7f3da
 MIN_INPUT_SIZE = 64  # the smallest side `load_image` accepts by default (pixels)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # image files folders are read for
 IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "I;16", "I")  # PIL modes `load_image` reads
 
 def open_image(path,  # an image file

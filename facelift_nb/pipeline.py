@@ -21,6 +21,17 @@ import torch.nn.functional as F
 from . import builtin
 from .cameras import Cameras, check_cameras  # noqa: F401 (re-exported, see `_all_`)
 from .checkpoints import sha256_file
+from facelift_nb.frames import (
+    FrameSource,
+    FrameStore,
+    SequenceResult,
+    finish_run,
+    open_frames,
+    read_frames,
+    run_frames,
+    select_frames,
+    start_run,
+)
 from .framing import ImageTransform, cut_out, frame_face
 from .io import atomic_folder, load_image, resolve_weights, write_text_atomic
 from .layouts import ViewLayout, get_layout, match_layout, view_prompts  # noqa: F401 (re-exported)
@@ -316,6 +327,68 @@ def _run(pipe, image, layout, num_inference_steps: int, guidance_scale: float, s
                                   python=platform.python_version()))
     return FaceLiftOutput(framed, views, cams, gc, renders, turntable, manifest)
 
+# %% ../nbs/07_pipeline.ipynb #de0c1bfb
+def _sequence_framer(pipe, src: FrameSource, first: int, fill, bg, remove_background: bool, reuse: bool):
+    "`frame(image [C, H, W]) -> (framed [3, S, S], record)`: the first frame's framing reused, or each frame's own."
+    S = pipe.mvdiffusion.resolution
+    fixed = None
+    if reuse:
+        rgb, alpha = load_input(next(read_frames(src, [first]))[1], None, remove_background)
+        _, fixed, rec0 = _frame_record(rgb, alpha, S, fill, bg)
+    def frame(x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        rgb, alpha = load_input(x, None, remove_background)
+        if fixed is None:
+            framed, _, rec = _frame_record(rgb, alpha, S, fill, bg)
+            return framed, rec
+        img = rgb if alpha is None else rgb * alpha + torch.tensor(bg, dtype=rgb.dtype)[:, None, None] * (1 - alpha)
+        return fixed.image(img, fill=bg).clamp(0, 1), dict(rec0, reused_from_frame=first)
+    return frame
+
+# %% ../nbs/07_pipeline.ipynb #4f9c68e1
+def _sequence_work(pipe, frame, src: FrameSource, store: FrameStore, layout, steps: int, guidance: float, seed: int,
+                   fresh_noise: bool, filters, bg):
+    "The work of one frame: framing, the multi-view stage from the run's noise, GS-LRM; the framed input kept."
+    S = pipe.gslrm.config.image_size
+    @torch.no_grad()
+    def work(chunk: list[int], items: list) -> list[tuple[Gaussians, dict]]:
+        out = []
+        for i, x in zip(chunk, items):
+            framed, rec = frame(x)
+            noise = seed + i if fresh_noise else seed
+            views = pipe.mvdiffusion(framed, layout=layout, num_inference_steps=steps, guidance_scale=guidance,
+                                     generator=noise, bg=bg)
+            g = pipe.reconstruct(views.images, views.layout.cameras(hw=(S, S)), filters=filters)
+            inp = save_image(framed.permute(1, 2, 0), store.folder / "inputs" / f"frame_{i:05d}.png")
+            out.append((g.to("cpu"), dict(time_s=src.times_s[i], source_frame=src.numbers[i], seed=noise,
+                                          framing=rec, input=inp.relative_to(store.folder).as_posix())))
+        return out
+    return work
+
+# %% ../nbs/07_pipeline.ipynb #c3154ac5
+def _run_sequence(pipe, video, out, layout, num_inference_steps: int, guidance_scale: float, seed: int,
+                  fresh_noise: bool, reuse_framing: bool, start: int, end, every: int, fps, fill, bg, filters,
+                  remove_background: bool, videos: bool, render_size, overwrite: bool, progress: bool):
+    "`FaceLiftPipeline.sequence`: open and check the video, then the frames through the pipeline, then the videos."
+    src = open_frames(video, fps=fps if Path(video).is_dir() else None)
+    idx = select_frames(len(src), start, end, every)
+    fill, mv = _call_fill(fill, pipe.fill), pipe.mvdiffusion
+    lay = get_layout(layout) if layout is not None else mv.layout
+    mv.set_progress_bar_config(disable=True)
+    frame = _sequence_framer(pipe, src, idx[0], fill, bg, remove_background, reuse_framing)
+    settings = dict(kind="video", source=src.to_dict(), selected_frames=idx, layout=lay.to_dict(),
+                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                    fresh_noise=fresh_noise, reuse_framing=reuse_framing, fill=fill, bg=list(bg), filters=filters,
+                    remove_background=remove_background, weights=pipe.weights)
+    store = start_run(out, settings, overwrite)
+    work = _sequence_work(pipe, frame, src, store, lay, num_inference_steps, guidance_scale, seed, fresh_noise,
+                          filters, bg)
+    run = run_frames(store, idx, lambda ids: read_frames(src, ids), work, 1, progress, desc="video frames")
+    S = pipe.gslrm.config.image_size
+    R = int(render_size) if render_size is not None else max(S, 256)
+    cams = lay.cameras(hw=(S, S))
+    inputs = lambda: ((i, load_image(store.folder / "inputs" / f"frame_{i:05d}.png", min_size=1)) for i in run.frames)
+    return finish_run(run, cams, cams[[0]].resize((R, R)), src.fps, inputs, videos, bg, progress)
+
 # %% ../nbs/07_pipeline.ipynb #f2d15cf9
 class FaceLiftPipeline:
     "One image → multi-view images → Gaussians → renders and a turntable."
@@ -356,3 +429,16 @@ class FaceLiftPipeline:
         face-box framing (any model); a fraction: by the subject mask, to that share of the side; None keeps it."""
         return _run(self, image, layout, num_inference_steps, guidance_scale, seed, filters, turntable_frames, mask,
                     remove_background, fill, bg, progress, render_size)
+    @torch.no_grad()
+    def sequence(self, video, out, layout=None, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                 seed: int = 4, fresh_noise: bool = False, reuse_framing: bool = True, start: int = 0,
+                 end: int | None = None, every: int = 1, fps: float | None = None, fill: float | None | str = "model",
+                 bg=(1., 1., 1.), filters: str | None = "facelift", remove_background: bool = False,
+                 videos: bool = True, render_size: int | None = None, overwrite: bool = False,
+                 progress: bool = True) -> SequenceResult:
+        """Run the pipeline on every frame of a video (or folder of numbered frames) into `out`: a PLY per frame,
+        index.json and videos. The same initial noise every frame (`fresh_noise=False`) and the first frame's framing
+        (`reuse_framing`) keep it steady; a rerun with the same settings resumes; `accelerate launch` splits it."""
+        return _run_sequence(self, video, out, layout, num_inference_steps, guidance_scale, seed, fresh_noise,
+                             reuse_framing, start, end, every, fps, fill, bg, filters, remove_background, videos,
+                             render_size, overwrite, progress)
