@@ -27,7 +27,7 @@ from facelift_nb.cameras import (
     write_cameras,
 )
 from .io import IMAGE_SUFFIXES, atomic_folder, load_image
-from .layouts import get_layout, layout_stats, list_layouts, match_layout
+from .layouts import get_layout, layout_stats, list_layouts
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'FORMAT_NAMES', 'EXPORT_SUFFIXES', 'example_image', 'overview_figure', 'demo', 'CLIError', 'main']
@@ -209,24 +209,24 @@ def _reconstruct_gslrm(args):
     raise CLIError("say which GS-LRM weights: --gslrm PATH_OR_HF_ID, or --default")
 
 # %% ../nbs/12_cli.ipynb #6a3cb7cc
+_CLI_HINTS = (("? normalize it)", "? {fix})"),  # library wording -> the options of the command
+              ("; normalize the rig to bring it there", "; {fix} to bring the rig there"),
+              ("`center_from='alpha'`", "--center-from alpha"), ("pass center_from='axes'", "pass --center-from axes"),
+              (", or pass check=False to read it as it is", ""))
+
+def _cli_error(e: Exception, fix: str = "add --normalize") -> CLIError:
+    "A library error as one CLI line, its hints naming the command's options (`fix`: how to normalise the rig)."
+    msg = " ".join(str(e).split())
+    for lib, cli in _CLI_HINTS: msg = msg.replace(lib, cli.format(fix=fix))
+    return CLIError(msg)
+
 def _posed_rig(cams: Cameras, ims: list, args) -> tuple[Cameras, list]:
-    "The rig for GS-LRM: normalised into the FaceLift world (--normalize), reduced to a layout's slots (--layout)."
-    from facelift_nb.data import normalize_rig
-    if args.normalize: cams = normalize_rig(cams, front_camera=args.front_camera).cameras
-    if args.layout:
-        layout = get_layout(args.layout)
-        try: m = match_layout(cams, layout)
-        except ValueError as e:
-            hint = "" if args.normalize else " (a rig outside the FaceLift world? add --normalize)"
-            raise CLIError(f"the cameras do not fit layout {args.layout}{hint}: {str(e).splitlines()[0]}") from None
-        idx = list(m.indices)
-        cams, ims = cams[idx], [ims[i] for i in idx]
-    report = check_cameras(cams, subject_center=(0., 0., 0.), radius=2.7, radius_rtol=0.35)
-    if not report.ok:
-        hint = "" if args.normalize else "; add --normalize to bring the rig there"
-        raise CLIError(f"the cameras are not in GS-LRM's world (subject at the origin, cameras about 2.7 away, "
-                       f"facing it){hint}: {report.problems[0]}")
-    return cams, ims
+    "The rig for GS-LRM (`sequence.posed_rig`): normalised (--normalize), reduced to a layout's slots (--layout)."
+    from facelift_nb.sequence import posed_rig
+    front = args.front_camera if args.normalize else 0
+    try: posed = posed_rig(cams, normalize=args.normalize, layout=args.layout or None, front_camera=front)
+    except ValueError as e: raise _cli_error(e) from None
+    return posed.cameras, [ims[i] for i in posed.indices]
 
 # %% ../nbs/12_cli.ipynb #c8611c25
 def _cmd_reconstruct(args) -> int:
@@ -585,6 +585,166 @@ def _add_export_parser(sub) -> None:
     e.add_argument("--views", type=int, default=32, help="mesh: depth renders around the subject (default 32)")
     e.add_argument("--image-size", type=int, default=256, help="mesh: size of those renders (default 256)")
 
+# %% ../nbs/12_cli.ipynb #s0seq02
+def _at_least(lo: int):
+    "An argparse type: an integer of at least `lo`."
+    def parse(v: str) -> int:
+        try: n = int(v)
+        except ValueError: n = lo - 1
+        if n < lo: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}; got {v!r}")
+        return n
+    return parse
+
+_GIVEN = argparse.SUPPRESS  # a mode's option is absent from the namespace unless given (see `_sequence_args`)
+
+def _add_sequence_mode_options(s) -> None:
+    "The options of the rig mode (with --cameras) and of the one-video mode (without); defaults in `_sequence_args`."
+    r = s.add_argument_group("a rig (with --cameras)")
+    r.add_argument("--gslrm", default=_GIVEN, help="GS-LRM weights: a local file or folder, or a Hugging Face id")
+    r.add_argument("--no-normalize", dest="normalize", action="store_false", default=_GIVEN,
+                   help="the rig is in GS-LRM's world already (default: normalize_rig, any units and up axis)")
+    r.add_argument("--center-from", choices=["alpha", "axes"], default=_GIVEN, help="the subject's centre: the first "
+                   "frame's alpha (default; RGBA frames) or the cameras' optical axes (videos)")
+    r.add_argument("--front-camera", type=_at_least(0), default=_GIVEN, help="the camera facing the face (default 0)")
+    r.add_argument("--batch", type=_at_least(1), default=_GIVEN, help="frames per GS-LRM call (default 1)")
+    v = s.add_argument_group("one video (without --cameras)")
+    v.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), default=_GIVEN,
+                   help="pipeline folder and GS-LRM checkpoint (paths or HF ids)")
+    v.add_argument("--prompt-embeds", default=_GIVEN, help="per-view prompt embeddings (published: clr_embeds.pt)")
+    v.add_argument("--steps", type=_at_least(1), default=_GIVEN, help="DDIM steps (default 50)")
+    v.add_argument("--guidance", type=float, default=_GIVEN, help="guidance scale (default 3.0)")
+    v.add_argument("--seed", type=int, default=_GIVEN, help="the initial noise's seed (default 4)")
+    v.add_argument("--fresh-noise", action="store_true", default=_GIVEN, help="new noise per frame (default: the same)")
+    v.add_argument("--no-reuse-framing", dest="reuse_framing", action="store_false", default=_GIVEN,
+                   help="frame every frame by itself (default: the first frame's framing for all)")
+    v.add_argument("--fill", type=_fill_arg, default=_GIVEN, help="the input framing, as `run --fill` (default model)")
+    v.add_argument("--remove-background", action="store_true", default=_GIVEN,
+                   help="cut RGB frames out with rembg (pip install 'facelift-nb[rembg]')")
+    v.add_argument("--dtype", default=_GIVEN, help="float32 (default), float16 or bfloat16")
+
+# %% ../nbs/12_cli.ipynb #s0seq04
+def _add_sequence_parser(sub) -> None:
+    "The `sequence` subcommand."
+    s = sub.add_parser("sequence", help="a recording -> one PLY per frame, index.json, videos (resumable): a "
+                                        "calibrated rig (--cameras) through GS-LRM, or one video through the pipeline")
+    s.add_argument("inputs", nargs="*", metavar="INPUT", help="a video or a folder of numbered frames; with --cameras "
+                   "one per camera in the file's order, or none (the cameras' file_paths name them)")
+    s.add_argument("-o", "--output", required=True, help="output folder; run again into it to resume")
+    s.add_argument("--overwrite", action="store_true", help="move a folder of other settings aside (kept), start anew")
+    s.add_argument("--cameras", default=None, help="the rig's calibration, any format check-cameras reads: rig mode")
+    s.add_argument("--start", type=_at_least(0), default=0, help="first frame index (default 0)")
+    s.add_argument("--end", type=_at_least(1), default=None, help="one past the last frame index (default: the end)")
+    s.add_argument("--every", type=_at_least(1), default=1, help="every N-th frame (default 1)")
+    s.add_argument("--fps", type=float, default=None, help="image folders' frame rate (or a frames.json beside them)")
+    s.add_argument("--default", action="store_true", help="the built-in model (32², procedural subjects)")
+    s.add_argument("--layout", default=None, help="a rig's slots to fill (default facelift6; none: every camera), or "
+                                                 "one video's generated views (default: the model's layout)")
+    s.add_argument("--filters", default="facelift", choices=["facelift", "web", "none"])
+    s.add_argument("--render-size", type=_at_least(8), default=None, help="the videos' size (default: the GS-LRM "
+                                                                         "size, at least 256)")
+    s.add_argument("--no-videos", dest="videos", action="store_false", help="no videos (and no stability measure)")
+    s.add_argument("--device", default=None, help="where the model runs, e.g. cuda (default: cpu)")
+    _add_sequence_mode_options(s)
+
+# %% ../nbs/12_cli.ipynb #s0seq06
+_SEQ_RIG = dict(gslrm=None, normalize=True, center_from="alpha", front_camera=0, batch=1)
+_SEQ_VIDEO = dict(weights=None, prompt_embeds=None, steps=50, guidance=3.0, seed=4, fresh_noise=False,
+                  reuse_framing=True, fill="model", remove_background=False, dtype="float32")
+_NEGATED = {"normalize": "--no-normalize", "reuse_framing": "--no-reuse-framing"}
+
+def _sequence_args(args) -> argparse.Namespace:
+    "The arguments with this mode's defaults (--cameras: a rig; else one video); the other mode's options refused."
+    rig = args.cameras is not None
+    own, other = (_SEQ_RIG, _SEQ_VIDEO) if rig else (_SEQ_VIDEO, _SEQ_RIG)
+    wrong = [_NEGATED.get(k, "--" + k.replace("_", "-")) for k in other if hasattr(args, k)]
+    if wrong: raise CLIError(f"{wrong[0]} is an option of " + ("one video (without --cameras)" if rig else
+                             "a rig (with --cameras FILE)") + "; see `facelift-nb sequence --help`")
+    if not rig and args.layout == "none":
+        raise CLIError("--layout none (every camera) is for a rig (with --cameras); one video takes a layout name")
+    return argparse.Namespace(**{**own, **vars(args)})
+
+def _sequence_output(out, overwrite: bool) -> Path:
+    "The output folder: new, empty, a sequence folder (it resumes), or any folder with --overwrite (moved aside)."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise CLIError(f"output {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "run.json").is_file() and not overwrite:
+        raise CLIError(f"output exists and is not a sequence folder: {out} (choose a new folder, or pass --overwrite: "
+                       "it is moved aside, not deleted; rerunning into a sequence folder resumes it)")
+    return out
+
+def _sequence_summary(res) -> str:
+    "The one line a finished `sequence` prints: frames computed and kept, Gaussians, the folder, the stability."
+    counts = [f["num_gaussians"] for f in res.read_index()["frames"]]
+    ratio = res.videos.stability.ratio if res.videos is not None else None
+    stab = "" if ratio is None else f"; stability {ratio:.2f} (renders' frame-to-frame change / the input's)"
+    return (f"{len(res)} frames ({len(res.computed)} computed, {len(res) - len(res.computed)} kept from an earlier "
+            f"run), {sum(counts) / max(len(counts), 1):,.0f} Gaussians a frame -> {res.store.folder}{stab}")
+
+# %% ../nbs/12_cli.ipynb #s0seq09
+def _rig_sources(args, cams: Cameras) -> list[Path]:
+    "One video or frame folder per camera: the INPUTs, or the cameras' file_paths (relative to the camera file)."
+    if args.inputs:
+        if len(args.inputs) != len(cams):
+            raise CLIError(f"{len(cams)} cameras in {args.cameras} but {len(args.inputs)} INPUTs; give one video or "
+                           "folder per camera in the file's order, or none (the cameras' file_paths name them)")
+        return [Path(p) for p in args.inputs]
+    named = [m.get("file_path") for m in (cams.meta or [{}] * len(cams))]
+    if None in named:
+        raise CLIError(f"the cameras in {args.cameras} do not name their videos (camera {named.index(None)} has no "
+                       "file_path); give one INPUT video or folder per camera, in the file's order")
+    base = Path(args.cameras) if Path(args.cameras).is_dir() else Path(args.cameras).parent
+    return [base / n for n in named]
+
+def _checked_sources(paths: list[Path], fps) -> list[Path]:
+    "The sources, each an existing video or folder; --fps only for folders (a video has its own frame rate)."
+    from facelift_nb.frames import VIDEO_SUFFIXES
+    for p in paths:
+        if not p.exists(): raise CLIError(f"no video or folder of frames {str(p)!r}")
+        if fps is not None and p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+            raise CLIError(f"--fps is for folders of frames; the video {p.name} has its own frame rate (drop --fps)")
+    return paths
+
+# %% ../nbs/12_cli.ipynb #s0seq11
+def _sequence_rig(args, out: Path):
+    "The rig mode: the sources checked, GS-LRM loaded, then `reconstruct_rig_sequence`."
+    from facelift_nb.sequence import reconstruct_rig_sequence
+    cams, _ = _read_cameras(args.cameras)
+    sources = _checked_sources(_rig_sources(args, cams), args.fps)
+    model, wman = _reconstruct_gslrm(args)
+    return reconstruct_rig_sequence(
+        model.to(args.device) if args.device else model, args.cameras, out, frames=sources,
+        layout=None if args.layout == "none" else args.layout or "facelift6", normalize=args.normalize,
+        center_from=args.center_from, front_camera=args.front_camera, start=args.start, end=args.end,
+        every=args.every, fps=args.fps, batch=args.batch, filters=_filters(args), videos=args.videos,
+        render_size=args.render_size, weights=wman, overwrite=args.overwrite)
+
+def _sequence_video(args, out: Path):
+    "The one-video mode: the video, the frame range and the first frame checked before the weights load; the pipeline."
+    from facelift_nb.frames import open_frames, read_frames, select_frames
+    if len(args.inputs) != 1:
+        raise CLIError(f"one video (or folder of frames) without --cameras; got {len(args.inputs)} INPUTs (a rig "
+                       "needs --cameras FILE)")
+    src = _checked_sources([Path(args.inputs[0])], args.fps)[0]
+    frames = open_frames(src, fps=args.fps if src.is_dir() else None)
+    first = select_frames(len(frames), args.start, args.end, args.every)[0]
+    next(read_frames(frames, [first]))  # the first frame decodes
+    return _pipeline(args).sequence(
+        src, out, layout=args.layout, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+        fresh_noise=args.fresh_noise, reuse_framing=args.reuse_framing, start=args.start, end=args.end,
+        every=args.every, fps=args.fps, fill=args.fill, filters=_filters(args),
+        remove_background=args.remove_background, videos=args.videos, render_size=args.render_size,
+        overwrite=args.overwrite)
+
+# %% ../nbs/12_cli.ipynb #s0seq11b
+def _cmd_sequence(args) -> int:
+    "`sequence`: a rig (--cameras) through GS-LRM, or one video through the pipeline; the main process reports."
+    args = _sequence_args(args)
+    out = _sequence_output(args.output, args.overwrite)
+    try: res = _sequence_rig(args, out) if args.cameras is not None else _sequence_video(args, out)
+    except ValueError as e: raise _cli_error(e, fix="drop --no-normalize") from None
+    if _is_main_process(): print(_sequence_summary(res))
+    return 0
+
 # %% ../nbs/12_cli.ipynb #f40ad9be
 def _parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="facelift-nb", description="facelift_nb: single-image 3D reconstruction tools.")
@@ -594,6 +754,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_camera_parsers(sub)
     _add_study_parser(sub)
     _add_export_parser(sub)
+    _add_sequence_parser(sub)
     return p
 
 def _is_main_process() -> bool:
@@ -623,4 +784,5 @@ def _dispatch(args) -> int:
     if args.command == "convert-cameras": return _cmd_convert(args)
     if args.command == "layout-study": return _cmd_layout_study(args)
     if args.command == "export": return _cmd_export(args)
+    if args.command == "sequence": return _cmd_sequence(args)
     return _cmd_layouts()
