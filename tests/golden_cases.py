@@ -2,7 +2,8 @@
 
 `python tests/golden_cases.py write` stores their outputs in tests/golden/ (do that only on purpose, when a change of
 results is intended and reviewed); `tests/test_golden.py` recomputes them and compares, tensor by tensor and byte by
-byte.
+byte. Compiled kernels and BLAS round by the CPU's vector extensions, so bit identity is a promise per machine:
+tests/golden/machine.json says which one wrote them, and on another the comparison is skipped with the reason.
 """
 import hashlib
 import json
@@ -136,8 +137,20 @@ def compute(name: str) -> tuple[dict, dict]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, texts
 
 
+def machine() -> dict:
+    "What float results depend on besides the code: the CPU (its model and vector extensions) and torch."
+    import platform
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                 platform.processor())
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    simd = sorted(f for f in flags if f.startswith(("avx", "sse", "fma", "amx")))
+    return {"cpu": model, "simd": simd, "machine": platform.machine(), "torch": torch.__version__}
+
+
 def write(names=tuple(CASES)) -> None:
     GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
     for name in names:
         tensors, texts = compute(name)
         if tensors:

@@ -4,12 +4,25 @@ import json
 
 import pytest
 import torch
-from golden_cases import CASES, GOLDEN, compute
+from golden_cases import CASES, GOLDEN, compute, machine
 from safetensors.torch import load_file
+
+
+def _written_here() -> str | None:
+    "Why the goldens cannot be compared bit for bit here (another CPU or torch wrote them), or None."
+    path = GOLDEN / "machine.json"
+    if not path.exists(): return "tests/golden/machine.json is missing"
+    there, here = json.loads(path.read_text()), machine()
+    if there == here: return None
+    return (f"the golden outputs were written on {there['cpu']} (torch {there['torch']}), this is {here['cpu']} "
+            f"(torch {here['torch']}): float rounding follows the CPU; run `python tests/golden_cases.py write` "
+            "here before a refactor to guard it on this machine")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_outputs_are_bit_identical(name):
+    why = _written_here()
+    if why: pytest.skip(why)
     tensors, texts = compute(name)
     want_texts = json.loads((GOLDEN / f"{name}.json").read_text())
     assert sorted(texts) == sorted(want_texts), "a different set of outputs or files"
