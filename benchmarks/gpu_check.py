@@ -6,17 +6,22 @@ On a CUDA machine (`python benchmarks/gpu_check.py`, well under 8 minutes on one
   3. the published-size GS-LRM (random weights, width 1024, 24 layers) on 6 views at 512² under bf16: time, peak memory;
   4. one denoising step of the published-size multi-view UNet in fp16 (CFG batch 12, 64² latents): time, peak memory;
   5. the whole FaceLift pipeline at published sizes with random weights (50 DDIM steps, GS-LRM, 6 renders), end to end;
-  6. a 150-frame 512² turntable of the pipeline's Gaussians, rendered where they are (gsplat on CUDA).
+  6. a 150-frame 512² turntable of the pipeline's Gaussians, rendered where they are (gsplat on CUDA);
+  7. `reconstruct_rig_sequence` on a 6-camera RGBA recording of 8 frames at 512² (each view rendered once on the GPU
+     and repeated) with the published-size GS-LRM: frames/s at batch 1 and 2, the video stage, PLY size, peak memory.
 `--dry-run` runs the same code on the CPU at the tiny test sizes (tests/test_benchmarks.py runs it, so it cannot rot).
 Random weights: the numbers are speed and memory, not quality. Exit status 1 when any check fails.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -25,10 +30,12 @@ from pathlib import Path
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from facelift_nb.cameras import Cameras
+from facelift_nb.cameras import Cameras, orbit
 from facelift_nb.layouts import get_layout
 from facelift_nb.models.gslrm import GSLRM
 from facelift_nb.render import render, render_turntable
+from facelift_nb.sequence import reconstruct_rig_sequence
+from facelift_nb.synthetic import make_subject, save_rgba
 from facelift_nb.testing import shell_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +55,14 @@ class Sizes:
     steps: int  # DDIM steps of the pipeline run
     turntable: int  # frames
     repeats: int
+    sequence: int  # frames of the rig recording
 
 
 def sizes(dry_run: bool) -> Sizes:
     if dry_run:
-        return Sizes("cpu", 32, 2 + 6 * 32 * 32, GSLRM.tiny_config(), torch.float32, torch.float32, "torch", 4, 150, 1)
-    return Sizes("cuda", 512, PUBLISHED_GAUSSIANS, {}, torch.float16, torch.bfloat16, "gsplat", 50, 150, 5)
+        return Sizes("cpu", 32, 2 + 6 * 32 * 32, GSLRM.tiny_config(), torch.float32, torch.float32, "torch", 4, 150, 1,
+                     3)
+    return Sizes("cuda", 512, PUBLISHED_GAUSSIANS, {}, torch.float16, torch.bfloat16, "gsplat", 50, 150, 5, 8)
 
 
 @dataclass
@@ -115,10 +124,15 @@ def check_renderer(s: Sizes) -> Row:
                f"{s.fast_backend} {1 / t_fast:.1f} frames/s, cpu {1 / t_cpu:.2f} frames/s")
 
 
+def _random_gslrm(s: Sizes) -> GSLRM:
+    "GS-LRM of the check's size with seeded random weights, in the check's dtype on its device."
+    torch.manual_seed(0)
+    with torch.device(s.device): return GSLRM(**s.gslrm).to(s.gslrm_dtype).eval()
+
+
 def _time_gslrm(s: Sizes) -> tuple[float, int, int]:
     "Median seconds of one forward, the Gaussians it makes and the parameter count (the model is freed on return)."
-    torch.manual_seed(0)
-    with torch.device(s.device): model = GSLRM(**s.gslrm).to(s.gslrm_dtype).eval()
+    model = _random_gslrm(s)
     cams = Cameras.stack([get_layout("facelift6").cameras(hw=(s.image, s.image))]).to(s.device)
     x = torch.rand(1, 6, 3, s.image, s.image, device=s.device)
     with torch.no_grad():
@@ -201,8 +215,7 @@ def check_pipeline(s: Sizes) -> tuple[Row, object]:
     from facelift_nb.cli import example_image
     from facelift_nb.pipeline import FaceLiftPipeline
     mv = _mv_pipeline(s)
-    torch.manual_seed(0)
-    with torch.device(s.device): gs = GSLRM(**s.gslrm).to(s.gslrm_dtype).eval()
+    gs = _random_gslrm(s)
     random_init = {"path": "random init", "files": {}}
     pipe = FaceLiftPipeline(mv, gs, {"mvdiffusion": random_init, "gslrm": dict(random_init)})
     _reset_peak(s.device)
@@ -234,6 +247,64 @@ def check_turntable(s: Sizes, gaussians) -> Row:
                f"{len(gaussians):,} Gaussians at {s.image}² on {dev}: {t:.2f} s ({s.turntable / t:.0f} frames/s)")
 
 
+def _rig_recording(s: Sizes, folder: Path) -> Path:
+    "A 6-camera RGBA recording at `s.image`² of one still subject: each view rendered once, saved for every frame."
+    S = s.image
+    cams = orbit(get_layout("facelift6").azimuths_deg, 0., 2.7, 50., (S, S))
+    out = render(make_subject(0, "head").to(s.device), cams.to(s.device), bg=(0., 0., 0.))
+    a = out.alpha[..., None].cpu()  # [V, S, S, 1]
+    rgb = torch.where(a > 1e-4, out.rgb.cpu() / a.clamp_min(1e-4), torch.zeros_like(out.rgb.cpu()))  # straight alpha
+    names = [f"cam_{v:02d}" for v in range(len(cams))]
+    for v, name in enumerate(names):
+        first = save_rgba(torch.cat([rgb[v], a[v]], -1), folder / name / "frame_00000.png")
+        for i in range(1, s.sequence): shutil.copyfile(first, folder / name / f"frame_{i:05d}.png")
+        (folder / name / "frames.json").write_text(json.dumps({"fps": 12}))
+    return dataclasses.replace(cams, meta=[{"file_path": n} for n in names]).to_facelift_json(
+        folder / "opencv_cameras.json")
+
+
+def _rig_run(gslrm: GSLRM, cams_file: Path, out: Path, s: Sizes, **kw):
+    "`reconstruct_rig_sequence` on the recording (already in GS-LRM's world), raw Gaussians, timed."
+    _sync(s.device)
+    t = time.perf_counter()
+    res = reconstruct_rig_sequence(gslrm, cams_file, out, layout="facelift6", normalize=False, filters=None,
+                                   render_size=s.image, progress=False, **kw)
+    _sync(s.device)
+    return time.perf_counter() - t, res
+
+
+def check_sequence(s: Sizes) -> Row:
+    "A rig recording through `reconstruct_rig_sequence`: GS-LRM batches of 1 and 2, then the videos of the run."
+    N, V = s.sequence, 6
+    with tempfile.TemporaryDirectory(prefix="gpu_check_sequence_") as d:
+        tmp = Path(d)
+        cams_file = _rig_recording(s, tmp / "rig")
+        gslrm = _random_gslrm(s)
+        for b in (1, 2):
+            _rig_run(gslrm, cams_file, tmp / "warm", s, end=b, batch=b, videos=False)
+            shutil.rmtree(tmp / "warm")  # a published-size frame is a 358 MiB PLY: keep the disk to one run
+        _reset_peak(s.device)
+        t1, r1 = _rig_run(gslrm, cams_file, tmp / "b1", s, batch=1, videos=False)
+        counts = {r1.store.read_record(i)["num_gaussians"] for i in r1.frames}
+        shutil.rmtree(tmp / "b1")
+        t2, r2 = _rig_run(gslrm, cams_file, tmp / "b2", s, batch=2, videos=False)
+        # the same run again with videos: every frame is kept (resumed), only index.json and the videos are made
+        t_vid, rv = _rig_run(gslrm, cams_file, tmp / "b2", s, batch=2, videos=True)
+        peak = _peak(s.device)
+        counts |= {r2.store.read_record(i)["num_gaussians"] for i in r2.frames}
+        ply_mib = r2.store.ply_path(r2.frames[0]).stat().st_size / 2**20
+        vids = rv.videos
+        ok = (len(r1) == len(r2) == N and r1.computed == r2.computed == tuple(range(N)) and rv.computed == ()
+              and counts == {s.n_gaussians} and vids is not None and vids.fixed.is_file() and vids.orbit.is_file()
+              and vids.side_by_side is not None and vids.side_by_side.is_file())
+    each = (f"{s.n_gaussians:,} Gaussians each" if counts == {s.n_gaussians} else
+            f"Gaussians per frame {sorted(counts)}, not {s.n_gaussians:,}")
+    return Row(f"sequence {V} cameras x {N} frames", "ok" if ok else "FAIL",
+               f"{V}x{s.image}² RGBA -> {len(r2)} frames, {each}: batch 1 {N / t1:.2f} frames/s, "
+               f"batch 2 {N / t2:.2f} frames/s ({t1 / t2:.2f}x); videos 3x{s.image}² {t_vid:.1f} s "
+               f"({N / t_vid:.1f} frames/s); PLY {ply_mib:.1f} MiB/frame, {peak}")
+
+
 def run_checks(dry_run: bool = False) -> list[Row]:
     "Every check in turn; a failing check is reported in its row and the others still run."
     s = sizes(dry_run)
@@ -253,6 +324,8 @@ def run_checks(dry_run: bool = False) -> list[Row]:
     else:
         row, gaussians = res
         rows += [row, attempt("turntable", check_turntable, s, gaussians)]
+    del gaussians, res  # the pipeline's Gaussians leave the GPU before the sequence check
+    rows.append(attempt("sequence", check_sequence, s))
     return rows
 
 

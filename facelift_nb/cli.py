@@ -606,7 +606,7 @@ def _add_sequence_mode_options(s) -> None:
     r.add_argument("--center-from", choices=["alpha", "axes"], default=_GIVEN, help="the subject's centre: the first "
                    "frame's alpha (default; RGBA frames) or the cameras' optical axes (videos)")
     r.add_argument("--front-camera", type=_at_least(0), default=_GIVEN, help="the camera facing the face (default 0)")
-    r.add_argument("--batch", type=_at_least(1), default=_GIVEN, help="frames per GS-LRM call (default 1)")
+    r.add_argument("--batch", type=_at_least(1), default=_GIVEN, help="frames per GS-LRM call (default 4)")
     v = s.add_argument_group("one video (without --cameras)")
     v.add_argument("--weights", nargs=2, metavar=("MVDIFFUSION", "GSLRM"), default=_GIVEN,
                    help="pipeline folder and GS-LRM checkpoint (paths or HF ids)")
@@ -647,7 +647,7 @@ def _add_sequence_parser(sub) -> None:
     _add_sequence_mode_options(s)
 
 # %% ../nbs/12_cli.ipynb #s0seq06
-_SEQ_RIG = dict(gslrm=None, normalize=True, center_from="alpha", front_camera=0, batch=1)
+_SEQ_RIG = dict(gslrm=None, normalize=True, center_from="alpha", front_camera=0, batch=4)
 _SEQ_VIDEO = dict(weights=None, prompt_embeds=None, steps=50, guidance=3.0, seed=4, fresh_noise=False,
                   reuse_framing=True, fill="model", remove_background=False, dtype="float32")
 _NEGATED = {"normalize": "--no-normalize", "reuse_framing": "--no-reuse-framing"}

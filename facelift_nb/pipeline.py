@@ -38,7 +38,7 @@ from .layouts import ViewLayout, get_layout, match_layout, view_prompts  # noqa:
 from .models.gslrm import GSLRM
 from .models.mvdiffusion import MVDiffusionOutput, MVDiffusionPipeline
 from .render import RenderOutput, image_grid, render, render_turntable, save_image, save_video
-from .splats import Gaussians, save_ply
+from .splats import Gaussians, notebook_bundle, save_ply
 
 logger = logging.getLogger(__name__)
 _all_ = ["Cameras", "check_cameras", "ViewLayout", "get_layout", "match_layout", "view_prompts", "GSLRM",
@@ -142,6 +142,7 @@ class FaceLiftOutput:
 
     @property
     def layout(self) -> ViewLayout | None: return self.views.layout if self.views is not None else None
+    def _repr_mimebundle_(self, include=None, exclude=None): return notebook_bundle(self)  # the viewer, in Jupyter
 
     def save(self, folder, overwrite: bool = False, fps: int = 30) -> Path:
         "Write the output folder (atomic; an existing folder needs `overwrite=True` and is kept as a backup)."

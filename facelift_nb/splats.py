@@ -8,7 +8,9 @@ Docs: https://facelift-nb.github.io/facelift_nb/splats.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +22,9 @@ from .cameras import rotation_to_quat, similarity_parts
 from .io import atomic_path
 
 # %% auto #0
-__all__ = ['SH_C0', 'PLY_PROPERTIES', 'sh_degree_of', 'Gaussians', 'quat_multiply', 'save_ply', 'load_ply', 'filter_opacity',
-           'filter_scale', 'filter_floaters', 'crop_box', 'facelift_filters']
+__all__ = ['SH_C0', 'VIEWER_HOOK', 'PLY_PROPERTIES', 'sh_degree_of', 'in_jupyter_kernel', 'viewer_hook', 'notebook_bundle',
+           'Gaussians', 'quat_multiply', 'save_ply', 'load_ply', 'filter_opacity', 'filter_scale', 'filter_floaters',
+           'crop_box', 'facelift_filters']
 
 # %% ../nbs/02_splats.ipynb #802d2e76
 SH_C0 = 0.28209479177387814  # the degree-0 spherical-harmonic constant, 1 / (2·sqrt(pi))
@@ -114,6 +117,24 @@ class _GaussianSetOps:
         "Apply a similarity transform (4x4, x' = s·R·x + t) to centres, orientations and scales (SH degree ≤ 1)."
         return _transform_gaussians(self, world_T)
 
+# %% ../nbs/02_splats.ipynb #2a4e8c51
+VIEWER_HOOK = "facelift_nb.widgets:viewer_bundle"  # `module:function` giving a splat set's notebook mimebundle
+
+def in_jupyter_kernel() -> bool:
+    "Whether this runs in a Jupyter kernel (a front end that shows widgets), not a terminal, a script or a test shell."
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+def viewer_hook():
+    "The function `VIEWER_HOOK` names (imported on first use)."
+    module, name = VIEWER_HOOK.split(":")
+    return getattr(importlib.import_module(module), name)
+
+def notebook_bundle(obj) -> dict | None:
+    "The splat viewer's mimebundle for `obj` in a Jupyter kernel; None elsewhere (then its text repr is shown)."
+    return viewer_hook()(obj) if in_jupyter_kernel() else None
+
 # %% ../nbs/02_splats.ipynb #c39a5898
 @dataclass(frozen=True, eq=False)
 class Gaussians(_GaussianSetOps):
@@ -135,6 +156,7 @@ class Gaussians(_GaussianSetOps):
     def __repr__(self):
         return (f"Gaussians(batch_shape={self.batch_shape}, N={self.num}, sh_degree={self.sh_degree}, "
                 f"dtype={self.dtype})")
+    def _repr_mimebundle_(self, include=None, exclude=None): return notebook_bundle(self)  # the viewer, in Jupyter
 
     colors = property(lambda self: (SH_C0 * self.sh[..., 0, :] + 0.5).clamp_min(0),
                       doc="[..., N, 3] RGB of the DC term: max(0, C0·sh_dc + 0.5), not clamped above 1")

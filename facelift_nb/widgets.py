@@ -26,9 +26,9 @@ __all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'ca
            'frustum_traces', 'above_axis', 'axis_page_angle_deg', 'above_traces', 'splat_trace', 'scene_traces',
            'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure', 'layout_renders',
            'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer', 'view_camera',
-           'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'viewer_frame', 'encode_frame',
-           'splat_canvas_class', 'first_view', 'SplatViewer', 'show_as_viewer', 'rig_match', 'rig_figure',
-           'RigInspector', 'TurntablePlayer']
+           'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'draw_segments', 'viewer_frame',
+           'encode_frame', 'splat_canvas_class', 'first_view', 'SplatViewer', 'viewer_bundle', 'show_as_viewer',
+           'rig_match', 'rig_figure', 'RigInspector', 'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -531,7 +531,8 @@ def overlay_segments(cameras: Cameras | None = None,  # frusta to draw (None: no
 def project_segments(segments: np.ndarray,  # [M, 2, 3] world segments
                      camera: Cameras,  # one camera `[1]`
                      near: float = 1e-3,  # clip the segments to depth >= near
-                     ) -> np.ndarray:  # [M', 2, 2] pixel coordinates (x right, y down)
+                     with_depth: bool = False,  # also return each end's view depth
+                     ) -> np.ndarray:  # [M', 2, 2] pixel coordinates (x right, y down); [M', 2, 3] with depth
     "World segments as image segments seen by `camera`, clipped to the part in front of it."
     w2c, K = camera.w2c[0].double().numpy(), camera.K[0].double().numpy()
     p = np.asarray(segments, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
@@ -541,7 +542,51 @@ def project_segments(segments: np.ndarray,  # [M, 2, 3] world segments
     with np.errstate(divide="ignore", invalid="ignore"):
         hit = a + np.clip((near - za) / (zb - za), 0, 1) * (b - a)  # where a segment crosses the near plane
     uv = np.stack([np.where(za < near, hit, a), np.where(zb < near, hit, b)], axis=1) @ K.T
-    return uv[..., :2] / np.maximum(uv[..., 2:], near)
+    xy = uv[..., :2] / np.maximum(uv[..., 2:], near)
+    return np.concatenate([xy, np.maximum(uv[..., 2:], near)], -1) if with_depth else xy
+
+# %% ../nbs/09_widgets.ipynb #e02bb5d9
+def _clip_to_image(p0: np.ndarray, p1: np.ndarray, hw: tuple[int, int]) -> tuple[float, float] | None:
+    "The parameter range `(t0, t1)` of the segment p0→p1 (pixels) inside the image with a pixel's margin (None: out)."
+    t0, t1, d = 0., 1., p1 - p0
+    for k, hi in ((0, hw[1]), (1, hw[0])):
+        for q, r in ((-d[k], p0[k] + 1.), (d[k], hi - p0[k])):  # Liang-Barsky: -1 <= x <= W, -1 <= y <= H
+            if q == 0:
+                if r < 0: return None
+                continue
+            t = r / q
+            if q < 0: t0 = max(t0, t)
+            else: t1 = min(t1, t)
+    return (t0, t1) if t0 <= t1 else None
+
+def draw_segments(frame: np.ndarray,  # [H, W, 3] uint8, drawn on in place
+                  segments: np.ndarray,  # [M, 2, 3] `(x, y, view depth)` ends, `project_segments(with_depth=True)`
+                  color,  # RGB 0-255
+                  depth: np.ndarray | None = None,  # [H, W] the splats' view depth (None: no depth test)
+                  alpha: np.ndarray | None = None,  # [H, W] their opacity; they hide a line where it is over 0.5
+                  hidden: float = 0.3,  # the strength of a line's hidden parts (0: not drawn)
+                  margin: float = 0.02,  # a line this close in front of the splats' depth still counts as in front
+                  ) -> np.ndarray:
+    "One-pixel lines, full colour in front of the splats and faint behind them; returns `frame`."
+    H, W = frame.shape[:2]
+    col = np.asarray(color, dtype=np.float64)
+    for (x0, y0, z0), (x1, y1, z1) in np.asarray(segments, dtype=np.float64):
+        a, b = np.array([x0, y0]), np.array([x1, y1])
+        span = _clip_to_image(a, b, (H, W))
+        if span is None: continue
+        n = int(np.ceil(np.abs(b - a).max() * (span[1] - span[0]))) + 1
+        t = np.linspace(span[0], span[1], n)
+        x, y = np.rint(a[0] + t * (b[0] - a[0])).astype(int), np.rint(a[1] + t * (b[1] - a[1])).astype(int)
+        z = 1. / ((1. - t) / z0 + t / z1)  # 1/depth is linear in the image
+        keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+        x, y, z = x[keep], y[keep], z[keep]
+        behind = (np.zeros_like(z, dtype=bool) if depth is None else
+                  (alpha[y, x] > 0.5) & (depth[y, x] < z - margin))
+        frame[y[~behind], x[~behind]] = col.astype(np.uint8)
+        if hidden > 0 and behind.any():
+            old = frame[y[behind], x[behind]].astype(np.float64)
+            frame[y[behind], x[behind]] = np.rint((1 - hidden) * old + hidden * col).astype(np.uint8)
+    return frame
 
 # %% ../nbs/09_widgets.ipynb #sv3exp
 def viewer_frame(gaussians: Gaussians,  # one set of splats
@@ -552,18 +597,16 @@ def viewer_frame(gaussians: Gaussians,  # one set of splats
                  overlays: Sequence = (),  # `(RGB, segments [M, 2, 3])` from `overlay_segments`, drawn as lines
                  bg=(1., 1., 1.),  # background colour
                  ) -> tuple[np.ndarray, dict]:
-    "`(frame [H, W, 3] uint8, what it shows)`: the CPU render at the view's camera, with overlay lines drawn on it."
-    from PIL import Image, ImageDraw
-
+    "`(frame [H, W, 3] uint8, what it shows)`: the CPU render at the view's camera, with depth-tested overlay lines."
     from facelift_nb.render import render, to_uint8
     cam = view_camera(view, hw)
     sub, eligible = splat_subset(gaussians, min_opacity, max_splats)
-    img = Image.fromarray(to_uint8(render(sub.to(device="cpu"), cam.to(device="cpu"), bg=bg, backend="cpu").rgb[0]))
-    draw = ImageDraw.Draw(img)
+    out = render(sub.to(device="cpu"), cam.to(device="cpu"), bg=bg, backend="cpu")
+    frame = np.array(to_uint8(out.rgb[0]))
+    depth, alpha = out.depth[0].numpy(), out.alpha[0].numpy()
     for color, segments in overlays:
-        for (x0, y0), (x1, y1) in project_segments(segments, cam):
-            draw.line([(x0, y0), (x1, y1)], fill=tuple(color), width=1)
-    return np.array(img), dict(shown=len(sub), eligible=eligible, total=len(gaussians), basis=view_basis(cam))
+        draw_segments(frame, project_segments(segments, cam, with_depth=True), color, depth, alpha)
+    return frame, dict(shown=len(sub), eligible=eligible, total=len(gaussians), basis=view_basis(cam))
 
 def encode_frame(frame: np.ndarray,  # [H, W, 3] uint8
                  fmt: str = "png",  # "png" (exact) or "jpeg" (smaller)
@@ -656,7 +699,7 @@ class SplatViewer(BaseWidget):
             self.canvas.info, self.canvas.rendered = f"{s['shown']:,} splats", self.canvas.rendered + 1
 
 # %% ../nbs/09_widgets.ipynb #sv6exp
-def _viewer_bundle(obj, hw=(384, 384)) -> dict | None:
+def viewer_bundle(obj, hw=(384, 384)) -> dict | None:
     "The viewer's mimebundle for a Gaussians set or a FaceLiftOutput, with the object's repr as text (None: not one)."
     g, cams = (obj.gaussians, obj.cameras) if hasattr(obj, "gaussians") else (obj, None)
     if not isinstance(g, Gaussians) or g.means.ndim != 2: return None
@@ -664,18 +707,21 @@ def _viewer_bundle(obj, hw=(384, 384)) -> dict | None:
     bundle = SplatViewer(g, cams, hw=hw).widget._repr_mimebundle_()
     return dict(bundle, **{"text/plain": repr(obj)})
 
-def show_as_viewer(enable: bool = True,  # offer the viewer (False: only the usual text repr)
-                   ) -> bool:
-    "Display `Gaussians` and `FaceLiftOutput` as a `SplatViewer` in this IPython session; whether it is on."
+def _text_only(obj) -> None: return None  # a mimebundle printer that defers to the text repr
+
+def show_as_viewer(enable: bool | None = True,  # True: in any IPython shell; False: never; None: in Jupyter (default)
+                   ) -> bool | None:
+    "Whether `Gaussians` and `FaceLiftOutput` display as a `SplatViewer` in this IPython session; returns `enable`."
     from IPython import get_ipython
 
     from facelift_nb.pipeline import FaceLiftOutput
     ip = get_ipython()
     if ip is None: raise RuntimeError("show_as_viewer() works in IPython or Jupyter (no IPython session is running).")
+    if enable not in (True, False, None): raise TypeError(f"`enable` must be True, False or None; got {enable!r}.")
     fmt = ip.display_formatter.mimebundle_formatter
     for cls in (Gaussians, FaceLiftOutput):
-        if enable: fmt.for_type(cls, _viewer_bundle)
-        else: fmt.type_printers.pop(cls, None)
+        if enable is None: fmt.type_printers.pop(cls, None)
+        else: fmt.for_type(cls, viewer_bundle if enable else _text_only)
     return enable
 
 # %% ../nbs/09_widgets.ipynb #2db7859d

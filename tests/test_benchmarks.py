@@ -15,6 +15,7 @@ import mesh as bench_mesh  # noqa: E402
 import metrics as bench_metrics  # noqa: E402
 import mvdiffusion as bench_mvdiffusion  # noqa: E402
 import render as bench_render  # noqa: E402
+import sequence as bench_sequence  # noqa: E402
 
 from facelift_nb.cameras import plucker_inputs  # noqa: E402
 from facelift_nb.layouts import get_layout  # noqa: E402
@@ -84,10 +85,22 @@ def test_gpu_check_dry_run(capsys, tmp_path):
     assert bench_gpu.main(["--dry-run", "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out
     for check in ("gpu-marked tests", "renderer torch vs cpu", "GS-LRM", "MV UNet", "pipeline end to end",
-                  "turntable 150 frames"):
+                  "turntable 150 frames", "sequence 6 cameras x 3 frames"):
         assert check in out, out
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows), rows
+    assert len(rows) == 7 and all(r["status"] == "ok" for r in rows), rows
+    assert "3 frames, 6,146 Gaussians each" in rows[-1]["result"], rows[-1]  # 2 + 6·32² raw Gaussians per frame
+
+
+def test_sequence_benchmark_quick(capsys):
+    "The sequence benchmark's --quick run prints its tables: the rig's batches and both stage breakdowns."
+    bench_sequence.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "| GS-LRM batch | frames/s (median of 1) | vs batch 1 |" in out and "| 4 |" in out, out
+    assert out.count("| stage | share | ms/frame |") == 2 and out.count("| all stages | 100% |") == 2, out
+    for stage in ("GS-LRM (batch 4)", "videos (3 × 256², stability)", "multi-view stage (4 steps)", "GS-LRM |"):
+        assert stage in out, out
+    assert "end to end (no videos):" in out, out
 
 
 def test_gpu_check_without_cuda_says_so(capsys):

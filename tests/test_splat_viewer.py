@@ -12,6 +12,7 @@ from facelift_nb.cameras import orbit
 from facelift_nb.layouts import get_layout
 from facelift_nb.metrics import psnr
 from facelift_nb.render import render
+from facelift_nb.splats import Gaussians
 from facelift_nb.testing import head_scene
 from facelift_nb.widgets import (
     DEFAULT_VIEW,
@@ -99,12 +100,30 @@ def test_bad_views_and_formats(head):
 def test_results_display_as_the_viewer_with_their_text(head):
     from types import SimpleNamespace
 
-    from facelift_nb.widgets import _viewer_bundle
+    from facelift_nb.widgets import viewer_bundle
     out = SimpleNamespace(gaussians=head, cameras=get_layout("facelift6").cameras())  # as a FaceLiftOutput
-    bundle = _viewer_bundle(out, hw=(32, 32))
+    bundle = viewer_bundle(out, hw=(32, 32))
     assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/plain"] == repr(out)
-    assert _viewer_bundle(head_scene(200).to(dtype=torch.float32), hw=(16, 16))["text/plain"].startswith("Gaussians")
-    assert _viewer_bundle("not splats") is None
+    assert viewer_bundle(head_scene(200).to(dtype=torch.float32), hw=(16, 16))["text/plain"].startswith("Gaussians")
+    assert viewer_bundle("not splats") is None
+
+
+def test_splat_sets_display_as_the_viewer_in_jupyter_only(head, monkeypatch):
+    "By typing its name: a Gaussians set or a FaceLiftOutput is the viewer in a Jupyter kernel, its text elsewhere."
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from facelift_nb.pipeline import FaceLiftOutput
+    shell, widget = InteractiveShell.instance(), "application/vnd.jupyter.widget-view+json"
+    cams = get_layout("facelift6").cameras(hw=(32, 32))
+    out = FaceLiftOutput(None, None, cams, head, render(head, cams), None)
+    for obj in (head, out):
+        assert shell.display_formatter.format(obj)[0] == {"text/plain": repr(obj)}  # a terminal: text only
+    monkeypatch.setattr(shell, "kernel", object(), raising=False)  # as ipykernel's shell
+    for obj in (head, out):
+        data = shell.display_formatter.format(obj)[0]
+        assert widget in data and data["text/plain"] == repr(obj), data.keys()
+    batch = Gaussians(*(t[None] for t in (head.means, head.quats, head.scales, head.opacities, head.sh)))
+    assert shell.display_formatter.format(batch)[0] == {"text/plain": repr(batch)}  # a batch is no one viewer: text
 
 
 def test_front_end_ships_with_the_package():

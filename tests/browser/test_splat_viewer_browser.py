@@ -2,7 +2,7 @@
 
 Its frame, screenshotted in the page, must match `render` at the camera the page reports (PSNR >= 30 dB on the
 synthetic head), before and after a drag; a drag orbits, a shift-drag pans and the wheel zooms; a Gaussians set
-displays as the viewer after `show_as_viewer()`; 50k and ~1.57M
+displays as the viewer when a cell ends with it, with nothing to set up; 50k and ~1.57M
 splat scenes keep answering while dragged (their frame rates, a lower bound in headless chromium, are written to
 `splat_viewer_fps.json`); screenshots are saved in `test-artifacts/browser/` (or `$FACELIFT_NB_ARTIFACTS`)."""
 import io
@@ -33,7 +33,7 @@ CELLS = [
     "SplatViewer(head, hw=(256, 256), volume=False)",
     "SplatViewer(head_scene(50_000), get_layout('facelift6').cameras(), hw=(512, 512))",
     "SplatViewer(head_scene(1_570_000), get_layout('facelift6').cameras(), hw=(512, 512))",
-    "from facelift_nb.widgets import show_as_viewer\nshow_as_viewer()\nhead  # a Gaussians set: shown as the viewer",
+    "head  # a Gaussians set: shown as the viewer, with nothing to set up",
 ]
 HW = (256, 256)
 
