@@ -27,8 +27,9 @@ __all__ = ['PALETTE', 'AZIMUTH_TICKS_DEG', 'DEFAULT_VIEW', 'OVERLAY_COLORS', 'ca
            'plot_cameras', 'BaseWidget', 'refresh_figure', 'rigs_figure', 'above_figure', 'layout_renders',
            'layout_generations', 'study_bar_figure', 'study_polar_figure', 'LayoutComparer', 'view_camera',
            'view_basis', 'splat_subset', 'overlay_segments', 'project_segments', 'draw_segments', 'viewer_frame',
-           'encode_frame', 'splat_canvas_class', 'first_view', 'SplatViewer', 'viewer_bundle', 'show_as_viewer',
-           'rig_match', 'rig_figure', 'RigInspector', 'TurntablePlayer']
+           'encode_frame', 'gl_splats', 'gl_lines', 'webgl_constants', 'splat_canvas_class', 'first_view',
+           'SplatViewer', 'viewer_bundle', 'show_as_viewer', 'rig_match', 'rig_figure', 'RigInspector',
+           'TurntablePlayer']
 
 # %% ../nbs/09_widgets.ipynb #3baac478
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -619,20 +620,57 @@ def encode_frame(frame: np.ndarray,  # [H, W, 3] uint8
     Image.fromarray(frame).save(buf, format=fmt.upper(), **({"quality": quality} if fmt == "jpeg" else {}))
     return buf.getvalue()
 
+# %% ../nbs/09_widgets.ipynb #1facc900
+def gl_splats(gaussians: Gaussians,  # one set of splats
+              ) -> tuple[bytes, bytes, int]:
+    "`(splats, sh, K)` for the WebGL front end: float32 rows [N, 10] (centre, covariance xx xy xz yy yz zz, opacity)"
+    "and the SH coefficients [N, K, 3]."
+    from facelift_nb.cameras import quat_to_rotation
+    g = gaussians.to(device="cpu", dtype=torch.float64)
+    R = quat_to_rotation(g.quats)
+    cov = R @ torch.diag_embed(g.scales ** 2) @ R.transpose(-1, -2)
+    i, j = (0, 0, 0, 1, 1, 2), (0, 1, 2, 1, 2, 2)
+    rows = torch.cat([g.means, cov[:, i, j], g.opacities[:, None]], -1).to(torch.float32)
+    return rows.numpy().tobytes(), g.sh.to(torch.float32).contiguous().numpy().tobytes(), g.sh.shape[-2]
+
+def gl_lines(overlays: Sequence) -> bytes:
+    "The overlay lines for the WebGL front end: float32 [2M, 6] (world position, RGB in [0, 1]) per line end."
+    parts = [np.concatenate([np.asarray(seg, np.float64).reshape(-1, 3),
+                             np.broadcast_to(np.asarray(color, np.float64) / 255., (2 * len(seg), 3))], 1)
+             for color, seg in overlays if len(seg)]
+    return np.concatenate(parts).astype(np.float32).tobytes() if parts else b""
+
 # %% ../nbs/09_widgets.ipynb #sv4exp
 _CANVAS_CLASS = []  # the anywidget class, built on first use
 
+def webgl_constants() -> str:
+    "The rasteriser's constants as the JavaScript line the WebGL front end starts with (one definition, in Python)."
+    from facelift_nb.render_kernels import ALPHA_MAX, ALPHA_MIN, DILATION, FRUSTUM_CLAMP, NEAR
+    values = dict(NEAR=NEAR, DILATION=DILATION, ALPHA_MIN=ALPHA_MIN, ALPHA_MAX=ALPHA_MAX, FRUSTUM_CLAMP=FRUSTUM_CLAMP)
+    return "const " + ", ".join(f"{k} = {float(v)!r}" for k, v in values.items()) + ";\n"
+
 def splat_canvas_class() -> type:
-    "The viewer's browser canvas (an anywidget): shows `frame`, writes `camera` as you drag, shift-drag or scroll."
+    "The viewer's browser canvas (an anywidget): draws the splats or shows `frame`; writes `camera` as you drag."
     if _CANVAS_CLASS: return _CANVAS_CLASS[0]
     from importlib.resources import files
 
     import anywidget
     import traitlets as tr
 
+    static = files("facelift_nb").joinpath("static")
+
     class SplatCanvas(anywidget.AnyWidget):
-        "Shows `frame` (PNG or JPEG bytes of `fmt`, `width` x `height`); the browser writes `camera` (a view dict)."
-        _esm = files("facelift_nb").joinpath("static", "splat_viewer.js").read_text()
+        """Draws `splats` with WebGL (`mode="webgl"`) or shows `frame` (PNG or JPEG bytes of `fmt`); the browser
+        writes `camera` (a view dict), and `mode="frames"` with `gl_error` when it has no WebGL2."""
+        _esm = webgl_constants() + static.joinpath("splat_webgl.js").read_text() + static.joinpath(
+            "splat_viewer.js").read_text()
+        mode = tr.Unicode("frames").tag(sync=True)  # "webgl" or "frames"
+        gl_error = tr.Unicode("").tag(sync=True)
+        splats = tr.Bytes(b"").tag(sync=True)  # `gl_splats`
+        sh = tr.Bytes(b"").tag(sync=True)
+        sh_k = tr.Int(1).tag(sync=True)
+        lines = tr.Bytes(b"").tag(sync=True)  # `gl_lines`
+        bg = tr.List([1., 1., 1.]).tag(sync=True)
         frame = tr.Bytes(b"").tag(sync=True)
         fmt = tr.Unicode("png").tag(sync=True)
         camera = tr.Dict(dict(DEFAULT_VIEW)).tag(sync=True)
@@ -667,36 +705,69 @@ class SplatViewer(BaseWidget):
                  view: dict | None = None,  # the first view (None: `first_view(cameras)`)
                  volume: bool = True,  # draw GS-LRM's working volume at first
                  fmt: str = "png",  # frames as "png" (exact) or "jpeg" (smaller)
-                 depth: float = 0.5):  # drawn frustum depth
+                 depth: float = 0.5,  # drawn frustum depth
+                 mode: str = "auto"):  # "webgl": drawn in the browser; "frames": rendered here; "auto": see below
         W = _widgets()
         self._init_log()
+        if mode not in ("auto", "webgl", "frames"):
+            raise ValueError(f'`mode` must be "auto", "webgl" or "frames"; got {mode!r}.')
         view = dict(view or first_view(cameras))
         view_camera(view, hw)  # a bad view or size fails here, not in the browser
         encode_frame(np.zeros((1, 1, 3), np.uint8), fmt)
         self.gaussians, self.cameras, self.hw, self.max_splats, self.fmt, self.depth = (
             gaussians, cameras, tuple(hw), max_splats, fmt, depth)
-        self.canvas = splat_canvas_class()(camera=view, width=int(hw[1]), height=int(hw[0]), fmt=fmt)
+        self.frame, self._sent = None, None
+        self.canvas = splat_canvas_class()(camera=view, width=int(hw[1]), height=int(hw[0]), fmt=fmt, mode=mode)
         self.threshold, self.frusta, self.volume = _viewer_controls(cameras, volume)
         for w in (self.threshold, self.frusta, self.volume):
             w.observe(self._safe(lambda change: self.draw()), names="value")
-        self.canvas.observe(self._safe(lambda change: self.draw()), names="camera")
+        self.canvas.observe(self._safe(lambda change: self.draw()), names=["camera", "mode"])
+        self.canvas.on_msg(self._safe(lambda widget, content, buffers: self._resend(content)))
         self.info = W.HTML()
         self.widget = W.VBox([W.HTML("<b>Splat viewer</b>"), W.HBox([self.threshold, self.frusta, self.volume]),
                               self.canvas, self.info, self.log])
         self.draw()
 
     def draw(self) -> None:
-        "Render the canvas's view at the frame size and send the frame, and what it shows, to the browser."
+        "Send the browser what it shows: the splats and lines (webgl; only when they change) or the rendered frame."
         overlays = overlay_segments(self.cameras if self.frusta.value else None,
                                     WORKING_VOLUME if self.volume.value else None, self.depth)
+        if self.canvas.mode == "auto":  # the browser has not said yet which it can do
+            sub, eligible = splat_subset(self.gaussians, self.threshold.value, self.max_splats)
+            self.shown = dict(shown=len(sub), eligible=eligible, total=len(self.gaussians))
+            return self._show_info()
+        if self.canvas.mode == "webgl": return self._send_splats(overlays)
         self.frame, self.shown = viewer_frame(self.gaussians, self.canvas.camera, self.hw, self.threshold.value,
                                               self.max_splats, overlays)
+        self._show_info()
+        with self.canvas.hold_sync():
+            self.canvas.frame, self.canvas.basis = encode_frame(self.frame, self.fmt), self.shown["basis"]
+            self.canvas.info, self.canvas.rendered = f"{self.shown['shown']:,} splats", self.canvas.rendered + 1
+
+    def _resend(self, content) -> None:
+        "A view that found nothing to show asks again (a message can beat a view to the page)."
+        if content != {"request": "draw"}: return
+        self._sent = None
+        self.draw()
+
+    def _send_splats(self, overlays) -> None:
+        view_camera(self.canvas.camera, self.hw)  # a bad view from the browser lands in the log
+        if self._sent != self.threshold.value:
+            sub, eligible = splat_subset(self.gaussians, self.threshold.value, self.max_splats)
+            rows, sh, k = gl_splats(sub)
+            self.shown = dict(shown=len(sub), eligible=eligible, total=len(self.gaussians))
+            with self.canvas.hold_sync():
+                self.canvas.splats, self.canvas.sh, self.canvas.sh_k = rows, sh, k
+                self.canvas.info = f"{len(sub):,} splats"
+            self._sent = self.threshold.value
+        lines = gl_lines(overlays)
+        if lines != self.canvas.lines: self.canvas.lines = lines
+        self._show_info()
+
+    def _show_info(self) -> None:
         s = self.shown
         self.info.value = (f"showing {s['shown']:,} of {s['eligible']:,} splats with opacity ≥ "
                            f"{self.threshold.value:.2f} ({s['total']:,} in all)")
-        with self.canvas.hold_sync():
-            self.canvas.frame, self.canvas.basis = encode_frame(self.frame, self.fmt), s["basis"]
-            self.canvas.info, self.canvas.rendered = f"{s['shown']:,} splats", self.canvas.rendered + 1
 
 # %% ../nbs/09_widgets.ipynb #sv6exp
 def viewer_bundle(obj, hw=(384, 384)) -> dict | None:

@@ -38,7 +38,7 @@ def _decoded(viewer) -> torch.Tensor:  # [H, W, 3] in [0, 1]
 
 @pytest.mark.parametrize("fmt,min_db", [("png", 40.), ("jpeg", 30.)])
 def test_sent_frame_matches_render(head, fmt, min_db):
-    v = SplatViewer(head, hw=(160, 192), volume=False, fmt=fmt)
+    v = SplatViewer(head, hw=(160, 192), volume=False, fmt=fmt, mode="frames")
     for view in (dict(DEFAULT_VIEW), dict(DEFAULT_VIEW, azimuth_deg=-70., elevation_deg=35., radius=2.2,
                                           target=[0.1, 0.0, 0.05])):
         v.canvas.camera = view  # what the browser writes after a drag
@@ -79,7 +79,7 @@ def test_overlays_project_with_the_pinhole():
 
 def test_overlays_are_drawn_and_toggle(head):
     cams = get_layout("facelift6").cameras()
-    v = SplatViewer(head, cams, hw=(96, 96), volume=True)
+    v = SplatViewer(head, cams, hw=(96, 96), volume=True, mode="frames")
     with_lines = v.frame.copy()
     v.frusta.value = v.volume.value = False
     assert (with_lines != v.frame).any(axis=-1).sum() > 50
@@ -128,7 +128,9 @@ def test_splat_sets_display_as_the_viewer_in_jupyter_only(head, monkeypatch):
 
 def test_front_end_ships_with_the_package():
     js = files("facelift_nb").joinpath("static", "splat_viewer.js").read_text()
-    assert "export default" in js and "http" not in js  # loaded from the package, no CDN
+    gl = files("facelift_nb").joinpath("static", "splat_webgl.js").read_text()
+    assert "export default" in js and "class SplatGL" in gl  # the WebGL renderer ships beside the viewer
+    assert "http" not in js + gl and "import " not in js + gl  # loaded from the package: no CDN, no imports
     import tomllib
     from pathlib import Path
     cfg = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())

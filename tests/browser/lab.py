@@ -47,3 +47,27 @@ def start_lab(root, cells: list[str], name: str):
     proc.terminate()
     try: proc.wait(15)
     except subprocess.TimeoutExpired: proc.kill()
+
+
+def artifacts_dir():
+    "Where the browser tests save screenshots and measured figures: `$FACELIFT_NB_ARTIFACTS/browser` or test-artifacts."
+    import os
+    from pathlib import Path
+    art = Path(os.environ.get("FACELIFT_NB_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    (art / "browser").mkdir(parents=True, exist_ok=True)
+    return art / "browser"
+
+
+def run_notebook(p, chromium: str, url: str, token: str, name: str, ready: str, errors: list):
+    """Open notebook `name` in headless chromium (page errors go to `errors`), run all its cells and wait until the
+    JavaScript expression `ready` holds; returns `(browser, page)`."""
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/lab/tree/{name}?token={token}&reset", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+    time.sleep(3)
+    page.click("text=Run", timeout=30_000)
+    page.click("text=Run All Cells", timeout=30_000)
+    page.wait_for_function(ready, polling=500, timeout=240_000)
+    return browser, page

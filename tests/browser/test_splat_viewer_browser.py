@@ -7,7 +7,6 @@ splat scenes keep answering while dragged (their frame rates, a lower bound in h
 `splat_viewer_fps.json`); screenshots are saved in `test-artifacts/browser/` (or `$FACELIFT_NB_ARTIFACTS`)."""
 import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from facelift_nb.render import render
 from facelift_nb.testing import head_scene
 from facelift_nb.widgets import view_camera
 
-from .lab import start_lab
+from .lab import artifacts_dir, run_notebook, start_lab
 from .test_widgets_browser import CHROMIUM, ERRORS
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -30,10 +29,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 CELLS = [
     "import warnings; warnings.simplefilter('ignore')\nfrom facelift_nb.widgets import SplatViewer\n"
     "from facelift_nb.layouts import get_layout\nfrom facelift_nb.testing import head_scene\nhead = head_scene(6000)",
-    "SplatViewer(head, hw=(256, 256), volume=False)",
-    "SplatViewer(head_scene(50_000), get_layout('facelift6').cameras(), hw=(512, 512))",
-    "SplatViewer(head_scene(1_570_000), get_layout('facelift6').cameras(), hw=(512, 512))",
-    "head  # a Gaussians set: shown as the viewer, with nothing to set up",
+    "SplatViewer(head, hw=(256, 256), volume=False, mode='frames')",
+    "SplatViewer(head_scene(50_000), get_layout('facelift6').cameras(), hw=(512, 512), mode='frames')",
+    "SplatViewer(head_scene(1_570_000), get_layout('facelift6').cameras(), hw=(512, 512), mode='frames')",
+    "head  # a Gaussians set: shown as the viewer (mode 'auto'), with nothing to set up",
 ]
 HW = (256, 256)
 
@@ -57,7 +56,7 @@ def _settled(viewer, quiet_s: float = 1.5, timeout_s: float = 60) -> int:
 def _match_db(page, viewer, head, path: Path) -> float:
     "PSNR of the viewer's on-screen frame against `render` at the camera the page says it shows."
     time.sleep(0.5)
-    b = viewer.locator("img").bounding_box()  # clipped to whole pixels: the element may sit at a fractional offset
+    b = viewer.locator("canvas, img").first.bounding_box()  # clipped to whole pixels: it may sit at a fractional offset
     shot = page.screenshot(path=str(path), clip=dict(x=round(b["x"]), y=round(b["y"]), width=HW[1], height=HW[0]))
     got = torch.as_tensor(np.array(Image.open(io.BytesIO(shot)).convert("RGB"))) / 255.
     ref = render(head, view_camera(json.loads(viewer.get_attribute("data-camera")), HW), backend="cpu").rgb[0]
@@ -92,44 +91,43 @@ def _fps(page, viewer, seconds: float = 4.0) -> float:
     return frames / elapsed
 
 
+def orbit_pan_zoom(page, v0, head, art: Path, prefix: str) -> dict:
+    "Orbit, pan and zoom viewer `v0` (showing `head`), checking the camera moves; PSNR against `render` at each step."
+    v0.scroll_into_view_if_needed()
+    _settled(v0)
+    db = {"first view": _match_db(page, v0, head, art / f"{prefix}_first.png")}
+    _drag(page, v0, 90, 40)  # orbit
+    _settled(v0)
+    cam = json.loads(v0.get_attribute("data-camera"))
+    assert cam["azimuth_deg"] != 30. and cam["elevation_deg"] != 15., cam
+    db["after a drag"] = _match_db(page, v0, head, art / f"{prefix}_dragged.png")
+    _drag(page, v0, 40, 0, shift=True)  # pan
+    _settled(v0)
+    assert json.loads(v0.get_attribute("data-camera"))["target"] != cam["target"]
+    page.mouse.wheel(0, 300)  # zoom out
+    _settled(v0)
+    cam2 = json.loads(v0.get_attribute("data-camera"))
+    assert cam2["radius"] > cam["radius"], (cam, cam2)
+    db["after pan and zoom"] = _match_db(page, v0, head, art / f"{prefix}_zoomed.png")
+    return db
+
+
 def test_splat_viewer_matches_render_and_responds(lab):
     from playwright.sync_api import sync_playwright
     url, token = lab
-    art = Path(os.environ.get("FACELIFT_NB_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-    art = art / "browser"
-    art.mkdir(parents=True, exist_ok=True)
-    head, errors = head_scene(6000), []
+    art, head, errors = artifacts_dir(), head_scene(6000), []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/lab/tree/splats.ipynb?token={token}&reset", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook", timeout=120_000)
-        time.sleep(3)
-        page.click("text=Run", timeout=30_000)
-        page.click("text=Run All Cells", timeout=30_000)
-        page.wait_for_function("document.querySelectorAll('.facelift-splat-viewer img[src]').length == 4",
-                               timeout=240_000)
+        browser, page = run_notebook(p, CHROMIUM, url, token, "splats.ipynb",
+                                     "document.querySelectorAll('.facelift-splat-viewer img[src]').length == 4", errors)
         text = page.inner_text(".jp-Notebook")
         assert not [e for e in ERRORS if e in text], text[-2000:]
         assert "showing 200,000 of" in text  # the large scene is subsampled, and says so
         v0, v50k, vbig = (page.locator(".facelift-splat-viewer").nth(k) for k in range(3))
-        v0.scroll_into_view_if_needed()
-        db = {"first view": _match_db(page, v0, head, art / "splat_viewer_first.png")}
-        _drag(page, v0, 90, 40)  # orbit
-        _settled(v0)
-        cam = json.loads(v0.get_attribute("data-camera"))
-        assert cam["azimuth_deg"] != 30. and cam["elevation_deg"] != 15., cam
-        db["after a drag"] = _match_db(page, v0, head, art / "splat_viewer_dragged.png")
-        _drag(page, v0, 40, 0, shift=True)  # pan
-        _settled(v0)
-        assert json.loads(v0.get_attribute("data-camera"))["target"] != cam["target"]
-        page.mouse.wheel(0, 300)  # zoom out
-        _settled(v0)
-        cam2 = json.loads(v0.get_attribute("data-camera"))
-        assert cam2["radius"] > cam["radius"], (cam, cam2)
-        db["after pan and zoom"] = _match_db(page, v0, head, art / "splat_viewer_zoomed.png")
+        db = orbit_pan_zoom(page, v0, head, art, "splat_viewer")
         assert page.locator(".facelift-splat-viewer").count() == 4  # typing a Gaussians' name shows the viewer
+        auto = page.locator(".facelift-splat-viewer").nth(3)  # headless chromium draws WebGL in software: frames
+        why = auto.get_attribute("data-gl-error") or ""
+        assert auto.get_attribute("data-mode") == "frames" and "software WebGL" in why, why
         fps = {}
         for name, v in (("50k", v50k), ("1.57M (200k drawn)", vbig)):
             v.scroll_into_view_if_needed()
