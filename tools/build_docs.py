@@ -42,7 +42,11 @@ def build(out: Path, proc: Path | None = None) -> Path:
         raise FileExistsError(f"{out} exists and is not a site built here; mkdocs would replace its contents. "
                               "Pick another --out.")
     if proc is None:
-        subprocess.run(["nbdev-proc-nbs"], cwd=ROOT, check=True, capture_output=True, text=True)
+        sidebar = ROOT / "nbs" / "sidebar.yml"  # nbdev-proc-nbs rewrites it (quarto's sidebar; this site has its own)
+        kept = sidebar.read_bytes() if sidebar.is_file() else None
+        try: subprocess.run(["nbdev-proc-nbs"], cwd=ROOT, check=True, capture_output=True, text=True)
+        finally:
+            if kept is not None: sidebar.write_bytes(kept)  # a docs build leaves the tracked tree as it was
         proc = ROOT / "_proc"
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
