@@ -38,8 +38,9 @@ __all__ = ['HIGHER_IS_BETTER', 'BG', 'AUTO_HELD_OUT', 'rows_to_csv', 'ViewScores
            'SyntheticSample', 'FolderSample', 'PickedViews', 'as_sample', 'pick_views', 'ReconstructionScores',
            'evaluate_reconstruction', 'held_out_views', 'bootstrap_ci', 'study_summary', 'study_by_view', 'study_costs',
            'paired_differences', 'StudyResults', 'save_study', 'load_study', 'model_fingerprint',
-           'builtin_held_out_samples', 'study_samples', 'layout_study', 'plot_layout_metric', 'eye_level',
-           'azimuth_profile', 'plot_azimuth_error', 'save_study_figures', 'study_rows', 'study_table']
+           'builtin_held_out_samples', 'study_samples', 'layout_study', 'ViewIdentity', 'view_identity',
+           'plot_layout_metric', 'eye_level', 'azimuth_profile', 'plot_azimuth_error', 'save_study_figures',
+           'study_rows', 'study_table']
 
 # %% ../nbs/16_evaluate.ipynb #f7bff92a
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "psnr_fg": True, "ssim_fg": True, "mask_iou": True, "lpips": False}
@@ -553,6 +554,75 @@ def layout_study(gslrm,  # a GSLRM (e.g. `load_gslrm(...)[0]`)
     res = StudyResults(lays, tuple(r for rec in recs for r in rec["rows"]), tuple(rec["run"] for rec in recs), config)
     if out is not None: save_study(res, out)
     return res
+
+# %% ../nbs/16_evaluate.ipynb #6a72e83d
+def _slot_angles(layout: ViewLayout) -> np.ndarray:
+    "Angle (degrees) between each slot's viewing direction and the first slot's (the input)."
+    d = torch.nn.functional.normalize(layout.cameras().centers.double(), dim=-1)
+    return np.degrees(np.arccos((d @ d[0]).clamp(-1, 1).numpy()))
+
+@dataclass(frozen=True)
+class ViewIdentity:
+    "Per subject and slot: PSNR of the generated view against its own true view and against the true input view."
+    layout: str  # the layout's label
+    slots: tuple[str, ...]  # its slot names; slot 0 is the input
+    angles_deg: tuple[float, ...]  # each slot's angle from the input
+    samples: tuple[str, ...]  # the subjects, one per row
+    own: np.ndarray  # [N, V] PSNR(generated slot v, true slot v)
+    front: np.ndarray  # [N, V] PSNR(generated slot v, true input view)
+    copy: np.ndarray  # [N, V] PSNR(true input view, true slot v): the "repeat the input" baseline
+    min_angle_deg: float = 90.  # slots this far from the input are the ones tested
+
+    @property
+    def tested(self) -> list[int]: return [v for v, a in enumerate(self.angles_deg) if a >= self.min_angle_deg - 1e-6]
+
+    def fractions(self) -> dict[str, float]:
+        "For each tested slot, the share of subjects whose generated view is closer to its own true view."
+        return {self.slots[v]: float(np.mean(self.own[:, v] > self.front[:, v])) for v in self.tested}
+
+    def holds(self, level: float = 0.8) -> bool:
+        "True when every tested slot has its own side for at least `level` of the subjects."
+        return all(f >= level for f in self.fractions().values())
+
+    def gain_db(self) -> float:
+        "Mean PSNR of the generated views (slots 1..V-1) minus that of repeating the input view."
+        return float(np.mean(self.own[:, 1:]) - np.mean(self.copy[:, 1:]))
+
+    def rows(self) -> list[dict]:
+        "One row per generated slot: its angle, mean PSNR own / against the input / baseline, share closer to own."
+        fr = self.fractions()
+        return [dict(slot=self.slots[v], angle_deg=float(self.angles_deg[v]), psnr=float(self.own[:, v].mean()),
+                     psnr_vs_input=float(self.front[:, v].mean()), copy_psnr=float(self.copy[:, v].mean()),
+                     closer_to_own=fr.get(self.slots[v])) for v in range(1, len(self.slots))]
+
+# %% ../nbs/16_evaluate.ipynb #51dca5fe
+@torch.no_grad()
+def view_identity(mv,  # an MVDiffusionPipeline
+                  samples,  # samples (as `layout_study` takes them); synthetic ones are rendered at the slots exactly
+                  num_inference_steps: int = 50, guidance_scale: float = 3.0, seed: int = 4,
+                  min_angle_deg: float = 90., progress: bool = False) -> ViewIdentity:
+    "Generate each sample's views from its input slot and compare every slot with its own and the input's true view."
+    lay, S = mv.layout, mv.resolution
+    if _slot_angles(lay)[1:].max() < min_angle_deg:
+        raise ValueError(f"layout {lay.label} has no slot {min_angle_deg}° or more from its input; lower "
+                         "`min_angle_deg`.")
+    items = study_samples(samples, S)
+    mv.set_progress_bar_config(disable=True)
+    own, front, copy = [], [], []
+    it = items
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(items, desc="view identity")
+    for s in it:
+        true = pick_views(s, lay, S).rgb  # [V, 3, S, S]
+        gen = mv(true[0], layout=lay, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                 generator=seed).images.permute(0, 3, 1, 2).clamp(0, 1).float()
+        inp = true[:1].expand_as(true)
+        own.append(psnr(gen, true).numpy())
+        front.append(psnr(gen, inp).numpy())
+        copy.append(psnr(inp, true).numpy())
+    return ViewIdentity(lay.label, tuple(lay.names), tuple(float(a) for a in _slot_angles(lay)),
+                        tuple(s.name for s in items), np.stack(own), np.stack(front), np.stack(copy), min_angle_deg)
 
 # %% ../nbs/16_evaluate.ipynb #789804ef
 def plot_layout_metric(results: StudyResults, metric: str = "psnr", ax=None, n_boot: int = 1000, seed: int = 0):

@@ -82,6 +82,26 @@ def test_checkpoints_reload_exactly_and_resume(make_cfg, tmp_path):
     _assert_same(final, _weights(c / "final"))
 
 
+def test_random_input_counts_train_and_resume_exactly(make_cfg, tmp_path, monkeypatch):
+    from facelift_nb.train import gslrm as tg
+    seen = []
+    step = tg._gslrm_step
+    monkeypatch.setattr(tg, "_gslrm_step", lambda *a: seen.append(a[-1]) or step(*a))
+    a = tmp_path / "a"
+    train_gslrm(make_cfg(a, num_input=(2, 5), num_target=6, max_steps=6))
+    assert seen == [tg.step_input_count((2, 5), s, 0) for s in range(6)] and len(set(seen)) > 1, seen
+    # stopped at step 3 and resumed: the same counts for steps 4..6 and bit-identical weights
+    b = tmp_path / "b"
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(a / "checkpoints" / "checkpoint-3", b / "checkpoints" / "checkpoint-3")
+    seen.clear()
+    train_gslrm(make_cfg(b, num_input=(2, 5), num_target=6, max_steps=6, resume=True))
+    assert seen == [tg.step_input_count((2, 5), s, 0) for s in range(3, 6)]
+    _assert_same(_weights(a / "final"), _weights(b / "final"))
+    with pytest.raises(ValueError, match="most input views"):
+        make_cfg(tmp_path, num_input=(2, 8), num_target=6)
+
+
 def test_exact_layout_with_relative_output_dir(make_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train_gslrm(make_cfg("runs/x", max_steps=2, checkpoint_every=2))

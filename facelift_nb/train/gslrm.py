@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'MODEL_SUBFOLDER', 'sample_dirs', 'check_sample', 'GSLRMDataset', 'VGGPerceptual', 'gslrm_loss',
-           'GSLRMTrainConfig', 'list_gslrm_checkpoints', 'latest_gslrm_checkpoint', 'export_published_checkpoint',
-           'GSLRMTrainResult', 'train_gslrm']
+           'GSLRMTrainConfig', 'input_count_range', 'step_input_count', 'list_gslrm_checkpoints',
+           'latest_gslrm_checkpoint', 'export_published_checkpoint', 'GSLRMTrainResult', 'train_gslrm']
 
 # %% ../../nbs/08_train.gslrm.ipynb #4ac340ff
 def sample_dirs(source,  # a sample folder, a folder of sample folders, or a list file
@@ -200,7 +200,7 @@ class GSLRMTrainConfig(common.YAMLConfig):
     model_config: dict | None = None  # GSLRM architecture (default: the published one)
     fine_tune_from: str | None = None  # start from these weights (published .pt/.safetensors, save_pretrained folder)
     resume: bool = False  # continue from the newest valid checkpoint in output_dir/checkpoints
-    num_input: int = 6  # views the model sees
+    num_input: int | tuple = 6  # views the model sees; (lo, hi): lo..hi random views, drawn anew each step
     num_target: int = 8  # views the loss compares (inputs included)
     input_views: tuple | None = None  # fixed input frames (e.g. the layout's views); default: random per item
     image_size: int = 512  # training resolution (images and intrinsics resized)
@@ -236,10 +236,31 @@ def _check_gslrm_config(c) -> None:
                          "optimizer), not both.")
     if c.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"`mixed_precision` must be no, bf16 or fp16; got {c.mixed_precision!r}.")
-    if c.input_views is not None and len(c.input_views) != c.num_input:
-        raise ValueError(f"`input_views` must list `num_input` = {c.num_input} frames; got {len(c.input_views)}.")
-    for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size", "num_input", "num_target"):
+    lo, hi = input_count_range(c.num_input)
+    if c.input_views is not None and (lo != hi or len(c.input_views) != hi):
+        raise ValueError(f"`input_views` must list `num_input` = {c.num_input} frames (one fixed count); got "
+                         f"{len(c.input_views)}.")
+    if c.num_target < hi:
+        raise ValueError(f"`num_target` ({c.num_target}) must be >= the most input views ({hi}): targets include the "
+                         "inputs.")
+    for k in ("max_steps", "checkpoint_every", "keep_last", "batch_size", "num_target"):
         if getattr(c, k) < 1: raise ValueError(f"`{k}` must be >= 1; got {getattr(c, k)}.")
+
+def input_count_range(num_input) -> tuple[int, int]:
+    "`(lo, hi)` input views of a run's `num_input`: an int n gives (n, n), a pair (lo, hi) itself; others raise."
+    pair = (num_input, num_input) if isinstance(num_input, int) and not isinstance(num_input, bool) else num_input
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                    for v in pair)
+    if not ok or not 1 <= pair[0] <= pair[1]:
+        raise ValueError(f"`num_input` must be a count >= 1 or a range (lo, hi) with 1 <= lo <= hi; got {num_input!r}.")
+    return int(pair[0]), int(pair[1])
+
+def step_input_count(num_input, step: int, seed: int) -> int:
+    "The input views of training step `step`: fixed, or drawn in `num_input`'s range from (seed, step) alone."
+    lo, hi = input_count_range(num_input)
+    if lo == hi: return lo
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)  # the same on every process and after a resume
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
 # %% ../../nbs/08_train.gslrm.ipynb #7fa4528d
 MODEL_SUBFOLDER = "gslrm"
@@ -305,7 +326,8 @@ def _gslrm_setup(config: GSLRMTrainConfig) -> tuple:
     model = GSLRM(**(config.model_config or {}))
     if config.fine_tune_from: _load_weights(model, config.fine_tune_from)
     if config.gradient_checkpointing: model.enable_gradient_checkpointing()
-    ds = GSLRMDataset(config.data, config.num_input, config.num_target, config.image_size, config.bg,
+    most_inputs = input_count_range(config.num_input)[1]  # items carry enough views for the largest count
+    ds = GSLRMDataset(config.data, most_inputs, config.num_target, config.image_size, config.bg,
                       input_views=list(config.input_views) if config.input_views is not None else None,
                       random_crop=tuple(config.random_crop) if config.random_crop else None, seed=config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -330,13 +352,15 @@ def _resume_folder(ck: Path, model, opt, sched, state: dict) -> Path | None:
     return None
 
 # %% ../../nbs/08_train.gslrm.ipynb #90ce73a4
-def _gslrm_step(acc, model, opt, sched, batch: dict, config: GSLRMTrainConfig, perceptual, bg) -> torch.Tensor:
-    "One optimizer step on `batch`: [loss, PSNR] averaged over all processes (the global batch's)."
+def _gslrm_step(acc, model, opt, sched, batch: dict, config: GSLRMTrainConfig, perceptual, bg,
+                n_in: int | None = None) -> torch.Tensor:
+    "One optimizer step on `batch` from its first `n_in` views: [loss, PSNR] averaged over all processes."
     from facelift_nb.render import render
+    n_in = input_count_range(config.num_input)[1] if n_in is None else n_in
     b = {k: v.to(acc.device) for k, v in batch.items()}
     cams = Cameras(b["K"], b["w2c"], (config.image_size,) * 2)
     with acc.autocast():
-        pred = model(b["images"][:, :config.num_input], cams[:config.num_input]).gaussians
+        pred = model(b["images"][:, :n_in], cams[:n_in]).gaussians
     rgb = render(pred, cams, bg=bg, backend="torch").rgb  # [B, Vt, S, S, 3]
     pr, tg = rgb.flatten(0, 1).permute(0, 3, 1, 2), b["images"].flatten(0, 1)
     alpha = b["alpha"].flatten(0, 1) if config.masked_loss else None
@@ -385,7 +409,8 @@ def train_gslrm(config: GSLRMTrainConfig) -> GSLRMTrainResult:
     bg = (1., 1., 1.) if config.bg == "white" else (0., 0., 0.)
     for step in range(start, config.max_steps):
         batch = common.step_batch(ds, step, config.batch_size, acc.process_index, acc.num_processes, config.seed)
-        logged = _gslrm_step(acc, model, opt, sched, batch, config, perceptual, bg)
+        logged = _gslrm_step(acc, model, opt, sched, batch, config, perceptual, bg,
+                             step_input_count(config.num_input, step, config.seed))
         state["step"] = step + 1
         common.log_step(acc, out, history, {"step": step + 1, "loss": logged[0].item(), "psnr": logged[1].item(),
                                      "lr": sched.get_last_lr()[0]})
